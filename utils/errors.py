@@ -1,0 +1,25 @@
+"""User-facing errors: one clear line, no traceback, non-zero exit code."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, NoReturn
+
+
+class PatchCoreError(Exception):
+    """A problem with the user's input (paths, files, arguments) that a one-line message explains."""
+
+
+def fail(message: str, exit_code: int = 2) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(exit_code)
+
+
+def run_cli(main: Callable[[], int | None]) -> NoReturn:
+    """Run an entry script's main(): PatchCoreError and bad files become one line on stderr."""
+    try:
+        code = main()
+    except PatchCoreError as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        fail("interrupted", exit_code=130)
+    raise SystemExit(code or 0)
