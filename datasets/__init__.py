@@ -1,0 +1,1 @@
+import utils  # noqa: F401  (quiets paddle's import-time warning)

@@ -1,0 +1,114 @@
+"""MVTec AD layout: ROOT/CAT/train/good, ROOT/CAT/test/<defect|good>, ROOT/CAT/ground_truth/<defect>/."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from paddle.io import Dataset
+
+from datasets.preprocess import list_images, load_image, load_mask, preprocess_image
+from utils.config import DataConfig
+from utils.errors import PatchCoreError
+
+TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
+OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw",
+           "toothbrush", "transistor", "zipper")
+MVTEC_CATEGORIES = TEXTURES + OBJECTS
+GOOD = "good"
+
+
+def is_category(folder: str) -> bool:
+    return os.path.isdir(os.path.join(folder, "train", GOOD))
+
+
+def resolve_categories(root: str, name: str) -> list[str]:
+    """Category names for `--category`: all | objects | textures | a folder name under root."""
+    if not os.path.isdir(root):
+        raise PatchCoreError(f"data path not found: {root}")
+    if name == "all":
+        found = sorted(d for d in os.listdir(root) if is_category(os.path.join(root, d)))
+        if not found:
+            raise PatchCoreError(f"no category in MVTec layout (CATEGORY/train/good) under {root}")
+        return found
+    if name in ("objects", "textures"):
+        group = OBJECTS if name == "objects" else TEXTURES
+        found = [c for c in group if is_category(os.path.join(root, c))]
+        if not found:
+            raise PatchCoreError(f"none of the MVTec {name} ({', '.join(group)}) is under {root}")
+        return found
+    folder = os.path.join(root, name)
+    if not os.path.isdir(folder):
+        raise PatchCoreError(f"unknown category '{name}': no folder {folder}")
+    if not is_category(folder):
+        raise PatchCoreError(f"category '{name}' has no training images folder {os.path.join(folder, 'train', GOOD)}")
+    return [name]
+
+
+@dataclass
+class Sample:
+    path: str
+    label: int          # 0 good, 1 defective
+    defect: str         # "good" or the defect folder name
+    mask_path: str | None
+
+
+def _mask_path(category_dir: str, defect: str, image_path: str) -> str | None:
+    if defect == GOOD:
+        return None
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    folder = os.path.join(category_dir, "ground_truth", defect)
+    for ext in (".png", ".bmp", ".jpg", ".tif"):
+        candidate = os.path.join(folder, f"{stem}_mask{ext}")
+        if os.path.isfile(candidate):
+            return candidate
+    # A defective image without an annotation still counts for image AUROC; its mask stays empty.
+    return None
+
+
+def list_samples(root: str, category: str, split: str) -> list[Sample]:
+    category_dir = os.path.join(root, category)
+    split_dir = os.path.join(category_dir, split)
+    if not os.path.isdir(split_dir):
+        raise PatchCoreError(f"category '{category}' has no '{split}' folder: {split_dir}")
+    defects = [GOOD] if split == "train" else sorted(
+        d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    samples = []
+    for defect in defects:
+        for path in list_images(os.path.join(split_dir, defect)):
+            label = 0 if defect == GOOD else 1
+            samples.append(Sample(path, label, defect, _mask_path(category_dir, defect, path)))
+    if not samples:
+        raise PatchCoreError(f"no images in {split_dir}")
+    return samples
+
+
+class MVTecDataset(Dataset):
+    """One split of one category; items are (image CHW float32, mask HW uint8, label int)."""
+
+    def __init__(self, root: str, category: str, split: str = "train", data_cfg: DataConfig | None = None):
+        super().__init__()
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        self.cfg = data_cfg or DataConfig()
+        self.category = category
+        self.split = split
+        self.samples = list_samples(root, category, split)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        sample = self.samples[index]
+        cfg = self.cfg
+        image = preprocess_image(load_image(sample.path), cfg.resize, cfg.crop_size, cfg.mean, cfg.std)
+        mask = load_mask(sample.mask_path, cfg.resize, cfg.crop_size)
+        return image, mask, sample.label
+
+    @property
+    def paths(self) -> list[str]:
+        return [s.path for s in self.samples]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=np.int64)

@@ -1,0 +1,70 @@
+import math
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from models.knn import MemoryBank
+from models.scorer import PatchCoreScorer, reweight, upsample_and_smooth
+
+
+def brute_force(queries, bank):
+    d = np.sqrt(((queries[:, None, :].astype(np.float64) - bank[None].astype(np.float64)) ** 2).sum(-1))
+    return d
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 4096, 2**28])
+def test_search_matches_brute_force_in_any_chunking(chunk_bytes):
+    rng = np.random.default_rng(0)
+    bank = rng.standard_normal((300, 16)).astype(np.float32)
+    queries = rng.standard_normal((50, 16)).astype(np.float32)
+    dists, index = MemoryBank(bank, max_chunk_bytes=chunk_bytes).search(queries, k=3)
+    full = brute_force(queries, bank)
+    np.testing.assert_array_equal(index, np.argsort(full, axis=1)[:, :3])
+    np.testing.assert_allclose(dists, np.sort(full, axis=1)[:, :3], rtol=1e-6)
+
+
+def test_exact_distance_for_a_query_equal_to_a_bank_entry():
+    # The expanded form would give sqrt(rounding noise) here; the refined distance is exactly 0.
+    bank = np.random.default_rng(1).standard_normal((100, 64)).astype(np.float32) * 30
+    dists, index = MemoryBank(bank).search(bank[[5, 17]], k=1)
+    assert index[:, 0].tolist() == [5, 17]
+    assert dists.max() == 0.0
+
+
+def test_reweight_follows_eq7_by_hand():
+    # Bank on a line: m* = 0 at index 0, its neighbours 1 and 3 (b = 3); test patch at 2.
+    bank = MemoryBank(np.array([[0.0], [1.0], [3.0], [10.0]], dtype=np.float32))
+    test_patch = np.array([2.0], dtype=np.float32)
+    # distances to N_b(m*) = {0, 1, 3}: 2, 1, 1 -> w = 1 - e^2 / (e^2 + e + e)
+    expected = (1 - math.exp(2) / (math.exp(2) + 2 * math.e)) * 2.0
+    assert reweight(test_patch, 0, bank, num_neighbors=3) == pytest.approx(expected, rel=1e-12)
+
+
+def test_scorer_patch_scores_map_and_image_score():
+    rng = np.random.default_rng(2)
+    bank = rng.standard_normal((64, 8)).astype(np.float32)
+    embedding = rng.standard_normal((2, 8, 4, 4)).astype(np.float32)
+    scores = PatchCoreScorer(bank, image_size=16, image_score="max", sigma=4)(embedding)
+    patches = embedding.transpose(0, 2, 3, 1).reshape(2, 16, 8)
+    expected = np.stack([brute_force(p, bank).min(1) for p in patches]).reshape(2, 4, 4)
+    np.testing.assert_allclose(scores.patch_scores, expected, rtol=1e-5)
+    np.testing.assert_allclose(scores.image_scores, expected.reshape(2, -1).max(1), rtol=1e-5)
+    assert scores.anomaly_maps.shape == (2, 16, 16)
+    reweighted = PatchCoreScorer(bank, image_size=16, image_score="reweighted")(embedding).image_scores
+    assert np.all(reweighted < scores.image_scores) and np.all(reweighted > 0)
+
+
+def test_map_is_bilinear_upsampling_then_gaussian():
+    grid = np.zeros((1, 2, 2), dtype=np.float32)
+    grid[0, 0, 0] = 1.0
+    sharp = upsample_and_smooth(grid, size=8, sigma=0)
+    # align_corners=False: the top-left 2x2 output pixels sit beyond the first sample and copy it.
+    assert sharp[0, 0, 0] == 1.0 and sharp[0, 1, 1] == 1.0 and sharp[0, 7, 7] == 0.0
+    np.testing.assert_allclose(upsample_and_smooth(grid, 8, sigma=4)[0],
+                               gaussian_filter(sharp[0], sigma=4, mode="reflect", truncate=4.0), rtol=1e-6)
+
+
+def test_channel_mismatch_is_refused():
+    with pytest.raises(ValueError, match="channels"):
+        PatchCoreScorer(np.zeros((4, 3), np.float32), 8)(np.zeros((1, 5, 2, 2), np.float32))

@@ -1,0 +1,82 @@
+"""Per-category training and evaluation: the loop behind train.py and eval.py."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from datasets.mvtec import MVTecDataset
+from datasets.preprocess import load_image, resized_rgb
+from models.feature_extractor import PatchFeatureExtractor, build_extractor
+from models.patchcore import PatchCoreModel, fit, score_batches
+from utils.config import Config
+from utils.metrics import compute_metrics, f1_optimal_threshold
+from utils.table import format_table, with_mean_row, write_csv
+from utils.visualize import save_figure
+
+METRIC_COLUMNS = ("Image_AUROC", "Pixel_AUROC", "PRO_score")
+
+
+def model_path(save_path: str, category: str) -> str:
+    return os.path.join(save_path, f"{category}.pdparams")
+
+
+def evaluate(model: PatchCoreModel, extractor: PatchFeatureExtractor, data_path: str, batch_size: int,
+             with_pro: bool, save_path: str, save_pic: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Score the test split, write per-image scores (and figures), return the metrics row."""
+    test_set = MVTecDataset(data_path, model.category, "test", model.config.data)
+    scores, masks, labels = score_batches(model, extractor, test_set, batch_size, progress)
+    metrics = compute_metrics(scores.image_scores, labels, scores.anomaly_maps, masks, with_pro)
+    rows = [{"path": s.path, "defect": s.defect, "label": s.label, "image_score": float(v)}
+            for s, v in zip(test_set.samples, scores.image_scores)]
+    write_csv(os.path.join(save_path, f"{model.category}_test_scores.csv"), rows,
+              ("path", "defect", "label", "image_score"))
+    if save_pic:
+        save_test_figures(model, test_set, scores.anomaly_maps, masks, save_path, progress)
+    return {"category": model.category, **metrics}
+
+
+def save_test_figures(model: PatchCoreModel, test_set: MVTecDataset, maps: np.ndarray, masks: np.ndarray,
+                      save_path: str, progress: bool) -> None:
+    from tqdm import tqdm
+
+    threshold = model.calibration.get("pixel_threshold")
+    if threshold is None:
+        # No calibrated threshold yet: the F1-optimal one on this test split, as the paper's figures do.
+        threshold, _ = f1_optimal_threshold(maps.ravel(), masks.ravel())
+    vmin, vmax = float(maps.min()), float(maps.max())
+    data = model.config.data
+    folder = os.path.join(save_path, "pics", model.category)
+    for sample, amap, mask in tqdm(list(zip(test_set.samples, maps, masks)), desc=f"{model.category}: figures",
+                                   disable=not progress, leave=False):
+        name = f"{sample.defect}_{os.path.splitext(os.path.basename(sample.path))[0]}.png"
+        image = resized_rgb(load_image(sample.path), data.resize, data.crop_size)
+        save_figure(os.path.join(folder, name), image, amap, threshold, vmin, vmax,
+                    title=f"{model.category}/{sample.defect}/{os.path.basename(sample.path)}",
+                    mask=mask if sample.label else None)
+
+
+def train_category(config: Config, data_path: str, category: str, save_path: str, batch_size: int,
+                   run_eval: bool, with_pro: bool, progress: bool = True) -> dict[str, Any]:
+    extractor = build_extractor(config.model)
+    train_set = MVTecDataset(data_path, category, "train", config.data)
+    model = fit(extractor, train_set, config, category, batch_size, progress)
+    row: dict[str, Any] = {"category": category}
+    if run_eval:
+        row = evaluate(model, extractor, data_path, batch_size, with_pro, save_path, progress=progress)
+    model.save(model_path(save_path, category))
+    stats = model.fit_stats
+    row.update(fit_seconds=stats["feature_seconds"] + stats["coreset_seconds"], bank_size=int(stats["bank_size"]))
+    return row
+
+
+def report(rows: list[dict[str, Any]], columns: tuple[str, ...], csv_path: str) -> str:
+    """Print the results table with a mean row and save it as CSV; returns the table text."""
+    numeric = [c for c in columns if c in METRIC_COLUMNS or c == "fit_seconds"]
+    rows = with_mean_row(rows, "category", numeric)
+    table = format_table(rows, columns)
+    write_csv(csv_path, rows, columns)
+    print(table)
+    print(f"saved {csv_path}")
+    return table

@@ -1,0 +1,53 @@
+"""Figures for people: the image, its ground truth, the heat map and the predicted defect region."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on inspection PCs running headless
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from utils.io import atomic_path  # noqa: E402
+
+
+def region_outline(region: np.ndarray) -> np.ndarray:
+    """Boolean outline (1 pixel wide) of a boolean region."""
+    return region & ~ndimage.binary_erosion(region, iterations=1, border_value=0)
+
+
+def overlay(image: np.ndarray, anomaly_map: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5) -> np.ndarray:
+    """Heat map blended over an RGB uint8 image, as uint8 RGB."""
+    scaled = np.clip((anomaly_map - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    heat = plt.get_cmap("jet")(scaled)[..., :3]
+    return (255 * ((1 - alpha) * image / 255.0 + alpha * heat)).astype(np.uint8)
+
+
+def outlined(image: np.ndarray, region: np.ndarray, colour: tuple[int, int, int] = (255, 0, 0)) -> np.ndarray:
+    out = image.copy()
+    edge = ndimage.binary_dilation(region_outline(region), iterations=1)
+    out[edge] = colour
+    return out
+
+
+def save_figure(path: str | os.PathLike, image: np.ndarray, anomaly_map: np.ndarray, threshold: float,
+                vmin: float, vmax: float, title: str, mask: np.ndarray | None = None) -> None:
+    """One row: image | ground truth (if any) | heat map | predicted region outlined."""
+    region = anomaly_map >= threshold
+    panels = [("image", image)]
+    if mask is not None:
+        panels.append(("ground truth", outlined(image, mask.astype(bool), (0, 255, 0))))
+    panels += [("heat map", overlay(image, anomaly_map, vmin, vmax)),
+               ("predicted region", outlined(image, region))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
+    for ax, (name, picture) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(picture)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
