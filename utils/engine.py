@@ -11,7 +11,7 @@ from datasets.preprocess import load_image, resized_rgb
 from models.feature_extractor import PatchFeatureExtractor, build_extractor
 from models.patchcore import PatchCoreModel, fit, score_batches
 from utils.config import Config
-from utils.metrics import compute_metrics, f1_optimal_threshold
+from utils.metrics import UndefinedMetricError, compute_metrics, f1_optimal_threshold
 from utils.table import format_table, with_mean_row, write_csv
 from utils.visualize import save_figure
 
@@ -44,7 +44,11 @@ def save_test_figures(model: PatchCoreModel, test_set: MVTecDataset, maps: np.nd
     threshold = model.calibration.get("pixel_threshold")
     if threshold is None:
         # No calibrated threshold yet: the F1-optimal one on this test split, as the paper's figures do.
-        threshold, _ = f1_optimal_threshold(maps.ravel(), masks.ravel())
+        try:
+            threshold, _ = f1_optimal_threshold(maps.ravel(), masks.ravel())
+        except UndefinedMetricError:
+            threshold = float(maps.max())   # no annotated defect at all: outline nothing
+
     vmin, vmax = float(maps.min()), float(maps.max())
     data = model.config.data
     folder = os.path.join(save_path, "pics", model.category)
