@@ -55,7 +55,8 @@ def _load_local_weights(net: nn.Layer, path: str, arch: str) -> None:
     if wrong or missing:
         raise PatchCoreError(f"weights file '{path}' does not fit --arch {arch} "
                              f"({len(missing)} missing, {len(wrong)} wrongly shaped parameters)")
-    net.set_state_dict({k: v for k, v in state.items() if k in expected})
+    # A features-only checkpoint has no classifier; keep the net's own so paddle does not warn.
+    net.set_state_dict({k: state.get(k, v) for k, v in expected.items()})
 
 
 def _download_imagenet(arch: str) -> nn.Layer:

@@ -12,14 +12,17 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 
 
 class MemoryBank:
-    """A fixed set of feature vectors with their squared norms kept ready for searching."""
+    """A fixed set of feature vectors, kept ready for nearest-neighbour queries."""
 
     def __init__(self, features: np.ndarray, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES):
         if features.ndim != 2 or len(features) == 0:
             raise ValueError(f"memory bank must be a non-empty [M, C] array, got shape {features.shape}")
         self.features = np.ascontiguousarray(features, dtype=np.float32)
-        self.tensor = paddle.to_tensor(self.features)
-        self.sq_norms = (self.tensor * self.tensor).sum(axis=1)
+        # Ranking by ||b||^2 - 2ab gives the same order as ||a - b||^2 (||a||^2 is constant per
+        # query), and with the bank stored as [-2b, ||b||^2] against queries [a, 1] it is a single
+        # matrix product: no extra passes over the large distance matrix.
+        sq_norms = np.einsum("mc,mc->m", self.features, self.features)[:, None]
+        self.augmented = paddle.to_tensor(np.hstack([-2.0 * self.features, sq_norms]).astype(np.float32))
         self.max_chunk_bytes = max_chunk_bytes
 
     def __len__(self) -> int:
@@ -34,16 +37,21 @@ class MemoryBank:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, len(self))
         rows = max(1, self.max_chunk_bytes // (4 * len(self)))
-        dists, indices = [], []
+        augmented_queries = np.hstack([queries, np.ones((len(queries), 1), np.float32)])
+        indices = []
         for start in range(0, len(queries), rows):
-            chunk = paddle.to_tensor(queries[start:start + rows])
-            sq = (chunk * chunk).sum(axis=1, keepdim=True) - 2.0 * paddle.matmul(chunk, self.tensor, transpose_y=True)
-            sq = sq + self.sq_norms.unsqueeze(0)
-            values, index = paddle.topk(sq, k=k, axis=1, largest=False, sorted=True)
-            dists.append(values.numpy())
-            indices.append(index.numpy())
+            partial = paddle.matmul(paddle.to_tensor(augmented_queries[start:start + rows]), self.augmented,
+                                    transpose_y=True)
+            if k == 1:
+                indices.append(paddle.argmin(partial, axis=1, keepdim=True).numpy())
+            else:
+                indices.append(paddle.topk(partial, k=k, axis=1, largest=False, sorted=True)[1].numpy())
         index = np.concatenate(indices).astype(np.int64)
-        # The expanded form loses precision for near neighbours; recompute the chosen distances directly.
+        # The expanded form loses precision for near neighbours; the chosen distances are recomputed
+        # directly, which also makes them independent of chunking.
         diff = queries[:, None, :] - self.features[index]
         exact = np.sqrt(np.einsum("qkc,qkc->qk", diff, diff, dtype=np.float64)).astype(np.float32)
+        if k > 1:
+            order = np.argsort(exact, axis=1, kind="stable")
+            exact, index = np.take_along_axis(exact, order, 1), np.take_along_axis(index, order, 1)
         return exact, index
