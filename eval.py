@@ -8,7 +8,8 @@ import argparse
 import os
 
 from datasets.mvtec import resolve_categories
-from models.patchcore import PatchCoreModel
+from models.model_file import PatchCoreModel
+from models.patchcore import rebuild_extractor
 from utils.cli import add_data_args, add_eval_args
 from utils.config import ARCHS
 from utils.engine import METRIC_COLUMNS, evaluate, model_path, report
@@ -40,9 +41,10 @@ def main() -> int:
     for category, path in paths.items():
         model = PatchCoreModel.load(path)
         model.check_arch(args.arch)
-        extractor = model.build_extractor(args.pretrained)
-        rows.append(evaluate(model, extractor, args.data_path, args.batch_size, args.eval_PRO, args.save_path,
-                             args.save_pic, progress=not args.no_progress))
+        extractor = rebuild_extractor(model, args.pretrained)
+        row, _ = evaluate(model, extractor, args.data_path, args.batch_size, args.eval_PRO, args.save_path,
+                          args.save_pic, progress=not args.no_progress)
+        rows.append(row)
     report(rows, ("category",) + METRIC_COLUMNS, os.path.join(args.save_path, "eval_results.csv"))
     return 0
 

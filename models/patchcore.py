@@ -1,9 +1,7 @@
 """PatchCore: fit a coreset memory bank on good images, score new images against it."""
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -11,14 +9,11 @@ import paddle
 from tqdm import tqdm
 
 from models.feature_extractor import PatchFeatureExtractor, build_extractor
+from models.model_file import PatchCoreModel
 from models.sampling import coreset_size, greedy_coreset, random_projection
-from models.scorer import PatchCoreScorer, Scores
+from models.scorer import Scores
 from utils.config import Config
 from utils.errors import PatchCoreError
-from utils.io import atomic_path
-
-FORMAT = "patchcore-paddle/1"
-
 
 def iterate_batches(dataset: Any, batch_size: int, desc: str, progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(images, masks, labels) numpy batches in dataset order, with a progress bar."""
@@ -34,64 +29,14 @@ def extract(extractor: PatchFeatureExtractor, images: np.ndarray) -> np.ndarray:
         return extractor(paddle.to_tensor(images)).numpy()
 
 
-@dataclass
-class PatchCoreModel:
-    """Everything needed to score a category: settings, memory bank, which extractor made it."""
-    config: Config
-    category: str
-    memory_bank: np.ndarray
-    extractor_fingerprint: str
-    feature_grid: tuple[int, int]
-    calibration: dict[str, float] = field(default_factory=dict)
-    fit_stats: dict[str, float] = field(default_factory=dict)
-
-    def scorer(self) -> PatchCoreScorer:
-        m = self.config.model
-        return PatchCoreScorer(self.memory_bank, self.config.data.crop_size, m.num_neighbors, m.image_score, m.sigma)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "category": self.category, "config": self.config.to_dict(),
-                "memory_bank": self.memory_bank, "extractor_fingerprint": self.extractor_fingerprint,
-                "feature_grid": list(self.feature_grid), "calibration": dict(self.calibration),
-                "fit_stats": dict(self.fit_stats)}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "model") -> "PatchCoreModel":
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise PatchCoreError(f"{source} is not a PatchCore-Paddle model file")
-        return cls(config=Config.from_dict(raw["config"]), category=raw["category"],
-                   memory_bank=np.asarray(raw["memory_bank"], dtype=np.float32),
-                   extractor_fingerprint=raw["extractor_fingerprint"],
-                   feature_grid=tuple(raw["feature_grid"]), calibration=dict(raw.get("calibration", {})),
-                   fit_stats=dict(raw.get("fit_stats", {})))
-
-    def save(self, path: str | os.PathLike) -> None:
-        with atomic_path(path) as tmp:
-            paddle.save(self.to_dict(), str(tmp))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "PatchCoreModel":
-        if not os.path.isfile(path):
-            raise PatchCoreError(f"model file not found: {path}")
-        try:
-            raw = paddle.load(str(path), return_numpy=True)
-        except Exception as err:
-            raise PatchCoreError(f"cannot read model file '{path}': {str(err).splitlines()[0][:160]}") from None
-        return cls.from_dict(raw, source=f"'{path}'")
-
-    def build_extractor(self, pretrained: str | None = None) -> PatchFeatureExtractor:
-        """Rebuild the extractor the bank was made with, and prove it is the same one."""
-        extractor = build_extractor(self.config.model, pretrained)
-        if extractor.fingerprint() != self.extractor_fingerprint:
-            raise PatchCoreError(
-                f"backbone weights ({pretrained or self.config.model.pretrained}) differ from the ones "
-                f"this model was trained with; pass the same --pretrained as for training")
-        return extractor
-
-    def check_arch(self, arch: str | None) -> None:
-        if arch and arch != self.config.model.arch:
-            raise PatchCoreError(f"model for category '{self.category}' was trained with --arch "
-                                 f"{self.config.model.arch}, not {arch}")
+def rebuild_extractor(model: PatchCoreModel, pretrained: str | None = None) -> PatchFeatureExtractor:
+    """Rebuild the extractor the bank was made with, and prove it is the same one."""
+    extractor = build_extractor(model.config.model, pretrained)
+    if extractor.fingerprint() != model.extractor_fingerprint:
+        raise PatchCoreError(
+            f"backbone weights ({pretrained or model.config.model.pretrained}) differ from the ones "
+            f"this model was trained with; pass the same --pretrained as for training")
+    return extractor
 
 
 def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str,
@@ -131,3 +76,9 @@ def score_batches(model: PatchCoreModel, extractor: PatchFeatureExtractor, datas
         labels.append(batch_labels)
     scores = Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("image_scores", "anomaly_maps", "patch_scores")))
     return scores, np.concatenate(masks), np.concatenate(labels)
+
+
+def score_training_set(model: PatchCoreModel, extractor: PatchFeatureExtractor, train_set: Any,
+                       batch_size: int = 8, progress: bool = True) -> Scores:
+    """Scores of the good training images themselves: the reference when no labelled test split is used."""
+    return score_batches(model, extractor, train_set, batch_size, progress)[0]

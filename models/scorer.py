@@ -77,3 +77,9 @@ class PatchCoreScorer:
         patch_scores = patch_scores.reshape(batch, height, width)
         maps = upsample_and_smooth(patch_scores, self.image_size, self.sigma)
         return Scores(image_scores, maps, patch_scores)
+
+
+def normalize(scores: np.ndarray | float, threshold: float, low: float, high: float) -> np.ndarray:
+    """Map raw scores to [0, 1] with the threshold at exactly 0.5 (min-max scaled around it)."""
+    span = max(high - low, 1e-12)
+    return np.clip((np.asarray(scores, dtype=np.float64) - threshold) / span + 0.5, 0.0, 1.0)

@@ -9,9 +9,11 @@ import numpy as np
 from datasets.mvtec import MVTecDataset
 from datasets.preprocess import load_image, resized_rgb
 from models.feature_extractor import PatchFeatureExtractor, build_extractor
-from models.patchcore import PatchCoreModel, fit, score_batches
+from models.calibration import calibrate
+from models.model_file import PatchCoreModel
+from models.patchcore import fit, score_batches, score_training_set
 from utils.config import Config
-from utils.metrics import UndefinedMetricError, compute_metrics, f1_optimal_threshold
+from utils.metrics import compute_metrics
 from utils.table import format_table, with_mean_row, write_csv
 from utils.visualize import save_figure
 
@@ -23,31 +25,29 @@ def model_path(save_path: str, category: str) -> str:
 
 
 def evaluate(model: PatchCoreModel, extractor: PatchFeatureExtractor, data_path: str, batch_size: int,
-             with_pro: bool, save_path: str, save_pic: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Score the test split, write per-image scores (and figures), return the metrics row."""
+             with_pro: bool, save_path: str, save_pic: bool = False,
+             progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Score the test split, write per-image scores (and figures).
+
+    Returns the metrics row and the calibration the labelled test split implies.
+    """
     test_set = MVTecDataset(data_path, model.category, "test", model.config.data)
     scores, masks, labels = score_batches(model, extractor, test_set, batch_size, progress)
     metrics = compute_metrics(scores.image_scores, labels, scores.anomaly_maps, masks, with_pro)
+    test_calibration = calibrate(scores.image_scores, scores.anomaly_maps, labels, masks)
     rows = [{"path": s.path, "defect": s.defect, "label": s.label, "image_score": float(v)}
             for s, v in zip(test_set.samples, scores.image_scores)]
     write_csv(os.path.join(save_path, f"{model.category}_test_scores.csv"), rows,
               ("path", "defect", "label", "image_score"))
     if save_pic:
-        save_test_figures(model, test_set, scores.anomaly_maps, masks, save_path, progress)
-    return {"category": model.category, **metrics}
+        threshold = model.calibration.get("pixel_threshold", test_calibration["pixel_threshold"])
+        save_test_figures(model, test_set, scores.anomaly_maps, masks, threshold, save_path, progress)
+    return {"category": model.category, **metrics}, test_calibration
 
 
 def save_test_figures(model: PatchCoreModel, test_set: MVTecDataset, maps: np.ndarray, masks: np.ndarray,
-                      save_path: str, progress: bool) -> None:
+                      threshold: float, save_path: str, progress: bool) -> None:
     from tqdm import tqdm
-
-    threshold = model.calibration.get("pixel_threshold")
-    if threshold is None:
-        # No calibrated threshold yet: the F1-optimal one on this test split, as the paper's figures do.
-        try:
-            threshold, _ = f1_optimal_threshold(maps.ravel(), masks.ravel())
-        except UndefinedMetricError:
-            threshold = float(maps.max())   # no annotated defect at all: outline nothing
 
     vmin, vmax = float(maps.min()), float(maps.max())
     data = model.config.data
@@ -68,7 +68,11 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
     model = fit(extractor, train_set, config, category, batch_size, progress)
     row: dict[str, Any] = {"category": category}
     if run_eval:
-        row = evaluate(model, extractor, data_path, batch_size, with_pro, save_path, progress=progress)
+        row, model.calibration = evaluate(model, extractor, data_path, batch_size, with_pro, save_path,
+                                          progress=progress)
+    else:
+        scores = score_training_set(model, extractor, train_set, batch_size, progress)
+        model.calibration = calibrate(scores.image_scores, scores.anomaly_maps)
     model.save(model_path(save_path, category))
     stats = model.fit_stats
     row.update(fit_seconds=stats["feature_seconds"] + stats["coreset_seconds"], bank_size=int(stats["bank_size"]))
