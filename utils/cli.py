@@ -45,3 +45,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
     model = ModelConfig(method=METHOD_ALIASES[args.method], arch=args.arch, pretrained=args.pretrained,
                         k=args.k, num_neighbors=args.num_neighbors, image_score=args.image_score, seed=args.seed)
     return Config(data=data, model=model)
+
+
+def add_decision_args(parser: argparse.ArgumentParser) -> None:
+    """Overrides of the calibrated thresholds, in raw score units."""
+    parser.add_argument("--image_threshold", type=float, default=None,
+                        help="raw image score at which a part is anomalous (default: the model's calibrated one)")
+    parser.add_argument("--pixel_threshold", type=float, default=None,
+                        help="raw anomaly-map value outlined as defect (default: the model's calibrated one)")
+    parser.add_argument("--no_pictures", action="store_true", help="write only the CSV/JSON results")
+    parser.add_argument("--save_maps", action="store_true", help="also write the raw anomaly maps (anomaly_maps.npz)")

@@ -1,0 +1,39 @@
+"""Static-graph export of a trained model's extractor, plus its deployment stats file."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import paddle
+
+from models.model_file import PatchCoreModel
+from models.patchcore import rebuild_extractor
+from utils.io import ensure_writable_dir
+from utils.predictor import file_sha256
+
+STATS_FILE = "stats.npz"
+
+
+def export(model_path: str, save_dir: str, pretrained: str | None = None) -> list[str]:
+    """Write model.pdmodel (or model.json) + model.pdiparams + stats.npz into save_dir."""
+    model = PatchCoreModel.load(model_path)
+    extractor = rebuild_extractor(model, pretrained)
+    size = model.config.data.crop_size
+    spec = [paddle.static.InputSpec([None, 3, size, size], "float32", "images")]
+    ensure_writable_dir(save_dir)
+    # Everything is written into a scratch folder first and moved in only once complete.
+    scratch = tempfile.mkdtemp(dir=save_dir, prefix=".export-")
+    try:
+        static = paddle.jit.to_static(extractor, input_spec=spec, full_graph=True)
+        paddle.jit.save(static, os.path.join(scratch, "model"))
+        params = os.path.join(scratch, "model.pdiparams")
+        model.save_stats(os.path.join(scratch, STATS_FILE), file_sha256(params))
+        written = []
+        for name in sorted(os.listdir(scratch)):
+            target = os.path.join(save_dir, name)
+            os.replace(os.path.join(scratch, name), target)
+            written.append(target)
+        return written
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

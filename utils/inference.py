@@ -1,0 +1,113 @@
+"""Scoring new images and reporting decisions: shared by predict.py (dynamic graph) and infer.py."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from datasets.preprocess import IMAGE_EXTENSIONS, list_images, load_image, preprocess_image, resized_rgb
+from models.scorer import PatchCoreScorer, Scores, normalize
+from utils.benchmark import StageTimer
+from utils.config import DataConfig
+from utils.errors import PatchCoreError
+from utils.io import atomic_write, atomic_write_text, ensure_writable_dir
+from utils.table import format_table, write_csv
+from utils.visualize import save_figure
+
+RESULT_COLUMNS = ("image", "image_score", "normalized_score", "decision", "defect_area")
+
+
+def collect_images(input_path: str) -> list[str]:
+    """One image, or every image below a folder (sorted, recursively)."""
+    if os.path.isfile(input_path):
+        return [input_path]
+    if not os.path.isdir(input_path):
+        raise PatchCoreError(f"input not found: {input_path}")
+    paths = []
+    for folder, dirs, _ in sorted(os.walk(input_path)):
+        dirs.sort()
+        paths += list_images(folder)
+    if not paths:
+        raise PatchCoreError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {input_path}")
+    return paths
+
+
+def score_images(paths: list[str], data: DataConfig, embed: Callable[[np.ndarray], np.ndarray],
+                 scorer: PatchCoreScorer, batch_size: int, timer: StageTimer | None = None) -> Scores:
+    """Preprocess -> embed (dynamic graph or predictor) -> score, batch by batch."""
+    timer = timer or StageTimer()
+    parts = []
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start:start + batch_size]
+        with timer.stage("preprocess"):
+            images = np.stack([preprocess_image(load_image(p), data.resize, data.crop_size, data.mean, data.std)
+                               for p in batch])
+        with timer.stage("inference", len(batch)):
+            embedding = embed(images)
+        with timer.stage("postprocess"):
+            try:
+                parts.append(scorer(embedding))
+            except ValueError as err:
+                raise PatchCoreError(f"model and memory bank do not match: {err}") from None
+    return Scores(*(np.concatenate([getattr(p, f) for p in parts])
+                    for f in ("image_scores", "anomaly_maps", "patch_scores")))
+
+
+@dataclass
+class Thresholds:
+    image: float
+    pixel: float
+    image_range: tuple[float, float]
+
+    @classmethod
+    def from_calibration(cls, calibration: dict[str, Any], image: float | None = None,
+                         pixel: float | None = None) -> "Thresholds":
+        """Calibrated thresholds, each replaced by the user's value when one is given."""
+        if not calibration and (image is None or pixel is None):
+            raise PatchCoreError("this model has no calibrated thresholds; pass --image_threshold and --pixel_threshold")
+        return cls(image=calibration["image_threshold"] if image is None else image,
+                   pixel=calibration["pixel_threshold"] if pixel is None else pixel,
+                   image_range=(calibration.get("image_min", 0.0), calibration.get("image_max", 1.0)))
+
+
+def decisions(paths: list[str], scores: Scores, thresholds: Thresholds) -> list[dict[str, Any]]:
+    """Per image: raw score, score normalised to [0, 1] (0.5 = threshold), decision, flagged area."""
+    normalized = normalize(scores.image_scores, thresholds.image, *thresholds.image_range)
+    return [{"image": path, "image_score": float(raw), "normalized_score": float(norm),
+             "decision": "anomalous" if raw >= thresholds.image else "normal",
+             "defect_area": float((amap >= thresholds.pixel).mean())}
+            for path, raw, norm, amap in zip(paths, scores.image_scores, normalized, scores.anomaly_maps)]
+
+
+def save_outputs(rows: list[dict[str, Any]], scores: Scores, data: DataConfig, thresholds: Thresholds,
+                 calibration: dict[str, Any], save_path: str, save_pictures: bool = True,
+                 save_maps: bool = False) -> None:
+    """results.csv, results.json, optionally anomaly_maps.npz, and one figure per image."""
+    ensure_writable_dir(save_path)
+    write_csv(os.path.join(save_path, "results.csv"), rows, RESULT_COLUMNS)
+    atomic_write_text(os.path.join(save_path, "results.json"), json.dumps(rows, indent=1))
+    if save_maps:
+        def write_maps(tmp: Any) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, images=np.array([r["image"] for r in rows]), anomaly_maps=scores.anomaly_maps,
+                         image_scores=scores.image_scores, resize=data.resize, crop_size=data.crop_size)
+        atomic_write(os.path.join(save_path, "anomaly_maps.npz"), write_maps)
+    if not save_pictures:
+        return
+    # One colour scale for every image, so heat maps can be compared side by side.
+    vmin = calibration.get("pixel_min", float(scores.anomaly_maps.min()))
+    vmax = calibration.get("pixel_max", float(scores.anomaly_maps.max()))
+    for row, amap in zip(rows, scores.anomaly_maps):
+        image = resized_rgb(load_image(row["image"]), data.resize, data.crop_size)
+        name = os.path.splitext(os.path.basename(row["image"]))[0]
+        parent = os.path.basename(os.path.dirname(row["image"]))
+        save_figure(os.path.join(save_path, f"{parent}_{name}.png"), image, amap, thresholds.pixel, vmin, vmax,
+                    title=f"{row['image']}: {row['decision']} (score {row['image_score']:.3f}, "
+                          f"normalised {row['normalized_score']:.2f})")
+
+
+def print_results(rows: list[dict[str, Any]]) -> None:
+    print(format_table(rows, RESULT_COLUMNS))
