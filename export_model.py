@@ -28,6 +28,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     os.environ["FLAGS_enable_pir_api"] = PROGRAM_FORMATS[args.program]
+    os.environ.setdefault("GLOG_minloglevel", "2")   # no executor chatter from glog
     if "paddle" in sys.modules:
         raise RuntimeError("paddle was imported before FLAGS_enable_pir_api was set")
     from utils.export import export

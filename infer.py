@@ -45,7 +45,7 @@ def main() -> int:
     # Paddle Inference logs through glog; a production line wants only the results.
     os.environ.setdefault("GLOG_minloglevel", "2")
     from models.model_file import PatchCoreModel
-    from utils.benchmark import StageTimer, benchmark_report
+    from utils.benchmark import make_timer, report_benchmark
     from utils.errors import PatchCoreError
     from utils.inference import Thresholds, collect_images, decisions, print_results, save_outputs, score_images
     from utils.predictor import FeaturePredictor, file_sha256
@@ -60,7 +60,12 @@ def main() -> int:
     thresholds = Thresholds.from_calibration(model.calibration, args.image_threshold, args.pixel_threshold)
     predictor = FeaturePredictor(args.model_file, args.params_file, args.use_gpu, args.enable_mkldnn,
                                  args.cpu_threads, args.precision, args.use_tensorrt)
-    timer = StageTimer(warmup=args.warmup if args.enable_benchmark else 0)
+    model_name = f"PatchCore-{model.config.model.arch}"
+    # Warm-up batches are left out of the timing, but at least one batch is always timed.
+    n_batches = -(-len(images) // args.batch_size)
+    warmup = min(args.warmup, n_batches - 1) if args.enable_benchmark else 0
+    timer = make_timer(args.enable_benchmark, warmup, model_name,
+                       args.batch_size, args.precision, args.use_gpu)
     scores = score_images(images, model.config.data, predictor, model.scorer(), args.batch_size, timer)
     rows = decisions(images, scores, thresholds)
     save_outputs(rows, scores, model.config.data, thresholds, model.calibration, args.save_path,
@@ -68,9 +73,8 @@ def main() -> int:
     print_results(rows)
     print(f"saved results and figures in {os.path.abspath(args.save_path)}")
     if args.enable_benchmark:
-        device = "gpu" if args.use_gpu else "cpu"
-        print(benchmark_report(timer, f"PatchCore-{model.config.model.arch}", args.batch_size, args.precision,
-                               device, args.cpu_threads, args.enable_mkldnn))
+        report_benchmark(timer, model_name, args.batch_size, args.precision, "gpu" if args.use_gpu else "cpu",
+                         args.cpu_threads, args.enable_mkldnn)
     return 0
 
 

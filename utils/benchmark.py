@@ -61,3 +61,55 @@ def benchmark_report(timer: StageTimer, model_name: str, batch_size: int, precis
         f"cpu_peak_memory(MB): {peak_memory_mb():.1f}",
     ]
     return "\n".join(lines)
+
+
+class AutoLogTimer(StageTimer):
+    """A StageTimer that also drives auto_log's AutoLogger, for TIPC-standard benchmark logs.
+
+    auto_log stamps the stages in order (start, stamp, stamp, end), which matches the
+    preprocess -> inference -> postprocess sequence of every batch.
+    """
+
+    def __init__(self, logger: object, warmup: int = 0):
+        super().__init__(warmup=warmup)
+        self.logger = logger
+
+    @contextmanager
+    def stage(self, name: str, n_images: int = 0) -> Iterator[None]:
+        times = self.logger.times
+        if name == "preprocess":
+            times.start()
+        with super().stage(name, n_images):
+            yield
+        if name == "postprocess":
+            times.end(stamp=True)
+        else:
+            times.stamp()
+
+
+def make_timer(benchmark: bool, warmup: int, model_name: str, batch_size: int, precision: str,
+               use_gpu: bool) -> StageTimer:
+    """auto_log when it is installed and a benchmark was asked for, else the built-in timer."""
+    if benchmark:
+        try:
+            import os
+
+            import auto_log  # not on PyPI: installed from PaddlePaddle's AutoLog repository
+        except ImportError:
+            return StageTimer(warmup=warmup)
+        logger = auto_log.AutoLogger(model_name=model_name, model_precision=precision, batch_size=batch_size,
+                                     data_shape="dynamic", save_path=None, inference_config=None,
+                                     pids=os.getpid(), process_name=None, gpu_ids=0 if use_gpu else None,
+                                     time_keys=["preprocess_time", "inference_time", "postprocess_time"],
+                                     warmup=warmup)
+        return AutoLogTimer(logger, warmup=warmup)
+    return StageTimer(warmup=warmup)
+
+
+def report_benchmark(timer: StageTimer, model_name: str, batch_size: int, precision: str, device: str,
+                     cpu_threads: int, enable_mkldnn: bool) -> None:
+    """Print the benchmark block: auto_log's report when it timed the run, else ours."""
+    if isinstance(timer, AutoLogTimer):
+        timer.logger.report()
+    else:
+        print(benchmark_report(timer, model_name, batch_size, precision, device, cpu_threads, enable_mkldnn))
