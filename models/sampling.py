@@ -48,53 +48,66 @@ def greedy_coreset_reference(points: np.ndarray, n_select: int, seed: int = 0) -
     return np.asarray(selected, dtype=np.int64)
 
 
+# Centres 0..LANDMARKS-1 double as landmarks that group all later centres (see greedy_coreset).
+LANDMARKS = 256
+# Relative slack on every pruning test: float32 rounding must never skip a point that could move.
+SLACK = 1e-4
+
+
 def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: bool = False) -> np.ndarray:
-    """Farthest-point selection with cluster pruning; same indices as the reference.
+    """Farthest-point selection with triangle-inequality pruning; same indices as the reference.
 
     Every point belongs to the cluster of its nearest centre so far, with radius R_c = the largest
     member distance.  For a new centre c', a member x of cluster c satisfies
-    |x - c'| >= |c - c'| - |x - c| >= |c - c'| - R_c, so when |c - c'| >= 2 R_c no member can get
-    strictly closer to c' than to c and the whole cluster is skipped.  Late in the selection nearly
-    every cluster is small and far away, so each step touches a tiny fraction of the points.
+    |x - c'| >= |c - c'| - |x - c|, so x can only move to c' when |c - c'| < 2 |x - c|: whole
+    clusters with |c - c'| >= 2 R_c are skipped, and inside the others so is every such point.
+    Finding the clusters in reach would still cost O(selected) per step, so centres are grouped
+    under the first LANDMARKS centres: a group whose landmark is farther from c' than its reach
+    (largest centre-to-landmark distance) plus twice its largest radius holds no centre in reach.
+    Late in the selection each step touches a few small clusters, not all the points.
     """
     points = np.ascontiguousarray(points, dtype=np.float32)
     n_points, dim = points.shape
     n_select = min(n_select, n_points)
-    centres = np.empty((n_select, dim), dtype=np.float32)
-    radius = np.zeros(n_select, dtype=np.float64)     # sqrt of the largest member distance
-    members: list[np.ndarray] = []
+    n_landmarks = min(LANDMARKS, n_select)
     selected = np.empty(n_select, dtype=np.int64)
-
-    first = _start_index(n_points, seed)
-    selected[0] = first
-    centres[0] = points[first]
-    centre_norms = np.empty(n_select, dtype=np.float32)
-    centre_norms[0] = float(centres[0] @ centres[0])
-    min_dist = _sq_dist(points, centres[0])
+    centres = np.empty((n_select, dim), dtype=np.float32)
+    radius = np.zeros(n_select)                       # sqrt of the largest member distance
+    centre_gap = np.zeros(n_select)                   # this step's squared centre-to-new-centre distance
+    group = np.zeros(n_select, dtype=np.int64)        # landmark group of each centre
+    group_reach = np.zeros(n_landmarks)               # largest centre-to-landmark distance in a group
+    group_radius = np.zeros(n_landmarks)              # upper bound of the radii in a group
+    members: list[np.ndarray] = [np.arange(n_points)]
     owner = np.zeros(n_points, dtype=np.int64)
-    members.append(np.arange(n_points))
-    radius[0] = math.sqrt(float(min_dist.max()))
+
+    selected[0] = _start_index(n_points, seed)
+    centres[0] = points[selected[0]]
+    min_dist = _sq_dist(points, centres[0])
+    radius[0] = group_radius[0] = math.sqrt(float(min_dist.max()))
 
     steps = tqdm(range(1, n_select), desc="coreset", unit="pt", disable=not progress, mininterval=1.0)
     for step in steps:
         index = int(np.argmax(min_dist))
         selected[step] = index
-        centre = points[index]
-        centres[step] = centre
-        centre_norms[step] = float(centre @ centre)
-        # Centre-to-centre distances only decide what to skip, so the fast expanded form is fine
-        # as long as the test is loosened by more than its rounding error (relative 1e-5 of the norms).
-        sq = centre_norms[:step] - 2.0 * (centres[:step] @ centre) + centre_norms[step]
-        slack = 1e-5 * (centre_norms[:step] + centre_norms[step]) + 1e-12
-        reach = 2.0 * radius[:step] * (1.0 + 1e-4)
-        reachable = np.flatnonzero(sq < reach * reach + slack)
-        if len(reachable) == 0:
-            members.append(np.empty(0, dtype=np.int64))
-            continue
-        candidates = np.concatenate([members[c] for c in reachable])
-        # The same bound point by point: x can only get closer if |c_x - c'| < 2 |x - c_x|.
-        near = sq[owner[candidates]] < 4.0 * min_dist[candidates] * (1.0 + 2e-4) + slack[owner[candidates]]
-        candidates = candidates[near]
+        centre = centres[step] = points[index]
+
+        if step < n_landmarks:
+            nearby = np.arange(step)
+            group[step] = step                        # a landmark heads its own group
+        else:
+            to_landmark = np.sqrt(_sq_dist(centres[:n_landmarks], centre).astype(np.float64))
+            open_group = to_landmark < (group_reach + 2.0 * group_radius) * (1 + SLACK) + SLACK
+            nearby = np.flatnonzero(open_group[group[:step]])
+            g = int(np.argmin(to_landmark))
+            group[step] = g
+            group_reach[g] = max(group_reach[g], to_landmark[g])
+
+        gap = _sq_dist(centres[nearby], centre).astype(np.float64)
+        centre_gap[nearby] = gap
+        reachable = nearby[gap < 4.0 * radius[nearby] ** 2 * (1 + SLACK) + 1e-12]
+        candidates = np.concatenate([members[c] for c in reachable]) if len(reachable) else np.empty(0, np.int64)
+        # The same bound point by point: x can only get closer if |c_x - c'|^2 < 4 |x - c_x|^2.
+        candidates = candidates[centre_gap[owner[candidates]] < 4.0 * min_dist[candidates] * (1 + SLACK) + 1e-12]
         new_dist = _sq_dist(points[candidates], centre)
         closer = new_dist < min_dist[candidates]
         moved = candidates[closer]
@@ -103,9 +116,14 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
         owner[moved] = step
         members.append(moved)
         radius[step] = math.sqrt(float(min_dist[moved].max())) if len(moved) else 0.0
-        # Only clusters that lost members can shrink; the others keep their radius.
+        group_radius[group[step]] = max(group_radius[group[step]], radius[step])
+        # Only clusters that lost members shrink; group_radius stays a valid (loose) upper bound
+        # and is tightened now and then.
         for c in losers:
             kept = members[c][owner[members[c]] == c]
             members[c] = kept
             radius[c] = math.sqrt(float(min_dist[kept].max())) if len(kept) else 0.0
+        if step % 512 == 0:
+            group_radius[:] = 0.0
+            np.maximum.at(group_radius, group[: step + 1], radius[: step + 1])
     return selected
