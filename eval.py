@@ -1,4 +1,4 @@
-"""Evaluate saved PatchCore models on the test split of each category.
+"""Evaluate saved models (PatchCore or PaDiM, as trained) on the test split of each category.
 
 Example: python eval.py --data_path ROOT --category bottle --save_path output --eval_PRO --save_pic
 """

@@ -1,7 +1,8 @@
-"""Export a trained category for deployment: static-graph extractor + memory-bank stats.
+"""Export a trained category for deployment: static-graph extractor + the method's stats.
 
-Writes SAVE_DIR/model.pdmodel, SAVE_DIR/model.pdiparams (backbone and local aggregation, dynamic
-batch size) and SAVE_DIR/stats.npz (memory bank, settings, thresholds), which infer.py reads.
+Writes SAVE_DIR/model.pdmodel, SAVE_DIR/model.pdiparams (backbone, local aggregation and PaDiM's
+channel selection, dynamic batch size) and SAVE_DIR/stats.npz (PatchCore's memory bank or PaDiM's
+Gaussians, settings, thresholds), which infer.py reads.
 
 Example: python export_model.py --model_path output/bottle.pdparams --save_dir output/bottle_infer
 """

@@ -10,13 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes", "y"):
-        return True
-    if value.lower() in ("false", "0", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+from utils.cli import add_decision_args, str2bool
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,8 +28,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--save_path", default="output/infer")
     parser.add_argument("--enable_benchmark", type=str2bool, default=False)
     parser.add_argument("--warmup", type=int, default=1, help="batches left out of the benchmark timing")
-    from utils.cli import add_decision_args
-
     add_decision_args(parser)
     return parser.parse_args()
 
@@ -46,6 +38,7 @@ def main() -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")
     from models.model_file import PatchCoreModel
     from utils.benchmark import make_timer, report_benchmark
+    from utils.config import METHOD_TITLES
     from utils.errors import PatchCoreError
     from utils.inference import Thresholds, collect_images, decisions, print_results, save_outputs, score_images
     from utils.predictor import FeaturePredictor, file_sha256
@@ -60,7 +53,7 @@ def main() -> int:
     thresholds = Thresholds.from_calibration(model.calibration, args.image_threshold, args.pixel_threshold)
     predictor = FeaturePredictor(args.model_file, args.params_file, args.use_gpu, args.enable_mkldnn,
                                  args.cpu_threads, args.precision, args.use_tensorrt)
-    model_name = f"PatchCore-{model.config.model.arch}"
+    model_name = f"{METHOD_TITLES[model.method]}-{model.config.model.arch}"
     # Warm-up batches are left out of the timing, but at least one batch is always timed.
     n_batches = -(-len(images) // args.batch_size)
     warmup = min(args.warmup, n_batches - 1) if args.enable_benchmark else 0

@@ -20,6 +20,8 @@ from utils.config import ARCHS
 from utils.errors import PatchCoreError
 
 STAGE_NAMES = ("layer1", "layer2", "layer3")
+# Output channels of layer1/2/3 per arch: lets a channel selection be drawn before any forward pass.
+STAGE_CHANNELS = {"resnet18": (64, 128, 256), "wide_resnet50_2": (256, 512, 1024), "mobilenet_v2": (24, 32, 96)}
 
 
 def _resnet_stages(net: nn.Layer) -> list[nn.Layer]:

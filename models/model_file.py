@@ -1,54 +1,99 @@
-"""The trained-model file: settings, memory bank, calibration; light enough for deployment.
+"""The trained-model file: settings, the method's arrays, calibration; light enough for deployment.
 
 Two containers hold the same content: `<category>.pdparams` (paddle.save, written by train.py) and
 the deployment stats file `stats.npz` (plain numpy + JSON, written by export_model.py and read by
-infer.py without any training code).
+infer.py without any training code). The arrays depend on the method: PatchCore keeps its memory
+bank, PaDiM a mean [P, C] and an inverse covariance [P, C, C] per feature-grid position.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import paddle
 
-from models.scorer import PatchCoreScorer
+from models.padim import PadimScorer
+from models.scorer import PatchCoreScorer, Scores
 from utils.config import Config
 from utils.errors import PatchCoreError
 from utils.io import atomic_path
 
-FORMAT = "patchcore-paddle/1"
+FORMAT = "patchcore-paddle/2"
+# Version 1 (PatchCore only) stored the memory bank at the top level; such files still load.
+LEGACY_FORMAT = "patchcore-paddle/1"
+
+Scorer = Callable[[np.ndarray], Scores]
+
+
+def _patchcore_scorer(arrays: dict[str, np.ndarray], config: Config) -> Scorer:
+    m = config.model
+    return PatchCoreScorer(arrays["memory_bank"], config.data.crop_size, m.num_neighbors, m.image_score, m.sigma)
+
+
+def _padim_scorer(arrays: dict[str, np.ndarray], config: Config) -> Scorer:
+    return PadimScorer(arrays["mean"], arrays["inv_covariance"], config.data.crop_size, config.model.sigma)
+
+
+# Per method: the arrays its model holds, and how they become a scorer.
+METHOD_ARRAYS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, np.ndarray], Config], Scorer]]] = {
+    "patchcore": (("memory_bank",), _patchcore_scorer),
+    "padim": (("mean", "inv_covariance"), _padim_scorer),
+}
+
+
+class FitResult(NamedTuple):
+    """What a method's fit produces; the pipeline adds settings, category and extractor fingerprint."""
+    arrays: dict[str, np.ndarray]
+    feature_grid: tuple[int, int]
+    fit_stats: dict[str, float]
 
 
 @dataclass
 class PatchCoreModel:
-    """Everything needed to score a category: settings, memory bank, which extractor made it."""
+    """Everything needed to score a category with either method: settings, arrays, which extractor."""
     config: Config
     category: str
-    memory_bank: np.ndarray
+    arrays: dict[str, np.ndarray]
     extractor_fingerprint: str
     feature_grid: tuple[int, int]
     calibration: dict[str, float] = field(default_factory=dict)
     fit_stats: dict[str, float] = field(default_factory=dict)
 
-    def scorer(self) -> PatchCoreScorer:
-        m = self.config.model
-        return PatchCoreScorer(self.memory_bank, self.config.data.crop_size, m.num_neighbors, m.image_score, m.sigma)
+    @property
+    def method(self) -> str:
+        return self.config.model.method
+
+    @property
+    def memory_bank(self) -> np.ndarray:
+        """PatchCore's bank (kept as an attribute for code written before PaDiM existed)."""
+        return self.arrays["memory_bank"]
+
+    def scorer(self) -> Scorer:
+        return METHOD_ARRAYS[self.method][1](self.arrays, self.config)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "category": self.category, "config": self.config.to_dict(),
-                "memory_bank": self.memory_bank, "extractor_fingerprint": self.extractor_fingerprint,
+                "arrays": dict(self.arrays), "extractor_fingerprint": self.extractor_fingerprint,
                 "feature_grid": list(self.feature_grid), "calibration": dict(self.calibration),
                 "fit_stats": dict(self.fit_stats)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "model") -> "PatchCoreModel":
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        if not isinstance(raw, dict) or raw.get("format") not in (FORMAT, LEGACY_FORMAT):
             raise PatchCoreError(f"{source} is not a PatchCore-Paddle model file")
-        return cls(config=Config.from_dict(raw["config"]), category=raw["category"],
-                   memory_bank=np.asarray(raw["memory_bank"], dtype=np.float32),
+        config = Config.from_dict(raw["config"])
+        if config.model.method not in METHOD_ARRAYS:
+            raise PatchCoreError(f"{source} is a model of unknown method '{config.model.method}'")
+        stored = raw.get("arrays") or {"memory_bank": raw.get("memory_bank")}
+        names = METHOD_ARRAYS[config.model.method][0]
+        missing = [name for name in names if stored.get(name) is None]
+        if missing:
+            raise PatchCoreError(f"{source} lacks the {config.model.method} array '{missing[0]}'")
+        return cls(config=config, category=raw["category"],
+                   arrays={name: np.asarray(stored[name], dtype=np.float32) for name in names},
                    extractor_fingerprint=raw["extractor_fingerprint"],
                    feature_grid=tuple(raw["feature_grid"]), calibration=dict(raw.get("calibration", {})),
                    fit_stats=dict(raw.get("fit_stats", {})))
@@ -74,11 +119,12 @@ class PatchCoreModel:
 
     def save_stats(self, path: str | os.PathLike, params_sha256: str) -> None:
         """The deployment stats file; `params_sha256` ties it to one exported model.pdiparams."""
-        meta = {k: v for k, v in self.to_dict().items() if k != "memory_bank"}
+        meta = {k: v for k, v in self.to_dict().items() if k != "arrays"}
         meta["params_sha256"] = params_sha256
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, memory_bank=self.memory_bank, meta=np.array(json.dumps(meta)))
+                # Each array is its own npz member (a PatchCore file keeps the version 1 layout).
+                np.savez(f, **self.arrays, meta=np.array(json.dumps(meta)))
 
     @classmethod
     def load_stats(cls, path: str | os.PathLike) -> tuple["PatchCoreModel", str]:
@@ -88,7 +134,8 @@ class PatchCoreModel:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                meta["memory_bank"] = data["memory_bank"]
+                arrays = {name: data[name] for name in data.files if name != "meta"}
         except Exception as err:
             raise PatchCoreError(f"cannot read stats file '{path}': {str(err).splitlines()[0][:160]}") from None
+        meta["arrays"] = arrays
         return cls.from_dict(meta, source=f"'{path}'"), str(meta.get("params_sha256", ""))

@@ -1,19 +1,25 @@
-"""PatchCore: fit a coreset memory bank on good images, score new images against it."""
+"""The fit / score pipeline shared by every method, and PatchCore's own fit (a coreset memory bank).
+
+A method plugs in one fit function (embedding batches -> arrays) and one scorer (models.model_file
+builds it from the arrays); data, extractor, batching and scoring loops are common.
+"""
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import paddle
 from tqdm import tqdm
 
 from models.feature_extractor import PatchFeatureExtractor, build_extractor
-from models.model_file import PatchCoreModel
+from models.model_file import FitResult, PatchCoreModel
+from models.padim_fit import fit_gaussians
 from models.sampling import coreset_size, greedy_coreset, random_projection
 from models.scorer import Scores
-from utils.config import Config
+from utils.config import Config, ModelConfig
 from utils.errors import PatchCoreError
+
 
 def iterate_batches(dataset: Any, batch_size: int, desc: str, progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(images, masks, labels) numpy batches in dataset order, with a progress bar."""
@@ -39,30 +45,42 @@ def rebuild_extractor(model: PatchCoreModel, pretrained: str | None = None) -> P
     return extractor
 
 
-def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str,
-        batch_size: int = 8, progress: bool = True) -> PatchCoreModel:
-    """Extract every training patch, keep a greedy coreset of k percent of them."""
+def fit_memory_bank(embeddings: Iterable[np.ndarray], cfg: ModelConfig, progress: bool = True) -> FitResult:
+    """PatchCore: every training patch, then a greedy coreset of k percent of them."""
     start = time.perf_counter()
-    chunks = [extract(extractor, images) for images, _, _ in
-              iterate_batches(train_set, batch_size, f"{category}: features", progress)]
-    embedding = np.concatenate(chunks)
+    embedding = np.concatenate(list(embeddings))
     n_img, channels, height, width = embedding.shape
     patches = np.ascontiguousarray(embedding.transpose(0, 2, 3, 1).reshape(-1, channels))
-    del chunks, embedding
+    del embedding
     extracted = time.perf_counter()
-
-    m = config.model
-    n_keep = coreset_size(len(patches), m.k)
+    n_keep = coreset_size(len(patches), cfg.k)
     if n_keep < len(patches):
-        projected = random_projection(patches, m.projection_dim, m.seed)
-        selected = greedy_coreset(projected, n_keep, m.seed, progress=progress)
+        projected = random_projection(patches, cfg.projection_dim, cfg.seed)
+        selected = greedy_coreset(projected, n_keep, cfg.seed, progress=progress)
         bank = patches[np.sort(selected)]
     else:
         bank = patches
     done = time.perf_counter()
     stats = {"train_images": float(n_img), "train_patches": float(len(patches)), "bank_size": float(len(bank)),
              "feature_seconds": extracted - start, "coreset_seconds": done - extracted}
-    return PatchCoreModel(config, category, bank, extractor.fingerprint(), (height, width), fit_stats=stats)
+    return FitResult({"memory_bank": bank}, (height, width), stats)
+
+
+FITTERS: dict[str, Callable[[Iterable[np.ndarray], ModelConfig, bool], FitResult]] = {
+    "patchcore": fit_memory_bank,
+    "padim": fit_gaussians,
+}
+
+
+def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str,
+        batch_size: int = 8, progress: bool = True) -> PatchCoreModel:
+    """Fit the configured method on the training images; embeddings are streamed batch by batch."""
+    start = time.perf_counter()
+    embeddings = (extract(extractor, images) for images, _, _ in
+                  iterate_batches(train_set, batch_size, f"{category}: features", progress))
+    arrays, grid, stats = FITTERS[config.model.method](embeddings, config.model, progress)
+    stats["fit_seconds"] = time.perf_counter() - start
+    return PatchCoreModel(config, category, arrays, extractor.fingerprint(), grid, fit_stats=stats)
 
 
 def score_batches(model: PatchCoreModel, extractor: PatchFeatureExtractor, dataset: Any, batch_size: int = 8,

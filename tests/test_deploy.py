@@ -40,49 +40,64 @@ def test_export_writes_pdmodel_and_stats(exported):
     assert not any(n.startswith(".") for n in names)
 
 
-def test_infer_agrees_with_predict_and_eval(exported, synthetic_root):
-    test_dir = synthetic_root / "part" / "test"
+def check_infer_matches_predict(export_dir, model_file, train_table, data_root, category, out):
+    """infer.py (oneDNN off and on) agrees with predict.py to 1e-4 and reproduces train.py's metrics."""
+    test_dir = data_root / category / "test"
     outputs = {}
     for mkldnn in ("False", "True"):
-        done = run_script(*infer_args(exported / "part_infer", input_file=test_dir, enable_mkldnn=mkldnn,
-                                      batch_size=3, save_path=exported / f"infer_{mkldnn}"), "--save_maps")
+        done = run_script(*infer_args(export_dir, input_file=test_dir, enable_mkldnn=mkldnn, batch_size=3,
+                                      save_path=out / f"infer_{mkldnn}"), "--save_maps")
         assert done.returncode == 0, done.stderr
-        outputs[mkldnn] = load_outputs(str(exported / f"infer_{mkldnn}" / "anomaly_maps.npz"))
-    done = run_script("predict.py", str(test_dir), "--model_path", str(exported / "part" / "part.pdparams"),
-                      "--save_path", str(exported / "predict"), "--save_maps")
+        outputs[mkldnn] = load_outputs(str(out / f"infer_{mkldnn}" / "anomaly_maps.npz"))
+    done = run_script("predict.py", str(test_dir), "--model_path", str(model_file), "--save_path",
+                      str(out / "predict"), "--save_maps")
     assert done.returncode == 0, done.stderr
     assert "anomalous" in done.stdout
-    dynamic = load_outputs(str(exported / "predict" / "anomaly_maps.npz"))
+    dynamic = load_outputs(str(out / "predict" / "anomaly_maps.npz"))
     for static in outputs.values():
         diffs = relative_differences(dynamic, static)
         assert diffs["image_score_max_rel_diff"] < 1e-4 and diffs["anomaly_map_max_rel_diff"] < 1e-4
     # Metrics from infer.py's outputs are those train.py --eval reported.
     import csv
-    with open(exported / "part" / "train_results.csv") as f:
-        row = next(r for r in csv.DictReader(f) if r["category"] == "part")
-    metrics = metrics_of(outputs["True"], str(synthetic_root), "part", with_pro=True)
+    with open(train_table) as f:
+        row = next(r for r in csv.DictReader(f) if r["category"] == category)
+    metrics = metrics_of(outputs["True"], str(data_root), category, with_pro=True)
     for name in ("Image_AUROC", "Pixel_AUROC", "PRO_score"):
         assert f"{metrics[name]:.4f}" == row[name]
-    results = json.loads((exported / "infer_True" / "results.json").read_text())
+    results = json.loads((out / "infer_True" / "results.json").read_text())
     assert len(results) == len(dynamic["images"])
     assert all(0.0 <= r["normalized_score"] <= 1.0 for r in results)
-    assert len(list((exported / "predict").glob("*.png"))) == len(results)
+    assert len(list((out / "predict").glob("*.png"))) == len(results)
 
 
-def test_infer_imports_no_training_code(exported, synthetic_root):
-    image = next((synthetic_root / "part" / "test" / "good").iterdir())
+def test_infer_agrees_with_predict_and_eval(exported, synthetic_root):
+    check_infer_matches_predict(exported / "part_infer", exported / "part" / "part.pdparams",
+                                exported / "part" / "train_results.csv", synthetic_root, "part", exported)
+
+
+# Modules only training needs; infer.py must load none of them, whatever the method.
+TRAINING_MODULES = {"models.patchcore", "models.feature_extractor", "models.backbones", "models.sampling",
+                    "models.padim_fit", "models.calibration", "datasets.mvtec", "utils.engine", "utils.metrics",
+                    "utils.export"}
+
+
+def modules_infer_loads(export_dir, image, save_path):
+    """The project modules infer.py has imported after scoring `image` with `export_dir`."""
     code = (
         "import runpy, sys\n"
-        f"sys.argv = {infer_args(exported / 'part_infer', input_file=image, save_path=exported / 'lean')!r}\n"
+        f"sys.argv = {infer_args(export_dir, input_file=image, save_path=save_path)!r}\n"
         "try:\n    runpy.run_path('infer.py', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('models', 'datasets', 'utils', 'tools'))))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    loaded = set(done.stdout.strip().splitlines()[-1].split())
-    training = {"models.patchcore", "models.feature_extractor", "models.backbones", "models.sampling",
-                "models.calibration", "datasets.mvtec", "utils.engine", "utils.metrics", "utils.export"}
-    assert "models.scorer" in loaded and not loaded & training
+    return set(done.stdout.strip().splitlines()[-1].split())
+
+
+def test_infer_imports_no_training_code(exported, synthetic_root):
+    image = next((synthetic_root / "part" / "test" / "good").iterdir())
+    loaded = modules_infer_loads(exported / "part_infer", image, exported / "lean")
+    assert "models.scorer" in loaded and not loaded & TRAINING_MODULES
 
 
 def _one_line_error(done, fragment):

@@ -46,7 +46,7 @@ def test_same_seed_same_model_and_numbers(synthetic_root, tmp_path):
         assert done.returncode == 0, done.stderr
         runs.append(paddle.load(str(tmp_path / name / "part.pdparams"), return_numpy=True))
         runs[-1]["table"] = (tmp_path / name / "part_test_scores.csv").read_text()
-    np.testing.assert_array_equal(runs[0]["memory_bank"], runs[1]["memory_bank"])
+    np.testing.assert_array_equal(runs[0]["arrays"]["memory_bank"], runs[1]["arrays"]["memory_bank"])
     assert runs[0]["table"] == runs[1]["table"]
 
 

@@ -3,10 +3,18 @@ from __future__ import annotations
 
 import argparse
 
-from utils.config import ARCHS, Config, DataConfig, ModelConfig
+from utils.config import ARCHS, PADIM_CHANNELS, Config, DataConfig, ModelConfig, method_defaults
 
 # The seed projects call PatchCore's method "coreset"; both names are accepted.
-METHOD_ALIASES = {"coreset": "patchcore", "patchcore": "patchcore"}
+METHOD_ALIASES = {"coreset": "patchcore", "patchcore": "patchcore", "padim": "padim"}
+
+
+def str2bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes", "y"):
+        return True
+    if value.lower() in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
 def add_data_args(parser: argparse.ArgumentParser, preprocessing: bool = True) -> None:
@@ -28,9 +36,15 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=m.arch, choices=ARCHS)
     parser.add_argument("--pretrained", default=m.pretrained,
                         help="imagenet (paddle.vision download/cache) | none (random init) | PATH.pdparams")
-    parser.add_argument("--k", type=float, default=m.k, help="percentage of training patches kept by the coreset")
-    parser.add_argument("--num_neighbors", type=int, default=m.num_neighbors, help="b of the eq. 7 re-weighting")
-    parser.add_argument("--image_score", default=m.image_score, choices=("reweighted", "max"))
+    padim_k = ", ".join(f"{arch} {n or 'all'}" for arch, n in PADIM_CHANNELS.items())
+    parser.add_argument("--k", type=float, default=None,
+                        help=f"coreset: percentage of training patches kept (default {m.k:g}); padim: number of "
+                             f"channels kept by a seeded random selection, 0 = all (default {padim_k})")
+    parser.add_argument("--local_aggregation", type=str2bool, default=None,
+                        help="3x3 average of each stage's features (default: True for coreset, False for padim)")
+    parser.add_argument("--num_neighbors", type=int, default=m.num_neighbors, help="coreset only: b of the eq. 7 re-weighting")
+    parser.add_argument("--image_score", default=m.image_score, choices=("reweighted", "max"),
+                        help="coreset only (padim's image score is the maximum of its anomaly map)")
     parser.add_argument("--seed", type=int, default=m.seed)
 
 
@@ -42,8 +56,11 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     data = DataConfig(resize=args.resize, crop_size=args.crop_size)
-    model = ModelConfig(method=METHOD_ALIASES[args.method], arch=args.arch, pretrained=args.pretrained,
-                        k=args.k, num_neighbors=args.num_neighbors, image_score=args.image_score, seed=args.seed)
+    method = METHOD_ALIASES[args.method]
+    chosen = {"k": args.k, "local_aggregation": args.local_aggregation}
+    settings = {**method_defaults(method, args.arch), **{k: v for k, v in chosen.items() if v is not None}}
+    model = ModelConfig(method=method, arch=args.arch, pretrained=args.pretrained, num_neighbors=args.num_neighbors,
+                        image_score=args.image_score, seed=args.seed, **settings)
     return Config(data=data, model=model)
 
 

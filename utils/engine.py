@@ -18,6 +18,8 @@ from utils.table import format_table, with_mean_row, write_csv
 from utils.visualize import save_figure
 
 METRIC_COLUMNS = ("Image_AUROC", "Pixel_AUROC", "PRO_score")
+# The size of what each method fitted, shown beside the fit time.
+SIZE_COLUMNS = {"patchcore": "bank_size", "padim": "channels"}
 
 
 def model_path(save_path: str, category: str) -> str:
@@ -74,8 +76,8 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
         scores = score_training_set(model, extractor, train_set, batch_size, progress)
         model.calibration = calibrate(scores.image_scores, scores.anomaly_maps)
     model.save(model_path(save_path, category))
-    stats = model.fit_stats
-    row.update(fit_seconds=stats["feature_seconds"] + stats["coreset_seconds"], bank_size=int(stats["bank_size"]))
+    size_column = SIZE_COLUMNS[model.method]
+    row.update({"fit_seconds": model.fit_stats["fit_seconds"], size_column: int(model.fit_stats[size_column])})
     return row
 
 

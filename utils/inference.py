@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from datasets.preprocess import IMAGE_EXTENSIONS, list_images, load_image, preprocess_image, resized_rgb
-from models.scorer import PatchCoreScorer, Scores, normalize
+from models.scorer import Scores, normalize
 from utils.benchmark import StageTimer
 from utils.config import DataConfig
 from utils.errors import PatchCoreError
@@ -36,7 +36,7 @@ def collect_images(input_path: str) -> list[str]:
 
 
 def score_images(paths: list[str], data: DataConfig, embed: Callable[[np.ndarray], np.ndarray],
-                 scorer: PatchCoreScorer, batch_size: int, timer: StageTimer | None = None) -> Scores:
+                 scorer: Callable[[np.ndarray], Scores], batch_size: int, timer: StageTimer | None = None) -> Scores:
     """Preprocess -> embed (dynamic graph or predictor) -> score, batch by batch."""
     timer = timer or StageTimer()
     parts = []

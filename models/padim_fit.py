@@ -1,0 +1,85 @@
+"""PaDiM fit: a Gaussian per feature-grid position from running float64 sums.
+
+Only the sum and the sum of outer products are kept, batch by batch, so memory depends on the grid
+and the channel count, never on the number of training images.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+import numpy as np
+
+from models.model_file import FitResult
+from utils.config import ModelConfig
+from utils.errors import PatchCoreError
+
+REGULARIZATION = 0.01       # the paper's epsilon: S = cov + 0.01 I keeps S invertible
+INVERT_CHUNK_BYTES = 256 * 2**20
+
+
+class GaussianAccumulator:
+    """Per-position sums of x and x x^T over every training embedding seen so far."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.grid: tuple[int, int] | None = None
+        self.shift: np.ndarray | None = None    # [P, C]
+        self.sum: np.ndarray | None = None      # [P, C]
+        self.outer: np.ndarray | None = None    # [P, C, C]
+
+    def update(self, embedding: np.ndarray) -> None:
+        """Add a batch of embeddings [B, C, h, w]."""
+        batch, channels, height, width = embedding.shape
+        x = embedding.reshape(batch, channels, height * width).transpose(2, 0, 1).astype(np.float64)  # [P, B, C]
+        if self.shift is None:
+            # Sums of x - shift with the shift near the mean: the covariance is unchanged, and
+            # sum(x x^T) - n m m^T no longer loses digits to cancellation when |mean| >> spread.
+            self.grid = (height, width)
+            self.shift = x.mean(axis=1)
+            self.sum = np.zeros_like(self.shift)
+            self.outer = np.zeros((height * width, channels, channels))
+        elif (height, width) != self.grid or channels != self.shift.shape[1]:
+            raise ValueError(f"batch of {channels} channels on a {height}x{width} grid does not match "
+                             f"the earlier ones ({self.shift.shape[1]} on {self.grid})")
+        x -= self.shift[:, None, :]
+        self.sum += x.sum(axis=1)
+        self.outer += np.matmul(x.transpose(0, 2, 1), x)
+        self.count += batch
+
+    def gaussians(self, regularization: float = REGULARIZATION) -> tuple[np.ndarray, np.ndarray]:
+        """(mean [P, C], inverse of cov + regularization I [P, C, C]), float32; unbiased covariance."""
+        if self.count < 2:
+            raise PatchCoreError(f"PaDiM needs at least 2 training images for a covariance, got {self.count}")
+        n = self.count
+        centred_mean = self.sum / n
+        positions, channels = centred_mean.shape
+        inverse = np.empty((positions, channels, channels), dtype=np.float32)
+        # Chunks of positions bound the float64 temporaries (a covariance and its inverse).
+        rows = max(1, INVERT_CHUNK_BYTES // (16 * channels * channels))
+        for start in range(0, positions, rows):
+            part = slice(start, start + rows)
+            cov = self.outer[part] - n * centred_mean[part, :, None] * centred_mean[part, None, :]
+            cov /= n - 1
+            cov += regularization * np.eye(channels)
+            inverse[part] = np.linalg.inv(cov)
+        return (self.shift + centred_mean).astype(np.float32), inverse
+
+
+def fit_gaussians(embeddings: Iterable[np.ndarray], cfg: ModelConfig, progress: bool = True) -> FitResult:
+    """Mean and inverse covariance per position from a stream of training embeddings.
+
+    `progress` is unused: the extraction loop feeding `embeddings` already shows the progress bar.
+    """
+    accumulator = GaussianAccumulator()
+    start = time.perf_counter()
+    for embedding in embeddings:
+        accumulator.update(embedding)
+    accumulated = time.perf_counter()
+    mean, inverse = accumulator.gaussians()
+    done = time.perf_counter()
+    stats = {"train_images": float(accumulator.count), "channels": float(mean.shape[1]),
+             # Extraction is included: it is interleaved with the accumulation, batch by batch.
+             "positions": float(mean.shape[0]), "accumulate_seconds": accumulated - start,
+             "invert_seconds": done - accumulated}
+    return FitResult({"mean": mean, "inv_covariance": inverse}, accumulator.grid, stats)
