@@ -4,6 +4,8 @@ Example: python eval.py --data_path ROOT --category bottle --save_path output --
 """
 from __future__ import annotations
 
+import utils  # noqa: F401  (first: sets the BLAS threading environment before NumPy loads)
+
 import argparse
 import os
 

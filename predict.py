@@ -4,6 +4,8 @@ Example: python predict.py path/to/image.png --category bottle --save_path outpu
 """
 from __future__ import annotations
 
+import utils  # noqa: F401  (first: sets the BLAS threading environment before NumPy loads)
+
 import argparse
 import os
 

@@ -8,6 +8,8 @@ Example: python train.py --data_path ROOT --category bottle --arch mobilenet_v2 
 """
 from __future__ import annotations
 
+import utils  # noqa: F401  (first: sets the BLAS threading environment before NumPy loads)
+
 import argparse
 import os
 

@@ -20,6 +20,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import utils  # noqa: E402,F401  (sets the BLAS threading environment before NumPy loads)
+
 
 def _child(args: argparse.Namespace) -> dict:
     """One measurement in this process; returns numbers as a dict."""
