@@ -127,3 +127,27 @@ status_check() {
 func_squeeze() {
     printf '%s\n' "${1-}" | sed -e 's/[[:space:]][[:space:]]*/ /g' -e 's/^ //' -e 's/ $//'
 }
+
+# Both entry scripts take "CONFIG MODE": check them, set FILENAME (absolute config path) and MODE,
+# and refuse every mode but lite_train_lite_infer.
+func_parse_cli() {
+    local script=$1
+    shift
+    if [[ $# -lt 2 ]]; then
+        echo "usage: bash test_tipc/$script CONFIG MODE   (MODE: lite_train_lite_infer)" >&2
+        exit 2
+    fi
+    FILENAME=$1
+    MODE=$2
+    [[ -f $FILENAME ]] || { echo "config not found: $FILENAME" >&2; exit 2; }
+    FILENAME=$(cd "$(dirname "$FILENAME")" && pwd)/$(basename "$FILENAME")
+    case $MODE in
+        lite_train_lite_infer) ;;
+        lite_train_whole_infer | whole_train_whole_infer | whole_infer | klquant_whole_infer)
+            echo "mode '$MODE' is not supported by this project's TIPC (only lite_train_lite_infer)" >&2
+            exit 1 ;;
+        *)
+            echo "unknown mode '$MODE' (supported: lite_train_lite_infer)" >&2
+            exit 1 ;;
+    esac
+}

@@ -12,31 +12,11 @@
 set -u
 set -o pipefail
 
-usage() {
-    echo "usage: bash test_tipc/test_train_inference_python.sh CONFIG MODE   (MODE: lite_train_lite_infer)" >&2
-    exit 2
-}
-[[ $# -ge 2 ]] || usage
-
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 # shellcheck source=test_tipc/common_func.sh
 source "$SCRIPT_DIR/common_func.sh"
-
-FILENAME=$1
-MODE=$2
-[[ -f $FILENAME ]] || { echo "config not found: $FILENAME" >&2; exit 2; }
-FILENAME=$(cd "$(dirname "$FILENAME")" && pwd)/$(basename "$FILENAME")
-
-case $MODE in
-    lite_train_lite_infer) ;;
-    lite_train_whole_infer | whole_train_whole_infer | whole_infer | klquant_whole_infer)
-        echo "mode '$MODE' is not supported by this project's TIPC (only lite_train_lite_infer)" >&2
-        exit 1 ;;
-    *)
-        echo "unknown mode '$MODE' (supported: lite_train_lite_infer)" >&2
-        exit 1 ;;
-esac
+func_parse_cli test_train_inference_python.sh "$@"
 
 cd "$REPO_ROOT" || exit 2
 
