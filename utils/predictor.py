@@ -48,6 +48,10 @@ class FeaturePredictor:
                 config.enable_mkldnn()
             else:
                 config.disable_mkldnn()
+        if model_file.endswith(".json"):
+            # A PIR program (export_model.py --program json) needs the PIR executor.
+            config.enable_new_ir(True)
+            config.enable_new_executor(True)
         config.switch_ir_optim(True)
         config.enable_memory_optim()
         config.disable_glog_info()
@@ -63,5 +67,8 @@ class FeaturePredictor:
         images = np.ascontiguousarray(images, dtype=np.float32)
         self.input.reshape(list(images.shape))
         self.input.copy_from_cpu(images)
-        self.predictor.run()
+        try:
+            self.predictor.run()
+        except Exception as err:   # e.g. PIR programs under oneDNN hit unimplemented attributes
+            raise PatchCoreError(f"the predictor failed: {str(err).strip().splitlines()[-1][:200]}") from None
         return self.output.copy_to_cpu()
