@@ -18,6 +18,7 @@ and writes undecodable files for bad-input tests. It does not import Paddle, so 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -25,7 +26,7 @@ import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -292,13 +293,20 @@ def _write_marker(folder: Path, info: dict) -> None:
     os.replace(tmp, folder / MARKER_NAME)
 
 
-def _stage(root: Path, name: str) -> Path:
-    """A fresh hidden sibling folder where a category is built before it replaces the old one."""
-    staging = root / f".{name}.partial-{os.getpid()}"
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A fresh hidden sibling folder to build `target` in; swapped in whole when the block succeeds,
+    removed when it fails, so readers never see a half-written or mixed category."""
+    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    return staging
+    try:
+        yield staging
+        _publish(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _publish(staging: Path, target: Path) -> None:
@@ -360,8 +368,7 @@ def generate_category(root: str | os.PathLike, category: str = "synthetic_bottle
     root.mkdir(parents=True, exist_ok=True)
     _check_target(target)
     style = _make_style(kind, image_size, seed, category)
-    staging = _stage(root, category)
-    try:
+    with _staged(target) as staging:
         def emit(path: Path, array: np.ndarray) -> None:
             _write_png(path, array)
             if on_image is not None:
@@ -388,11 +395,6 @@ def generate_category(root: str | os.PathLike, category: str = "synthetic_bottle
                                 "n_test_good": int(n_test_good),
                                 "n_test_per_defect": int(n_test_per_defect),
                                 "defects": list(defects)})
-        _publish(staging, target)
-    except BaseException:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
@@ -472,8 +474,7 @@ def subset_category(src_category_dir: str | os.PathLike, dst_root: str | os.Path
     dst_root.mkdir(parents=True, exist_ok=True)
     _check_target(target)
     rng = None if seed is None else np.random.default_rng(seed)
-    staging = _stage(dst_root, target.name)
-    try:
+    with _staged(target) as staging:
         counts: dict[str, int] = {}
         for path in _choose(_images(src / "train" / "good"), n_train, rng):
             _link_or_copy(path, staging / "train" / "good" / path.name)
@@ -492,11 +493,6 @@ def subset_category(src_category_dir: str | os.PathLike, dst_root: str | os.Path
                 _link_or_copy(src / extra, staging / extra)
         _write_marker(staging, {"generator": "datasets.synthetic.subset_category",
                                 "source": str(src.resolve()), "seed": seed, "counts": counts})
-        _publish(staging, target)
-    except BaseException:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
