@@ -41,19 +41,24 @@ class UndefinedMetricError(ValueError):
 # input checks and the shared tie-group helper
 # --------------------------------------------------------------------------------------------------
 
+def _check_real(values: np.ndarray, name: str, empty_name: str) -> None:
+    """Non-empty, real-valued and NaN-free, else a ValueError naming `name`."""
+    if values.size == 0:
+        raise ValueError(f"{empty_name} are empty")
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(f"{name} must be real numbers, got dtype {values.dtype}")
+    # NaN compares unequal to everything, so it would silently break the sort and the tie groups.
+    if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
+        raise ValueError(f"{name} contain NaN")
+
+
 def _as_scores_labels(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flat (scores, bool labels) after checking shapes, NaN and that labels are binary 0/1."""
     s = np.asarray(scores)
     y = np.asarray(labels)
     if s.shape != y.shape:
         raise ValueError(f"scores and labels must have the same shape, got {s.shape} and {y.shape}")
-    if s.size == 0:
-        raise ValueError("scores and labels are empty")
-    if not (np.issubdtype(s.dtype, np.integer) or np.issubdtype(s.dtype, np.floating)):
-        raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
-    # NaN compares unequal to everything, so it would silently break the sort and the tie groups.
-    if np.issubdtype(s.dtype, np.floating) and np.isnan(s).any():
-        raise ValueError("scores contain NaN")
+    _check_real(s, "scores", "scores and labels")
     if y.dtype != np.bool_:
         # Refuse e.g. 0/255 masks here: silently treating 255 as "not 1" would give a wrong answer.
         if np.any((y != 0) & (y != 1)):
@@ -74,12 +79,7 @@ def _as_maps_masks(anomaly_maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndar
         raise ValueError(f"anomaly maps must have shape [N, H, W], got {np.asarray(anomaly_maps).shape}")
     if maps.shape != gt.shape:
         raise ValueError(f"anomaly maps and masks must have the same shape, got {maps.shape} and {gt.shape}")
-    if maps.size == 0:
-        raise ValueError("anomaly maps are empty")
-    if not (np.issubdtype(maps.dtype, np.integer) or np.issubdtype(maps.dtype, np.floating)):
-        raise ValueError(f"anomaly maps must be real numbers, got dtype {maps.dtype}")
-    if np.issubdtype(maps.dtype, np.floating) and np.isnan(maps).any():
-        raise ValueError("anomaly maps contain NaN")
+    _check_real(maps, "anomaly maps", "anomaly maps")
     return maps, gt > 0
 
 
