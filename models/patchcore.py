@@ -92,7 +92,7 @@ def score_batches(model: PatchCoreModel, extractor: PatchFeatureExtractor, datas
         parts.append(scorer(extract(extractor, images)))
         masks.append(batch_masks)
         labels.append(batch_labels)
-    scores = Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("image_scores", "anomaly_maps", "patch_scores")))
+    scores = Scores.concatenate(parts)
     return scores, np.concatenate(masks), np.concatenate(labels)
 
 

@@ -1,7 +1,7 @@
 """From patch features to image scores and anomaly maps (PatchCore scoring)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import paddle
@@ -16,6 +16,11 @@ class Scores:
     image_scores: np.ndarray   # [B]
     anomaly_maps: np.ndarray   # [B, H, W] float32
     patch_scores: np.ndarray   # [B, h, w]
+
+    @classmethod
+    def concatenate(cls, parts: "list[Scores]") -> "Scores":
+        """The scores of several batches as one, in order."""
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 def upsample_and_smooth(patch_scores: np.ndarray, size: int, sigma: float) -> np.ndarray:

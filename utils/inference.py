@@ -52,8 +52,7 @@ def score_images(paths: list[str], data: DataConfig, embed: Callable[[np.ndarray
                 parts.append(scorer(embedding))
             except ValueError as err:
                 raise PatchCoreError(f"model and memory bank do not match: {err}") from None
-    return Scores(*(np.concatenate([getattr(p, f) for p in parts])
-                    for f in ("image_scores", "anomaly_maps", "patch_scores")))
+    return Scores.concatenate(parts)
 
 
 @dataclass
