@@ -12,6 +12,9 @@ import argparse
 import os
 import sys
 
+# engine.cli loads no Paddle: the program format below is still ours to choose.
+from engine.cli import run_cli
+
 # Paddle 3 writes the new PIR program (.json) unless this is set before paddle is imported.
 PROGRAM_FORMATS = {"pdmodel": "0", "json": "1"}
 
@@ -32,7 +35,7 @@ def main() -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")   # no executor chatter from glog
     if "paddle" in sys.modules:
         raise RuntimeError("paddle was imported before FLAGS_enable_pir_api was set")
-    from utils.export import export
+    from engine.export import export
 
     written = export(args.model_path, args.save_dir, args.pretrained)
     for path in written:
@@ -41,6 +44,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from utils.errors import run_cli
-
     run_cli(main)

@@ -4,19 +4,11 @@ Example: python predict.py path/to/image.png --category bottle --save_path outpu
 """
 from __future__ import annotations
 
-import utils  # noqa: F401  (first: sets the BLAS threading environment before NumPy loads)
-
 import argparse
-import os
 
-import paddle
-
-from models.model_file import PatchCoreModel
-from models.patchcore import rebuild_extractor
-from utils.cli import add_decision_args
-from utils.engine import model_path
-from utils.errors import PatchCoreError, run_cli
-from utils.inference import Thresholds, collect_images, decisions, print_results, save_outputs, score_images
+from deploy.cli import add_decision_args, run_cli
+from deploy.inference import collect_images, run_inference
+from engine.pipeline import dynamic_embedder, load_model
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,26 +26,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if not args.model_path and not args.category:
-        raise PatchCoreError("give --model_path or --category")
-    path = args.model_path or model_path(args.model_dir, args.category)
-    model = PatchCoreModel.load(path)
-    if args.category and args.category != model.category:
-        raise PatchCoreError(f"{path} is the model of category '{model.category}', not '{args.category}'")
-    images = collect_images(args.input)
-    thresholds = Thresholds.from_calibration(model.calibration, args.image_threshold, args.pixel_threshold)
-    extractor = rebuild_extractor(model, args.pretrained)
-
-    def embed(batch):
-        with paddle.no_grad():
-            return extractor(paddle.to_tensor(batch)).numpy()
-
-    scores = score_images(images, model.config.data, embed, model.scorer(), args.batch_size)
-    rows = decisions(images, scores, thresholds)
-    save_outputs(rows, scores, model.config.data, thresholds, model.calibration, args.save_path,
-                 save_pictures=not args.no_pictures, save_maps=args.save_maps)
-    print_results(rows)
-    print(f"saved results and figures in {os.path.abspath(args.save_path)}")
+    model = load_model(args.model_path, args.model_dir, args.category)
+    run_inference(collect_images(args.input), model, lambda: dynamic_embedder(model, args.pretrained),
+                  args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
+                  figures=not args.no_pictures, save_maps=args.save_maps)
     return 0
 
 

@@ -8,16 +8,10 @@ Example: python train.py --data_path ROOT --category bottle --arch mobilenet_v2 
 """
 from __future__ import annotations
 
-import utils  # noqa: F401  (first: sets the BLAS threading environment before NumPy loads)
-
 import argparse
-import os
 
-from datasets.mvtec import resolve_categories
-from utils.cli import add_data_args, add_eval_args, add_model_args, config_from_args
-from utils.engine import METRIC_COLUMNS, SIZE_COLUMNS, report, train_category
-from utils.errors import run_cli
-from utils.io import ensure_writable_dir
+from engine.cli import add_data_args, add_eval_args, add_model_args, config_from_args, run_cli
+from engine.trainer import train
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,14 +25,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    config = config_from_args(args)
-    categories = resolve_categories(args.data_path, args.category)
-    ensure_writable_dir(args.save_path)
-    rows = [train_category(config, args.data_path, category, args.save_path, args.batch_size,
-                           args.eval, args.eval_PRO, progress=not args.no_progress)
-            for category in categories]
-    columns = ("category",) + (METRIC_COLUMNS if args.eval else ()) + ("fit_seconds", SIZE_COLUMNS[config.model.method])
-    report(rows, columns, os.path.join(args.save_path, "train_results.csv"))
+    train(config_from_args(args), args.data_path, args.category, args.save_path, args.batch_size, args.eval,
+          args.eval_PRO, progress=not args.no_progress)
     return 0
 
 

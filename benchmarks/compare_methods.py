@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
-import re
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.config import ARCHS  # noqa: E402
+from models.registry import ARCHS  # noqa: E402
 from utils.table import format_table, write_csv  # noqa: E402
 
 COLUMNS = ("method", "k", "fitted", "Image_AUROC", "Pixel_AUROC", "PRO_score", "fit_seconds", "model_MB", "deploy_MB",
            "infer_ms_per_img", "extract_ms_per_img", "score_ms_per_img")
-# infer.py's benchmark block -> our column names.
-BENCHMARK_LINES = {"total_time(ms/img)": "infer_ms_per_img", "inference_time(ms/img)": "extract_ms_per_img",
-                   "postprocess_time(ms/img)": "score_ms_per_img"}
+# infer.py's benchmark.json keys -> our column names.
+BENCHMARK_KEYS = {"total_time(ms/img)": "infer_ms_per_img", "inference_time(ms/img)": "extract_ms_per_img",
+                  "postprocess_time(ms/img)": "score_ms_per_img"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,13 +58,11 @@ def megabytes(*paths: str) -> float:
     return sum(os.path.getsize(p) for p in paths) / 2**20
 
 
-def benchmark_numbers(stdout: str) -> dict[str, float]:
-    """The per-image times of infer.py's benchmark block."""
-    found = {column: float(m.group(1)) for line, column in BENCHMARK_LINES.items()
-             if (m := re.search(re.escape(line) + r":\s*([0-9.]+)", stdout))}
-    if len(found) != len(BENCHMARK_LINES):
-        raise SystemExit(f"infer.py printed no benchmark block of the expected form:\n{stdout[-1500:]}")
-    return found
+def benchmark_numbers(results_dir: str) -> dict[str, float]:
+    """The per-image times infer.py --enable_benchmark saved in benchmark.json."""
+    with open(os.path.join(results_dir, "benchmark.json")) as f:
+        numbers = json.load(f)
+    return {column: float(numbers[key]) for key, column in BENCHMARK_KEYS.items()}
 
 
 def measure(args: argparse.Namespace, method: str, k: str | None) -> dict[str, object]:
@@ -79,14 +77,14 @@ def measure(args: argparse.Namespace, method: str, k: str | None) -> dict[str, o
     infer_dir = os.path.join(out, "infer_model")
     run("export_model.py", "--model_path", model_file, "--save_dir", infer_dir)
     deployed = [os.path.join(infer_dir, name) for name in ("model.pdmodel", "model.pdiparams", "stats.npz")]
-    stdout = run("infer.py", "--model_file", deployed[0], "--params_file", deployed[1], "--stats", deployed[2],
-                 "--input_file", os.path.join(args.data_path, args.category, "test"), "--batch_size", "1",
-                 "--cpu_threads", str(args.cpu_threads), "--enable_benchmark", "True", "--no_pictures",
-                 "--save_path", os.path.join(out, "infer_results"))
+    results_dir = os.path.join(out, "infer_results")
+    run("infer.py", "--model_file", deployed[0], "--params_file", deployed[1], "--stats", deployed[2],
+        "--input_file", os.path.join(args.data_path, args.category, "test"), "--batch_size", "1",
+        "--cpu_threads", str(args.cpu_threads), "--enable_benchmark", "True", "--no_pictures", "--save_path", results_dir)
     fitted = f"{trained['bank_size']} patches" if "bank_size" in trained else f"{trained['channels']} channels"
     row: dict[str, object] = {"method": method, "k": k or "default", "fitted": fitted}
     row.update({name: float(trained[name]) for name in ("Image_AUROC", "Pixel_AUROC", "PRO_score", "fit_seconds")})
-    row.update(model_MB=megabytes(model_file), deploy_MB=megabytes(*deployed), **benchmark_numbers(stdout))
+    row.update(model_MB=megabytes(model_file), deploy_MB=megabytes(*deployed), **benchmark_numbers(results_dir))
     return row
 
 

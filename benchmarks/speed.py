@@ -28,10 +28,10 @@ def _child(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from datasets.mvtec import MVTecDataset
-    from models.feature_extractor import build_extractor
-    from models.patchcore import extract, fit, iterate_batches
-    from models.sampling import coreset_size, greedy_coreset, greedy_coreset_reference, random_projection
-    from utils.benchmark import peak_memory_mb
+    from engine.pipeline import fit, iterate_batches
+    from models.feature_extractor import build_extractor, extract
+    from models.patchcore.sampling import coreset_size, greedy_coreset, greedy_coreset_reference, random_projection
+    from utils.runtime import peak_memory_mb
     from utils.config import Config, ModelConfig
 
     config = Config(model=ModelConfig(arch=args.arch, pretrained=args.pretrained, k=args.k, seed=args.seed))
@@ -96,23 +96,19 @@ def _latency_child(args: argparse.Namespace) -> dict:
     import numpy as np
     import paddle
 
-    from models.model_file import PatchCoreModel
-    from models.patchcore import rebuild_extractor
-    from utils.benchmark import peak_memory_mb
-    from utils.inference import score_images
-    from utils.predictor import FeaturePredictor
+    from deploy.inference import score_images
+    from deploy.predictor import FeaturePredictor
+    from engine.pipeline import dynamic_embedder
+    from models.model_file import AnomalyModel
+    from utils.runtime import peak_memory_mb
 
     paths = args.images.split(",")
     if args.mkldnn == "dynamic":
         paddle.set_device("cpu")
-        model = PatchCoreModel.load(args.model_path)
-        extractor = rebuild_extractor(model, args.pretrained)
-
-        def embed(batch: np.ndarray) -> np.ndarray:
-            with paddle.no_grad():
-                return extractor(paddle.to_tensor(batch)).numpy()
+        model = AnomalyModel.load(args.model_path)
+        embed = dynamic_embedder(model, args.pretrained)
     else:
-        model, _ = PatchCoreModel.load_stats(os.path.join(args.infer_dir, "stats.npz"))
+        model, _ = AnomalyModel.load_stats(os.path.join(args.infer_dir, "stats.npz"))
         embed = FeaturePredictor(os.path.join(args.infer_dir, "model.pdmodel"),
                                  os.path.join(args.infer_dir, "model.pdiparams"),
                                  enable_mkldnn=args.mkldnn == "True", cpu_threads=args.threads)

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 from paddle.io import Dataset
 
-from datasets.preprocess import list_images, load_image, load_mask, preprocess_image
+from datasets.preprocess import IMAGE_EXTENSIONS, list_images, load_image, load_mask, preprocess_image
 from utils.config import DataConfig
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 
 TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
 OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw",
            "toothbrush", "transistor", "zipper")
-MVTEC_CATEGORIES = TEXTURES + OBJECTS
 GOOD = "good"
 
 
@@ -25,23 +24,23 @@ def is_category(folder: str) -> bool:
 def resolve_categories(root: str, name: str) -> list[str]:
     """Category names for `--category`: all | objects | textures | a folder name under root."""
     if not os.path.isdir(root):
-        raise PatchCoreError(f"data path not found: {root}")
+        raise UserError(f"data path not found: {root}")
     if name == "all":
         found = sorted(d for d in os.listdir(root) if is_category(os.path.join(root, d)))
         if not found:
-            raise PatchCoreError(f"no category in MVTec layout (CATEGORY/train/good) under {root}")
+            raise UserError(f"no category in MVTec layout (CATEGORY/train/good) under {root}")
         return found
     if name in ("objects", "textures"):
         group = OBJECTS if name == "objects" else TEXTURES
         found = [c for c in group if is_category(os.path.join(root, c))]
         if not found:
-            raise PatchCoreError(f"none of the MVTec {name} ({', '.join(group)}) is under {root}")
+            raise UserError(f"none of the MVTec {name} ({', '.join(group)}) is under {root}")
         return found
     folder = os.path.join(root, name)
     if not os.path.isdir(folder):
-        raise PatchCoreError(f"unknown category '{name}': no folder {folder}")
+        raise UserError(f"unknown category '{name}': no folder {folder}")
     if not is_category(folder):
-        raise PatchCoreError(f"category '{name}' has no training images folder {os.path.join(folder, 'train', GOOD)}")
+        raise UserError(f"category '{name}' has no training images folder {os.path.join(folder, 'train', GOOD)}")
     return [name]
 
 
@@ -58,7 +57,7 @@ def _mask_path(category_dir: str, defect: str, image_path: str) -> str | None:
         return None
     stem = os.path.splitext(os.path.basename(image_path))[0]
     folder = os.path.join(category_dir, "ground_truth", defect)
-    for ext in (".png", ".bmp", ".jpg", ".tif"):
+    for ext in IMAGE_EXTENSIONS:
         candidate = os.path.join(folder, f"{stem}_mask{ext}")
         if os.path.isfile(candidate):
             return candidate
@@ -70,7 +69,7 @@ def list_samples(root: str, category: str, split: str) -> list[Sample]:
     category_dir = os.path.join(root, category)
     split_dir = os.path.join(category_dir, split)
     if not os.path.isdir(split_dir):
-        raise PatchCoreError(f"category '{category}' has no '{split}' folder: {split_dir}")
+        raise UserError(f"category '{category}' has no '{split}' folder: {split_dir}")
     defects = [GOOD] if split == "train" else sorted(
         d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
     samples = []
@@ -79,7 +78,7 @@ def list_samples(root: str, category: str, split: str) -> list[Sample]:
             label = 0 if defect == GOOD else 1
             samples.append(Sample(path, label, defect, _mask_path(category_dir, defect, path)))
     if not samples:
-        raise PatchCoreError(f"no images in {split_dir}")
+        raise UserError(f"no images in {split_dir}")
     return samples
 
 
@@ -104,10 +103,6 @@ class MVTecDataset(Dataset):
         image = preprocess_image(load_image(sample.path), cfg.resize, cfg.crop_size, cfg.mean, cfg.std)
         mask = load_mask(sample.mask_path, cfg.resize, cfg.crop_size)
         return image, mask, sample.label
-
-    @property
-    def paths(self) -> list[str]:
-        return [s.path for s in self.samples]
 
     @property
     def labels(self) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -22,14 +22,14 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             img.load()
             return img.convert("RGB")
     except FileNotFoundError:
-        raise PatchCoreError(f"image not found: {path}") from None
+        raise UserError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise PatchCoreError(f"cannot decode image '{path}': {err}") from None
+        raise UserError(f"cannot decode image '{path}': {err}") from None
 
 
 def _resize_and_crop(img: Image.Image, resize: int, crop_size: int, resample: int) -> Image.Image:
     if crop_size > resize:
-        raise PatchCoreError(f"crop_size ({crop_size}) must not exceed resize ({resize})")
+        raise UserError(f"crop_size ({crop_size}) must not exceed resize ({resize})")
     img = img.resize((resize, resize), resample=resample)
     # Same rounding as the usual centre crop: the extra pixel of an odd margin goes right/bottom.
     offset = int(round((resize - crop_size) / 2.0))
@@ -53,7 +53,7 @@ def load_mask(path: str | os.PathLike | None, resize: int, crop_size: int) -> np
         with Image.open(path) as img:
             mask = img.convert("L")
     except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as err:
-        raise PatchCoreError(f"cannot read mask '{path}': {err}") from None
+        raise UserError(f"cannot read mask '{path}': {err}") from None
     # Nearest neighbour keeps the mask binary and its edges where the annotator put them.
     mask = _resize_and_crop(mask, resize, crop_size, Image.NEAREST)
     return (np.asarray(mask) > 127).astype(np.uint8)

@@ -32,7 +32,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from utils.errors import PatchCoreError
+from datasets.preprocess import IMAGE_EXTENSIONS
+from utils.errors import UserError
+from utils.io import atomic_write, atomic_write_text
 
 KINDS = ("object", "texture")
 DEFECT_TYPES = ("scratch", "stain", "hole")
@@ -43,7 +45,6 @@ DEFECT_AREA_RANGE = (0.005, 0.05)
 MIN_IMAGE_SIZE = 32
 # Marks folders this module created, so regeneration never deletes a folder of real data.
 MARKER_NAME = ".patchcore_generated"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 _MAX_PLACEMENT_TRIES = 200
 
@@ -276,21 +277,12 @@ def _check_kind_and_size(kind: str, image_size: int) -> None:
 
 def _write_png(path: Path, array: np.ndarray) -> None:
     """Write atomically: a crash never leaves a half-written PNG under its final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        # Pillow's PNG writer adds no timestamp, so equal arrays give byte-identical files.
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # Pillow's PNG writer adds no timestamp, so equal arrays give byte-identical files.
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def _write_marker(folder: Path, info: dict) -> None:
-    tmp = folder / f".{MARKER_NAME}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / MARKER_NAME)
+    atomic_write_text(folder / MARKER_NAME, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
@@ -331,7 +323,7 @@ def _is_empty_dir(path: Path) -> bool:
 def _check_target(target: Path) -> None:
     """Fail before doing any work if the target is a folder we must not replace."""
     if target.exists() and not (target / MARKER_NAME).is_file() and not _is_empty_dir(target):
-        raise PatchCoreError(f"refusing to overwrite {target}: it exists and was not generated "
+        raise UserError(f"refusing to overwrite {target}: it exists and was not generated "
                              f"by this tool (no {MARKER_NAME}); choose another output folder")
 
 
@@ -345,7 +337,7 @@ def generate_category(root: str | os.PathLike, category: str = "synthetic_bottle
     Deterministic: the same arguments give byte-identical PNGs. Every image has its own random
     stream, so e.g. n_train does not change the test images. An existing folder written by this
     function is replaced as a whole; any other existing non-empty folder is left alone and a
-    PatchCoreError is raised. `on_image` is called after each written image (progress bars).
+    UserError is raised. `on_image` is called after each written image (progress bars).
     """
     _check_kind_and_size(kind, image_size)
     for name, value in (("n_train", n_train), ("n_test_good", n_test_good),
@@ -396,14 +388,6 @@ def generate_category(root: str | os.PathLike, category: str = "synthetic_bottle
                                 "n_test_per_defect": int(n_test_per_defect),
                                 "defects": list(defects)})
     return target
-
-
-def generate_dataset(root: str | os.PathLike, categories: dict[str, str] | None = None, *,
-                     seed: int = 0, **kwargs) -> list[Path]:
-    """Several categories at once: `categories` maps name -> kind (default: one of each kind)."""
-    categories = DEFAULT_CATEGORIES if categories is None else categories
-    return [generate_category(root, name, kind=kind, seed=seed, **kwargs)
-            for name, kind in categories.items()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,13 +448,13 @@ def subset_category(src_category_dir: str | os.PathLike, dst_root: str | os.Path
     """
     src = Path(src_category_dir)
     if not (src / "train" / "good").is_dir() or not (src / "test").is_dir():
-        raise PatchCoreError(f"not a category in MVTec layout (train/good and test): {src}")
+        raise UserError(f"not a category in MVTec layout (train/good and test): {src}")
     if n_train < 1 or n_test_per_class < 1:
         raise ValueError("n_train and n_test_per_class must be at least 1")
     dst_root = Path(dst_root)
     target = dst_root / src.resolve().name
     if target.resolve() == src.resolve() or src.resolve() in target.resolve().parents:
-        raise PatchCoreError(f"the subset {target} must not overwrite or lie inside its source {src}")
+        raise UserError(f"the subset {target} must not overwrite or lie inside its source {src}")
     dst_root.mkdir(parents=True, exist_ok=True)
     _check_target(target)
     rng = None if seed is None else np.random.default_rng(seed)

@@ -1,4 +1,6 @@
-"""Thresholds and score normalisation: turn "13.6" into "0.71, anomalous".
+"""Calibration (training side): the thresholds and score ranges a model file stores.
+
+models.thresholds turns them into decisions at deployment ("13.6" -> "0.71, anomalous").
 
 With a labelled test split the thresholds are the F1-optimal ones on it (images and pixels). Without
 one they come from the training images' own scores: the highest score any good training image

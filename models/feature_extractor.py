@@ -12,9 +12,10 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from models.backbones import STAGE_CHANNELS, STAGE_NAMES, build_backbone_stages, weights_fingerprint
+from models.backbones import build_backbone_stages, weights_fingerprint
+from models.registry import STAGE_NAMES, arch_spec
 from utils.config import ModelConfig
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 
 
 class PatchFeatureExtractor(nn.Layer):
@@ -29,7 +30,7 @@ class PatchFeatureExtractor(nn.Layer):
         super().__init__()
         unknown = [name for name in layers if name not in STAGE_NAMES]
         if unknown or not layers:
-            raise PatchCoreError(f"unknown layers {unknown}; choose from {', '.join(STAGE_NAMES)}")
+            raise UserError(f"unknown layers {unknown}; choose from {', '.join(STAGE_NAMES)}")
         self.layer_indices = sorted(STAGE_NAMES.index(name) for name in layers)
         # Stages after the deepest chosen one are never run, so they are not kept either.
         self.stages = nn.LayerList(list(stages)[: self.layer_indices[-1] + 1])
@@ -66,13 +67,13 @@ class PatchFeatureExtractor(nn.Layer):
 
 def embedding_channels(arch: str, layers: Sequence[str]) -> int:
     """Channels of the concatenated embedding before any selection."""
-    return sum(STAGE_CHANNELS[arch][STAGE_NAMES.index(name)] for name in layers)
+    return sum(arch_spec(arch).channels[STAGE_NAMES.index(name)] for name in layers)
 
 
 def select_channels(total: int, count: float, seed: int) -> np.ndarray | None:
     """`count` of `total` channel indices drawn at random from `seed` (sorted); None keeps them all."""
     if count < 0 or count != int(count):
-        raise PatchCoreError(f"--k for padim is a number of channels (0 = all {total}), not {count:g}")
+        raise UserError(f"--k for padim is a number of channels (0 = all {total}), not {count:g}")
     if count == 0 or count >= total:
         return None
     return np.sort(np.random.default_rng(seed).choice(total, size=int(count), replace=False))
@@ -87,3 +88,9 @@ def build_extractor(cfg: ModelConfig, pretrained: str | None = None) -> PatchFea
     extractor = PatchFeatureExtractor(stages, cfg.layers, cfg.local_aggregation, channels)
     extractor.eval()
     return extractor
+
+
+def extract(extractor: PatchFeatureExtractor, images: np.ndarray) -> np.ndarray:
+    """Patch embeddings [B, C, h, w] of a float32 image batch [B, 3, H, W], on the dynamic graph."""
+    with paddle.no_grad():
+        return extractor(paddle.to_tensor(images)).numpy()

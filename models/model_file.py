@@ -15,10 +15,10 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import paddle
 
-from models.padim import PadimScorer
-from models.scorer import PatchCoreScorer, Scores
+from models.registry import METHODS
+from models.scoring import Scores
 from utils.config import Config
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 from utils.io import atomic_path
 
 FORMAT = "patchcore-paddle/2"
@@ -28,20 +28,9 @@ LEGACY_FORMAT = "patchcore-paddle/1"
 Scorer = Callable[[np.ndarray], Scores]
 
 
-def _patchcore_scorer(arrays: dict[str, np.ndarray], config: Config) -> Scorer:
-    m = config.model
-    return PatchCoreScorer(arrays["memory_bank"], config.data.crop_size, m.num_neighbors, m.image_score, m.sigma)
-
-
-def _padim_scorer(arrays: dict[str, np.ndarray], config: Config) -> Scorer:
-    return PadimScorer(arrays["mean"], arrays["inv_covariance"], config.data.crop_size, config.model.sigma)
-
-
-# Per method: the arrays its model holds, and how they become a scorer.
-METHOD_ARRAYS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, np.ndarray], Config], Scorer]]] = {
-    "patchcore": (("memory_bank",), _patchcore_scorer),
-    "padim": (("mean", "inv_covariance"), _padim_scorer),
-}
+def model_path(save_path: str | os.PathLike, category: str) -> str:
+    """Where train.py writes, and eval / predict / export look for, a category's model."""
+    return os.path.join(save_path, f"{category}.pdparams")
 
 
 class FitResult(NamedTuple):
@@ -52,7 +41,7 @@ class FitResult(NamedTuple):
 
 
 @dataclass
-class PatchCoreModel:
+class AnomalyModel:
     """Everything needed to score a category with either method: settings, arrays, which extractor."""
     config: Config
     category: str
@@ -67,12 +56,12 @@ class PatchCoreModel:
         return self.config.model.method
 
     @property
-    def memory_bank(self) -> np.ndarray:
-        """PatchCore's bank (kept as an attribute for code written before PaDiM existed)."""
-        return self.arrays["memory_bank"]
+    def title(self) -> str:
+        """The method's display name (PatchCore, PaDiM)."""
+        return METHODS[self.method].title
 
     def scorer(self) -> Scorer:
-        return METHOD_ARRAYS[self.method][1](self.arrays, self.config)
+        return METHODS[self.method].build_scorer(self.arrays, self.config)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "category": self.category, "config": self.config.to_dict(),
@@ -81,17 +70,17 @@ class PatchCoreModel:
                 "fit_stats": dict(self.fit_stats)}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "model") -> "PatchCoreModel":
+    def from_dict(cls, raw: dict[str, Any], source: str = "model") -> "AnomalyModel":
         if not isinstance(raw, dict) or raw.get("format") not in (FORMAT, LEGACY_FORMAT):
-            raise PatchCoreError(f"{source} is not a PatchCore-Paddle model file")
+            raise UserError(f"{source} is not a PatchCore-Paddle model file")
         config = Config.from_dict(raw["config"])
-        if config.model.method not in METHOD_ARRAYS:
-            raise PatchCoreError(f"{source} is a model of unknown method '{config.model.method}'")
+        if config.model.method not in METHODS:
+            raise UserError(f"{source} is a model of unknown method '{config.model.method}'")
         stored = raw.get("arrays") or {"memory_bank": raw.get("memory_bank")}
-        names = METHOD_ARRAYS[config.model.method][0]
+        names = METHODS[config.model.method].arrays
         missing = [name for name in names if stored.get(name) is None]
         if missing:
-            raise PatchCoreError(f"{source} lacks the {config.model.method} array '{missing[0]}'")
+            raise UserError(f"{source} lacks the {config.model.method} array '{missing[0]}'")
         return cls(config=config, category=raw["category"],
                    arrays={name: np.asarray(stored[name], dtype=np.float32) for name in names},
                    extractor_fingerprint=raw["extractor_fingerprint"],
@@ -103,18 +92,18 @@ class PatchCoreModel:
             paddle.save(self.to_dict(), str(tmp))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PatchCoreModel":
+    def load(cls, path: str | os.PathLike) -> "AnomalyModel":
         if not os.path.isfile(path):
-            raise PatchCoreError(f"model file not found: {path}")
+            raise UserError(f"model file not found: {path}")
         try:
             raw = paddle.load(str(path), return_numpy=True)
         except Exception as err:
-            raise PatchCoreError(f"cannot read model file '{path}': {str(err).splitlines()[0][:160]}") from None
+            raise UserError(f"cannot read model file '{path}': {str(err).splitlines()[0][:160]}") from None
         return cls.from_dict(raw, source=f"'{path}'")
 
     def check_arch(self, arch: str | None) -> None:
         if arch and arch != self.config.model.arch:
-            raise PatchCoreError(f"model for category '{self.category}' was trained with --arch "
+            raise UserError(f"model for category '{self.category}' was trained with --arch "
                                  f"{self.config.model.arch}, not {arch}")
 
     def save_stats(self, path: str | os.PathLike, params_sha256: str) -> None:
@@ -127,15 +116,15 @@ class PatchCoreModel:
                 np.savez(f, **self.arrays, meta=np.array(json.dumps(meta)))
 
     @classmethod
-    def load_stats(cls, path: str | os.PathLike) -> tuple["PatchCoreModel", str]:
+    def load_stats(cls, path: str | os.PathLike) -> tuple["AnomalyModel", str]:
         """(model, params_sha256) from a stats file written by save_stats."""
         if not os.path.isfile(path):
-            raise PatchCoreError(f"stats file not found: {path}")
+            raise UserError(f"stats file not found: {path}")
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {name: data[name] for name in data.files if name != "meta"}
         except Exception as err:
-            raise PatchCoreError(f"cannot read stats file '{path}': {str(err).splitlines()[0][:160]}") from None
+            raise UserError(f"cannot read stats file '{path}': {str(err).splitlines()[0][:160]}") from None
         meta["arrays"] = arrays
         return cls.from_dict(meta, source=f"'{path}'"), str(meta.get("params_sha256", ""))

@@ -141,7 +141,7 @@ paddle_has_cuda() {
 # func_inference MODEL_DIR IMAGES RUN_PREFIX: the inference grid for one exported model
 func_inference() {
     local model_dir=$1 images=$2 prefix=$3
-    local use_gpu use_mkldnn threads batch_size precision use_trt name step_log command
+    local use_gpu use_mkldnn threads batch_size precision use_trt
     local -a gpus mkldnns threads_list batch_sizes precisions trts
     func_split_list "$use_gpu_list" gpus
     func_split_list "$use_mkldnn_list" mkldnns
@@ -156,6 +156,16 @@ func_inference() {
     set_data=$(func_set_params "$image_dir_key" "$images")
     set_benchmark=$(func_set_params "$benchmark_key" "$benchmark_value")
     set_log=$(func_set_params "$save_log_key" "$save_log_value")
+    # run_infer_step NAME ENV_PREFIX DEVICE_FLAGS: one inference run of the grid, logged and recorded.
+    run_infer_step() {
+        local name=$1 env_prefix=$2 device_flags=$3 step_log command
+        step_log="${LOG_PATH}/${name}.log"
+        command="${python} ${inference_py} ${use_gpu_key}=${use_gpu} ${device_flags} ${set_model} ${set_params} ${set_stats} ${set_data} ${set_benchmark} ${set_log} $(func_set_params "$infer_save_key" "${prefix}${name}")"
+        command=$(func_squeeze "$command")
+        echo "[$model_name] running $name ..."
+        eval "${env_prefix}$command" > "$step_log" 2>&1
+        record $? "$command" "$step_log"
+    }
     for use_gpu in "${gpus[@]}"; do
         if [[ $use_gpu == False || $use_gpu == cpu ]]; then
             for use_mkldnn in "${mkldnns[@]}"; do
@@ -166,13 +176,8 @@ func_inference() {
                                 echo "skip: precision $precision on CPU needs oneDNN (enable_mkldnn False)"
                                 continue
                             fi
-                            name="python_infer_cpu_usemkldnn_${use_mkldnn}_threads_${threads}_precision_${precision}_batchsize_${batch_size}"
-                            step_log="${LOG_PATH}/${name}.log"
-                            command="${python} ${inference_py} ${use_gpu_key}=${use_gpu} $(func_set_params "$use_mkldnn_key" "$use_mkldnn") $(func_set_params "$cpu_threads_key" "$threads") $(func_set_params "$batch_size_key" "$batch_size") $(func_set_params "$precision_key" "$precision") ${set_model} ${set_params} ${set_stats} ${set_data} ${set_benchmark} ${set_log} $(func_set_params "$infer_save_key" "${prefix}${name}")"
-                            command=$(func_squeeze "$command")
-                            echo "[$model_name] running $name ..."
-                            eval "CUDA_VISIBLE_DEVICES= $command" > "$step_log" 2>&1
-                            record $? "$command" "$step_log"
+                            run_infer_step "python_infer_cpu_usemkldnn_${use_mkldnn}_threads_${threads}_precision_${precision}_batchsize_${batch_size}" \
+                                "CUDA_VISIBLE_DEVICES= " "$(func_set_params "$use_mkldnn_key" "$use_mkldnn") $(func_set_params "$cpu_threads_key" "$threads") $(func_set_params "$batch_size_key" "$batch_size") $(func_set_params "$precision_key" "$precision")"
                         done
                     done
                 done
@@ -188,13 +193,8 @@ func_inference() {
                         continue
                     fi
                     for batch_size in "${batch_sizes[@]}"; do
-                        name="python_infer_gpu_usetrt_${use_trt}_precision_${precision}_batchsize_${batch_size}"
-                        step_log="${LOG_PATH}/${name}.log"
-                        command="${python} ${inference_py} ${use_gpu_key}=${use_gpu} $(func_set_params "$use_trt_key" "$use_trt") $(func_set_params "$precision_key" "$precision") $(func_set_params "$batch_size_key" "$batch_size") ${set_model} ${set_params} ${set_stats} ${set_data} ${set_benchmark} ${set_log} $(func_set_params "$infer_save_key" "${prefix}${name}")"
-                        command=$(func_squeeze "$command")
-                        echo "[$model_name] running $name ..."
-                        eval "$command" > "$step_log" 2>&1
-                        record $? "$command" "$step_log"
+                        run_infer_step "python_infer_gpu_usetrt_${use_trt}_precision_${precision}_batchsize_${batch_size}" \
+                            "" "$(func_set_params "$use_trt_key" "$use_trt") $(func_set_params "$precision_key" "$precision") $(func_set_params "$batch_size_key" "$batch_size")"
                     done
                 done
             done

@@ -18,14 +18,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.mvtec import list_samples  # noqa: E402
 from datasets.preprocess import load_mask  # noqa: E402
-from utils.errors import PatchCoreError, run_cli  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 from utils.metrics import compute_metrics  # noqa: E402
 from utils.table import format_table  # noqa: E402
 
 
 def load_outputs(path: str) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
-        raise PatchCoreError(f"outputs not found: {path} (run predict.py / infer.py with --save_maps)")
+        raise UserError(f"outputs not found: {path} (run predict.py / infer.py with --save_maps)")
     with np.load(path, allow_pickle=False) as data:
         out = {k: data[k] for k in data.files}
     out["images"] = np.array([os.path.abspath(p) for p in out["images"]])
@@ -35,7 +35,7 @@ def load_outputs(path: str) -> dict[str, np.ndarray]:
 def relative_differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
     """max |a - b| / max |a| for image scores and for anomaly maps (per image, worst image)."""
     if a["images"].tolist() != b["images"].tolist():
-        raise PatchCoreError("the two outputs do not cover the same images in the same order")
+        raise UserError("the two outputs do not cover the same images in the same order")
     score_diff = np.abs(a["image_scores"] - b["image_scores"]) / np.abs(a["image_scores"]).clip(1e-12)
     map_diff = [np.abs(x - y).max() / np.abs(x).max().clip(1e-12) for x, y in zip(a["anomaly_maps"], b["anomaly_maps"])]
     return {"image_score_max_rel_diff": float(score_diff.max()), "anomaly_map_max_rel_diff": float(max(map_diff))}
@@ -46,7 +46,7 @@ def metrics_of(outputs: dict[str, np.ndarray], data_path: str, category: str, wi
     samples = {os.path.abspath(s.path): s for s in list_samples(data_path, category, "test")}
     missing = [p for p in outputs["images"] if p not in samples]
     if missing:
-        raise PatchCoreError(f"{missing[0]} is not a test image of {category}")
+        raise UserError(f"{missing[0]} is not a test image of {category}")
     chosen = [samples[p] for p in outputs["images"]]
     resize, crop = int(outputs["resize"]), int(outputs["crop_size"])
     masks = np.stack([load_mask(s.mask_path, resize, crop) for s in chosen])

@@ -25,7 +25,6 @@ import pickle
 import re
 import sys
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -37,22 +36,9 @@ _REPO_ROOT = str(Path(__file__).resolve().parents[1])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from utils.errors import PatchCoreError, run_cli  # noqa: E402  (needs the sys.path line above)
-
-# Prefix of the ImageNet classification head in each supported arch. PatchCore only uses the
-# convolutional stages, so a checkpoint without the head is fine; any other gap is not.
-_CLASSIFIER_PREFIX = {
-    "resnet18": "fc.",
-    "wide_resnet50_2": "fc.",
-    "mobilenet_v2": "classifier.",
-}
-# nn.Linear weights: torch stores [out, in], paddle [in, out].
-_LINEAR_WEIGHTS = {
-    "resnet18": ("fc.weight",),
-    "wide_resnet50_2": ("fc.weight",),
-    "mobilenet_v2": ("classifier.1.weight",),
-}
-SUPPORTED_ARCHS = tuple(_CLASSIFIER_PREFIX)
+from models.registry import ARCHS, arch_spec  # noqa: E402  (needs the sys.path line above)
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.io import atomic_path  # noqa: E402
 
 # First pickle of the legacy format (torch.serialization.MAGIC_NUMBER) and its protocol version.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -101,7 +87,7 @@ class _PendingTensor:
 
     def __init__(self, storage: Any, offset: Any, size: Any, stride: Any) -> None:
         if not isinstance(storage, _Storage):
-            raise PatchCoreError("malformed checkpoint: a tensor is not backed by a storage")
+            raise UserError("malformed checkpoint: a tensor is not backed by a storage")
         self.storage = storage
         self.offset = offset
         self.size = size
@@ -151,13 +137,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise PatchCoreError(
+            raise UserError(
                 f"'{self._source}' refers to '{module}.{name}', which a plain state dict never "
                 f"needs; refusing to load it (save model.state_dict(), not the model)") from None
 
     def persistent_load(self, pid: Any) -> Any:
         if self._load_storage is None or not isinstance(pid, tuple) or not pid or pid[0] != "storage":
-            raise PatchCoreError(f"'{self._source}' holds an unsupported persistent object "
+            raise UserError(f"'{self._source}' holds an unsupported persistent object "
                                  f"({str(pid)[:60]}); only tensor storages are supported")
         return self._load_storage(pid)
 
@@ -173,7 +159,7 @@ def _native(array: np.ndarray, storage_type: _StorageType) -> np.ndarray:
 def _storage_from_bytes(storage: _Storage, raw: bytes, big_endian: bool) -> np.ndarray:
     dtype = storage.storage_type.dtype.newbyteorder(">" if big_endian else "<")
     if len(raw) % dtype.itemsize:
-        raise PatchCoreError(f"malformed checkpoint: storage '{storage.key}' has {len(raw)} bytes, "
+        raise UserError(f"malformed checkpoint: storage '{storage.key}' has {len(raw)} bytes, "
                              f"not a whole number of {dtype.itemsize}-byte elements")
     return _native(np.frombuffer(raw, dtype=dtype), storage.storage_type)
 
@@ -181,7 +167,7 @@ def _storage_from_bytes(storage: _Storage, raw: bytes, big_endian: bool) -> np.n
 def _storage_record(pid: tuple, source: str) -> tuple[_StorageType, str, int]:
     # pid = ('storage', storage_type, key, location, numel[, view_metadata (legacy only)])
     if len(pid) < 5 or not isinstance(pid[1], _StorageType) or not isinstance(pid[2], str):
-        raise PatchCoreError(f"'{source}' has a malformed storage record ({str(pid)[:60]})")
+        raise UserError(f"'{source}' has a malformed storage record ({str(pid)[:60]})")
     return pid[1], pid[2], int(pid[4])
 
 
@@ -190,7 +176,7 @@ def _load_zip(path: str) -> Any:
         names = archive.namelist()
         pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
         if len(pickles) != 1:
-            raise PatchCoreError(f"'{path}' is a zip file but not a PyTorch checkpoint (no data.pkl)")
+            raise UserError(f"'{path}' is a zip file but not a PyTorch checkpoint (no data.pkl)")
         prefix = pickles[0][: -len("data.pkl")]
         big_endian = False
         if prefix + "byteorder" in names:
@@ -204,7 +190,7 @@ def _load_zip(path: str) -> Any:
                 try:
                     raw = archive.read(f"{prefix}data/{key}")
                 except KeyError:
-                    raise PatchCoreError(f"'{path}' is truncated: storage '{key}' is missing") from None
+                    raise UserError(f"'{path}' is truncated: storage '{key}' is missing") from None
                 storage.array = _storage_from_bytes(storage, raw, big_endian)
                 storages[key] = storage
             return storages[key]
@@ -218,10 +204,10 @@ def _load_legacy(path: str, handle: IO[bytes]) -> Any:
         return _RestrictedUnpickler(handle, path).load()
 
     if plain_pickle() != _LEGACY_MAGIC:
-        raise PatchCoreError(f"'{path}' is not a PyTorch checkpoint (bad magic number)")
+        raise UserError(f"'{path}' is not a PyTorch checkpoint (bad magic number)")
     protocol = plain_pickle()
     if protocol != _LEGACY_PROTOCOL:
-        raise PatchCoreError(f"'{path}' uses unsupported legacy protocol version {protocol}")
+        raise UserError(f"'{path}' uses unsupported legacy protocol version {protocol}")
     sys_info = plain_pickle()
     big_endian = isinstance(sys_info, dict) and sys_info.get("little_endian") is False
     storages: dict[str, _Storage] = {}
@@ -244,27 +230,27 @@ def _load_legacy(path: str, handle: IO[bytes]) -> Any:
     result = _RestrictedUnpickler(handle, path, load_storage).load()
     keys = plain_pickle()
     if not isinstance(keys, list):
-        raise PatchCoreError(f"'{path}' is not a PyTorch checkpoint (no storage key list)")
+        raise UserError(f"'{path}' is not a PyTorch checkpoint (no storage key list)")
     count_dtype = np.dtype(">i8" if big_endian else "<i8")
     for key in keys:
         if key not in storages:
-            raise PatchCoreError(f"'{path}' is malformed: storage '{key}' is never used")
+            raise UserError(f"'{path}' is malformed: storage '{key}' is never used")
         storage = storages[key]
         header = handle.read(8)
         if len(header) != 8:
-            raise PatchCoreError(f"'{path}' is truncated (storage '{key}' missing)")
+            raise UserError(f"'{path}' is truncated (storage '{key}' missing)")
         numel = int(np.frombuffer(header, dtype=count_dtype)[0])
         if numel < 0:  # read(-n) would swallow the rest of the file
-            raise PatchCoreError(f"'{path}' is malformed: storage '{key}' has a negative size")
+            raise UserError(f"'{path}' is malformed: storage '{key}' has a negative size")
         nbytes = numel * storage.storage_type.dtype.itemsize
         raw = handle.read(nbytes)
         if len(raw) != nbytes:
-            raise PatchCoreError(f"'{path}' is truncated (storage '{key}' is incomplete)")
+            raise UserError(f"'{path}' is truncated (storage '{key}' is incomplete)")
         storage.array = _storage_from_bytes(storage, raw, big_endian)
     for view_key, (root, offset, size) in views.items():
         base = storages[root].array
         if base is None or offset < 0 or offset + size > base.size:
-            raise PatchCoreError(f"'{path}' is malformed: storage view '{view_key}' is out of range")
+            raise UserError(f"'{path}' is malformed: storage view '{view_key}' is out of range")
         storages[view_key].array = base[offset: offset + size]
     return result
 
@@ -272,21 +258,21 @@ def _load_legacy(path: str, handle: IO[bytes]) -> Any:
 def _materialize(tensor: _PendingTensor, name: str, source: str) -> np.ndarray:
     storage = tensor.storage.array
     if storage is None:
-        raise PatchCoreError(f"'{source}' is malformed: no data for tensor '{name}'")
+        raise UserError(f"'{source}' is malformed: no data for tensor '{name}'")
     try:
         offset = int(tensor.offset)
         size = tuple(int(s) for s in tensor.size)
         stride = tuple(int(s) for s in tensor.stride)
     except (TypeError, ValueError):
-        raise PatchCoreError(f"'{source}' is malformed: bad shape for tensor '{name}'") from None
+        raise UserError(f"'{source}' is malformed: bad shape for tensor '{name}'") from None
     if len(size) != len(stride) or offset < 0 or min(size + stride, default=0) < 0:
-        raise PatchCoreError(f"'{source}' is malformed: bad shape/stride for tensor '{name}'")
+        raise UserError(f"'{source}' is malformed: bad shape/stride for tensor '{name}'")
     if 0 in size:
         return np.zeros(size, dtype=storage.dtype)
     # as_strided does no bounds checking: a malformed file must not make it read foreign memory.
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= storage.size:
-        raise PatchCoreError(f"'{source}' is malformed: tensor '{name}' reads past its storage")
+        raise UserError(f"'{source}' is malformed: tensor '{name}' reads past its storage")
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], shape=size, strides=[s * storage.itemsize for s in stride], writeable=False)
     # The copy makes the array contiguous and independent of the (possibly shared) storage.
@@ -300,9 +286,9 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     or "model" (training checkpoints); a "module." prefix from DataParallel is kept as is here.
     """
     if os.path.isdir(path):
-        raise PatchCoreError(f"'{path}' is a directory, not a PyTorch weights file")
+        raise UserError(f"'{path}' is a directory, not a PyTorch weights file")
     if not os.path.isfile(path):
-        raise PatchCoreError(f"PyTorch weights file not found: {path}")
+        raise UserError(f"PyTorch weights file not found: {path}")
     try:
         if zipfile.is_zipfile(path):
             obj = _load_zip(path)
@@ -313,16 +299,16 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
                 if head[:1] != b"\x80":
                     # tarfile.is_tarfile is slow-ish and only worth calling when pickle is ruled out.
                     if tarfile.is_tarfile(path):
-                        raise PatchCoreError(f"'{path}' uses the pre-1.0 PyTorch tar format; "
+                        raise UserError(f"'{path}' uses the pre-1.0 PyTorch tar format; "
                                              f"re-save it with a newer PyTorch")
-                    raise PatchCoreError(f"'{path}' is not a PyTorch checkpoint (.pt zip or pickle)")
+                    raise UserError(f"'{path}' is not a PyTorch checkpoint (.pt zip or pickle)")
                 obj = _load_legacy(path, handle)
-    except PatchCoreError:
+    except UserError:
         raise
     except OSError as err:
-        raise PatchCoreError(f"cannot read '{path}': {err.strerror or err}") from None
+        raise UserError(f"cannot read '{path}': {err.strerror or err}") from None
     except Exception as err:  # pickle / zip raise many types for a corrupt file
-        raise PatchCoreError(f"'{path}' is not a readable PyTorch checkpoint "
+        raise UserError(f"'{path}' is not a readable PyTorch checkpoint "
                              f"({type(err).__name__}: {str(err).splitlines()[0][:100] if str(err) else ''})") from None
 
     for wrapper in ("state_dict", "model"):
@@ -330,15 +316,15 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
             obj = obj[wrapper]
             break
     if not isinstance(obj, dict):
-        raise PatchCoreError(f"'{path}' does not hold a state dict (found {type(obj).__name__})")
+        raise UserError(f"'{path}' does not hold a state dict (found {type(obj).__name__})")
     state: dict[str, np.ndarray] = {}
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, _PendingTensor):
-            raise PatchCoreError(f"'{path}' is not a plain state dict: entry '{str(key)[:60]}' "
+            raise UserError(f"'{path}' is not a plain state dict: entry '{str(key)[:60]}' "
                                  f"is a {type(value).__name__}, not a tensor")
         state[key] = _materialize(value, key, path)
     if not state:
-        raise PatchCoreError(f"'{path}' holds an empty state dict")
+        raise UserError(f"'{path}' holds an empty state dict")
     return state
 
 
@@ -380,7 +366,7 @@ def _nest_flat_mobilenet_blocks(state: dict[str, np.ndarray]) -> dict[str, np.nd
             continue
         mapping = _FLAT_TO_NESTED.get(tuple(sorted(indices)))
         if mapping is None:
-            raise PatchCoreError(f"unrecognised MobileNetV2 block layout in '{block[:-1]}' "
+            raise UserError(f"unrecognised MobileNetV2 block layout in '{block[:-1]}' "
                                  f"(layer indices {sorted(indices)})")
         renames[block] = mapping
     if not renames:
@@ -416,8 +402,7 @@ def convert_state_dict(torch_sd: dict[str, np.ndarray], arch: str,
     checkpoint fails here, with a clear message, instead of as silently random weights later.
     `log` gets one line on what was left unconverted (usually the classifier); None silences it.
     """
-    if arch not in _CLASSIFIER_PREFIX:
-        raise PatchCoreError(f"unknown arch '{arch}'; choose one of {', '.join(SUPPORTED_ARCHS)}")
+    spec = arch_spec(arch)
     state = dict(torch_sd)
     # nn.DataParallel checkpoints prefix every key with "module.".
     if state and all(k.startswith("module.") for k in state):
@@ -430,7 +415,7 @@ def convert_state_dict(torch_sd: dict[str, np.ndarray], arch: str,
         name = _rename(key)
         if name is None:
             continue
-        if name in _LINEAR_WEIGHTS[arch] and np.ndim(value) == 2:
+        if name in spec.linear_weights and np.ndim(value) == 2:
             value = np.ascontiguousarray(np.asarray(value).T)
         converted[name] = np.asarray(value)
 
@@ -439,7 +424,7 @@ def convert_state_dict(torch_sd: dict[str, np.ndarray], arch: str,
     wrong = [f"{k} {converted[k].shape} vs paddle {expected[k][0]}"
              for k in converted if k in expected and converted[k].shape != expected[k][0]]
     missing = [k for k in expected if k not in converted]
-    backbone_missing = [k for k in missing if not k.startswith(_CLASSIFIER_PREFIX[arch])]
+    backbone_missing = [k for k in missing if not k.startswith(spec.classifier_prefix)]
     problems = []
     if unknown:
         problems.append(f"{len(unknown)} keys unknown to paddle ({_summary(unknown)})")
@@ -448,7 +433,7 @@ def convert_state_dict(torch_sd: dict[str, np.ndarray], arch: str,
     if backbone_missing:
         problems.append(f"{len(backbone_missing)} backbone keys missing ({_summary(backbone_missing)})")
     if problems:
-        raise PatchCoreError(f"checkpoint does not fit {arch}: " + "; ".join(problems))
+        raise UserError(f"checkpoint does not fit {arch}: " + "; ".join(problems))
 
     for key, value in converted.items():
         dtype = expected[key][1]
@@ -456,7 +441,7 @@ def convert_state_dict(torch_sd: dict[str, np.ndarray], arch: str,
             # Half / double checkpoints: paddle.vision models are float32 and set_state_dict does
             # not cast, so store what the model holds. Integer data in a float slot is a mismatch.
             if not (np.issubdtype(value.dtype, np.floating) and np.issubdtype(dtype, np.floating)):
-                raise PatchCoreError(f"checkpoint does not fit {arch}: '{key}' is {value.dtype}, "
+                raise UserError(f"checkpoint does not fit {arch}: '{key}' is {value.dtype}, "
                                      f"paddle expects {dtype}")
             converted[key] = value.astype(dtype)
     if log is not None:
@@ -470,9 +455,9 @@ def _check_destination(dst: str) -> str:
     """The folder dst will be written in; checked up front so a bad --dst fails before the work."""
     folder = os.path.dirname(os.path.abspath(dst))
     if os.path.isdir(dst):
-        raise PatchCoreError(f"cannot write '{dst}': it is a directory")
+        raise UserError(f"cannot write '{dst}': it is a directory")
     if not os.path.isdir(folder):
-        raise PatchCoreError(f"cannot write '{dst}': folder '{folder}' does not exist")
+        raise UserError(f"cannot write '{dst}': folder '{folder}' does not exist")
     return folder
 
 
@@ -480,31 +465,18 @@ def _save_atomic(state: dict[str, np.ndarray], dst: str) -> None:
     """paddle.save into a temporary file next to dst, then rename: readers never see half a file."""
     import paddle
 
-    folder = _check_destination(dst)
+    _check_destination(dst)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".tmp", dir=folder)
+        with atomic_path(dst) as tmp:
+            paddle.save(state, str(tmp))
     except OSError as err:
-        raise PatchCoreError(f"cannot write to '{folder}': {err.strerror or err}") from None
-    os.close(fd)
-    try:
-        paddle.save(state, tmp)
-        # mkstemp creates 0600; give the result the permissions a normal open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, dst)
-    except OSError as err:
-        raise PatchCoreError(f"cannot write '{dst}': {err.strerror or err}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        raise UserError(f"cannot write '{dst}': {err.strerror or err}") from None
 
 
 def convert_file(src: str, dst: str, arch: str,
                  log: Callable[[str], None] | None = print) -> dict[str, np.ndarray]:
     """Convert `src` (.pt) into `dst` (.pdparams) for paddle.vision's `arch`; returns what was saved."""
-    if arch not in _CLASSIFIER_PREFIX:  # before reading a possibly large file
-        raise PatchCoreError(f"unknown arch '{arch}'; choose one of {', '.join(SUPPORTED_ARCHS)}")
+    arch_spec(arch)  # an unknown arch fails before a possibly large file is read
     _check_destination(dst)
     state = convert_state_dict(load_torch_state_dict(src), arch, log=log)
     _save_atomic(state, dst)
@@ -519,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--src", required=True, help="PyTorch state dict (.pt / .pth)")
     parser.add_argument("--dst", required=True, help="output .pdparams")
     # Checked by convert_file rather than argparse choices: one consistent error line.
-    parser.add_argument("--arch", required=True, help=f"one of {', '.join(SUPPORTED_ARCHS)}")
+    parser.add_argument("--arch", required=True, help=f"one of {', '.join(ARCHS)}")
     args = parser.parse_args(argv)
     convert_file(args.src, args.dst, args.arch)
     return 0

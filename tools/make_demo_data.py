@@ -18,7 +18,7 @@ from tqdm import tqdm  # noqa: E402
 
 from datasets.synthetic import (DEFAULT_CATEGORIES, DEFECT_TYPES, KINDS,  # noqa: E402
                                 generate_category)
-from utils.errors import PatchCoreError, run_cli  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,11 +46,11 @@ def parse_categories(specs: list[str] | None) -> dict[str, str]:
         name, _, kind = spec.partition(":")
         kind = kind or DEFAULT_CATEGORIES.get(name, "")
         if not kind:
-            raise PatchCoreError(f"category '{name}' needs a kind: write {name}:object or {name}:texture")
+            raise UserError(f"category '{name}' needs a kind: write {name}:object or {name}:texture")
         if kind not in KINDS:
-            raise PatchCoreError(f"unknown kind '{kind}' in '{spec}'; choose object or texture")
+            raise UserError(f"unknown kind '{kind}' in '{spec}'; choose object or texture")
         if name in categories:
-            raise PatchCoreError(f"category '{name}' is given twice")
+            raise UserError(f"category '{name}' is given twice")
         categories[name] = kind
     return categories
 
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     categories = parse_categories(args.categories)
     if args.n_train < 1:
-        raise PatchCoreError("--n_train must be at least 1")
+        raise UserError("--n_train must be at least 1")
     if args.n_test_good < 0 or args.n_test_per_defect < 0:
-        raise PatchCoreError("--n_test_good and --n_test_per_defect must not be negative")
+        raise UserError("--n_test_good and --n_test_per_defect must not be negative")
 
     per_category = args.n_train + args.n_test_good + args.n_test_per_defect * len(args.defects)
     written = []
@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                     defects=tuple(args.defects), image_size=args.image_size,
                     on_image=lambda _path: bar.update(1))
             except ValueError as err:
-                raise PatchCoreError(str(err)) from None
+                raise UserError(str(err)) from None
             except OSError as err:
-                raise PatchCoreError(f"cannot write demo data to '{args.out}': "
+                raise UserError(f"cannot write demo data to '{args.out}': "
                                      f"{err.strerror or err}") from None
             written.append((name, kind, folder))
 

@@ -2,25 +2,26 @@
 
 Entry scripts build their argparse defaults from these dataclasses, and a trained model stores the
 exact values it was fitted with, so eval / predict / export / infer never have to be told again.
+The field defaults are PatchCore's (and what model files written before a field existed meant);
+the settings that differ per method live in that method's record in models.registry.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ARCHS = ("resnet18", "wide_resnet50_2", "mobilenet_v2")
-METHODS = ("patchcore", "padim")
-METHOD_TITLES = {"patchcore": "PatchCore", "padim": "PaDiM"}
-# Stage names are the same for every arch: layer1/2/3 end at stride 4/8/16.
-PATCHCORE_LAYERS = ("layer2", "layer3")
-PATCHCORE_K = 10.0
-PADIM_LAYERS = ("layer1", "layer2", "layer3")
-# PaDiM's --k is a channel count; these are the paper's choices (R18 100 of 448, WRN50 550 of 1792).
-# MobileNetV2's three stages give only 24 + 32 + 96 = 152 channels, all kept (0 = all).
-PADIM_CHANNELS = {"resnet18": 100, "wide_resnet50_2": 550, "mobilenet_v2": 0}
+
+def str2bool(value: str) -> bool:
+    """Command-line booleans as the TIPC configs write them (True/False, 1/0, yes/no)."""
+    if value.lower() in ("true", "1", "yes", "y"):
+        return True
+    if value.lower() in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
 @dataclass
@@ -35,12 +36,12 @@ class DataConfig:
 class ModelConfig:
     method: str = "patchcore"
     arch: str = "wide_resnet50_2"
-    layers: tuple[str, ...] = PATCHCORE_LAYERS
+    layers: tuple[str, ...] = ("layer2", "layer3")
     # "imagenet" (paddle.vision download / cache), a local .pdparams path, or "none" (random init).
     pretrained: str = "imagenet"
     # PatchCore: percentage of training patches kept by the coreset (100 keeps them all).
     # PaDiM: number of embedding channels kept by a seeded random selection (0 keeps them all).
-    k: float = PATCHCORE_K
+    k: float = 10.0
     # 3x3 average of every stage's features before concatenation (PatchCore's local aggregation).
     # Model files written before this setting existed were all PatchCore ones, hence the default.
     local_aggregation: bool = True
@@ -52,19 +53,6 @@ class ModelConfig:
     # Gaussian smoothing of the upsampled anomaly map.
     sigma: float = 4.0
     seed: int = 0
-
-
-def method_defaults(method: str, arch: str) -> dict[str, Any]:
-    """The settings that differ between methods, as ModelConfig keyword arguments.
-
-    PaDiM (Defard et al. 2020) embeds all three stages and models each position with a Gaussian. It
-    skips the 3x3 average, as the original does: on MVTec bottle (ImageNet MobileNetV2, all 152
-    channels) it measured pixel AUROC 0.9795 / PRO 0.930 without it and 0.9783 / 0.913 with it
-    (image AUROC 1.0 both).
-    """
-    if method == "padim":
-        return {"layers": PADIM_LAYERS, "k": float(PADIM_CHANNELS[arch]), "local_aggregation": False}
-    return {"layers": PATCHCORE_LAYERS, "k": PATCHCORE_K, "local_aggregation": True}
 
 
 @dataclass

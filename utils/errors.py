@@ -5,7 +5,7 @@ import sys
 from typing import Callable, NoReturn
 
 
-class PatchCoreError(Exception):
+class UserError(Exception):
     """A problem with the user's input (paths, files, arguments) that a one-line message explains."""
 
 
@@ -15,10 +15,10 @@ def fail(message: str, exit_code: int = 2) -> NoReturn:
 
 
 def run_cli(main: Callable[[], int | None]) -> NoReturn:
-    """Run an entry script's main(): PatchCoreError and bad files become one line on stderr."""
+    """Run an entry script's main(): UserError and bad files become one line on stderr."""
     try:
         code = main()
-    except PatchCoreError as err:
+    except UserError as err:
         fail(str(err))
     except KeyboardInterrupt:
         fail("interrupted", exit_code=130)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -18,7 +19,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise PatchCoreError(f"cannot write to output folder '{folder}': {err.strerror or err}") from None
+        raise UserError(f"cannot write to output folder '{folder}': {err.strerror or err}") from None
     return folder
 
 
@@ -52,3 +53,12 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], None]) -> Pa
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
     return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -4,7 +4,7 @@ import pytest
 
 from models.feature_extractor import build_extractor
 from utils.config import ModelConfig
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 
 # Channels of the stride-8 and stride-16 stages per arch.
 EXPECTED_CHANNELS = {"resnet18": 128 + 256, "mobilenet_v2": 32 + 96, "wide_resnet50_2": 512 + 1024}
@@ -36,11 +36,11 @@ def test_deeper_stage_is_smoothed_and_resized_to_the_finer_grid():
 
 
 def test_bad_weights_are_one_line_errors(tmp_path):
-    with pytest.raises(PatchCoreError, match="weights file not found"):
+    with pytest.raises(UserError, match="weights file not found"):
         build_extractor(ModelConfig(arch="resnet18", pretrained=str(tmp_path / "missing.pdparams")))
     wrong = tmp_path / "mnv2.pdparams"
     paddle.save(paddle.vision.models.mobilenet_v2().state_dict(), str(wrong))
-    with pytest.raises(PatchCoreError, match="does not fit --arch resnet18"):
+    with pytest.raises(UserError, match="does not fit --arch resnet18"):
         build_extractor(ModelConfig(arch="resnet18", pretrained=str(wrong)))
-    with pytest.raises(PatchCoreError, match="unknown arch"):
+    with pytest.raises(UserError, match="unknown arch"):
         build_extractor(ModelConfig(arch="vgg16", pretrained="none"))

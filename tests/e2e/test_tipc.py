@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, shared_dir
+from helpers import ROOT, shared_dir
 
 CONFIG = "test_tipc/configs/PatchCore/train_infer_python.txt"
 MODE = "lite_train_lite_infer"

@@ -7,17 +7,16 @@ import tempfile
 
 import paddle
 
-from models.model_file import PatchCoreModel
-from models.patchcore import rebuild_extractor
-from utils.io import ensure_writable_dir
-from utils.predictor import file_sha256
+from engine.pipeline import rebuild_extractor
+from models.model_file import AnomalyModel
+from utils.io import ensure_writable_dir, file_sha256
 
 STATS_FILE = "stats.npz"
 
 
 def export(model_path: str, save_dir: str, pretrained: str | None = None) -> list[str]:
     """Write model.pdmodel (or model.json) + model.pdiparams + stats.npz into save_dir."""
-    model = PatchCoreModel.load(model_path)
+    model = AnomalyModel.load(model_path)
     extractor = rebuild_extractor(model, pretrained)
     size = model.config.data.crop_size
     spec = [paddle.static.InputSpec([None, 3, size, size], "float32", "images")]

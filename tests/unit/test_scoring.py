@@ -5,7 +5,8 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from models.knn import MemoryBank
-from models.scorer import PatchCoreScorer, reweight, upsample_and_smooth
+from models.patchcore.scorer import PatchCoreScorer, reweight
+from models.scoring import upsample_and_smooth
 
 
 def brute_force(queries, bank):

@@ -6,8 +6,8 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import FAST_TRAIN_ARGS, run_script, shared_dir
 from datasets.synthetic import subset_category, write_corrupt_image
+from helpers import FAST_TRAIN_ARGS, run_script, shared_dir
 
 
 def read_rows(path):

@@ -5,20 +5,17 @@ precision, device, threads and peak CPU memory. When `auto_log` is importable it
 """
 from __future__ import annotations
 
-import resource
-import sys
+import json
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
+
+from utils.io import atomic_write_text
+from utils.runtime import peak_memory_mb
 
 STAGES = ("preprocess", "inference", "postprocess")
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process (Linux reports kB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 @dataclass
@@ -45,22 +42,27 @@ class StageTimer:
         return {s: 1000.0 * self.seconds[s] / n for s in STAGES}
 
 
-def benchmark_report(timer: StageTimer, model_name: str, batch_size: int, precision: str, device: str,
-                     cpu_threads: int, enable_mkldnn: bool) -> str:
-    """The benchmark block infer.py prints with --enable_benchmark."""
+def benchmark_numbers(timer: StageTimer, model_name: str, batch_size: int, precision: str, device: str,
+                      cpu_threads: int, enable_mkldnn: bool) -> dict[str, Any]:
+    """What a benchmark run measured, keyed as in the printed block."""
     times = timer.per_image_ms()
-    lines = [
-        "----------------------- benchmark -----------------------",
-        f"model_name: {model_name}", f"batch_size: {batch_size}", f"precision: {precision}",
-        f"device: {device}", f"cpu_threads: {cpu_threads}", f"enable_mkldnn: {enable_mkldnn}",
-        f"images_timed: {timer.images}",
-        f"preprocess_time(ms/img): {times['preprocess']:.2f}",
-        f"inference_time(ms/img): {times['inference']:.2f}",
-        f"postprocess_time(ms/img): {times['postprocess']:.2f}",
-        f"total_time(ms/img): {sum(times.values()):.2f}",
-        f"cpu_peak_memory(MB): {peak_memory_mb():.1f}",
-    ]
-    return "\n".join(lines)
+    return {"model_name": model_name, "batch_size": batch_size, "precision": precision, "device": device,
+            "cpu_threads": cpu_threads, "enable_mkldnn": enable_mkldnn, "images_timed": timer.images,
+            "preprocess_time(ms/img)": times["preprocess"], "inference_time(ms/img)": times["inference"],
+            "postprocess_time(ms/img)": times["postprocess"], "total_time(ms/img)": sum(times.values()),
+            "cpu_peak_memory(MB)": peak_memory_mb()}
+
+
+def benchmark_report(numbers: dict[str, Any]) -> str:
+    """The benchmark block infer.py prints with --enable_benchmark."""
+    def value(key: str) -> str:
+        number = numbers[key]
+        if not isinstance(number, float):
+            return str(number)
+        return f"{number:.1f}" if key.startswith("cpu_peak_memory") else f"{number:.2f}"
+
+    lines = ["----------------------- benchmark -----------------------"]
+    return "\n".join(lines + [f"{key}: {value(key)}" for key in numbers])
 
 
 class AutoLogTimer(StageTimer):
@@ -92,8 +94,6 @@ def make_timer(benchmark: bool, warmup: int, model_name: str, batch_size: int, p
     """auto_log when it is installed and a benchmark was asked for, else the built-in timer."""
     if benchmark:
         try:
-            import os
-
             import auto_log  # not on PyPI: installed from PaddlePaddle's AutoLog repository
         except ImportError:
             return StageTimer(warmup=warmup)
@@ -106,10 +106,15 @@ def make_timer(benchmark: bool, warmup: int, model_name: str, batch_size: int, p
     return StageTimer(warmup=warmup)
 
 
-def report_benchmark(timer: StageTimer, model_name: str, batch_size: int, precision: str, device: str,
-                     cpu_threads: int, enable_mkldnn: bool) -> None:
-    """Print the benchmark block: auto_log's report when it timed the run, else ours."""
+def report_benchmark(timer: StageTimer, save_path: str, **settings: Any) -> dict[str, Any]:
+    """Print the benchmark block (auto_log's report when it timed the run) and save it as benchmark.json.
+
+    `settings` are benchmark_numbers' keyword arguments (model_name, batch_size, precision, ...).
+    """
+    numbers = benchmark_numbers(timer, **settings)
     if isinstance(timer, AutoLogTimer):
         timer.logger.report()
     else:
-        print(benchmark_report(timer, model_name, batch_size, precision, device, cpu_threads, enable_mkldnn))
+        print(benchmark_report(numbers))
+    atomic_write_text(os.path.join(save_path, "benchmark.json"), json.dumps(numbers, indent=1))
+    return numbers

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.scorer import Scores, upsample_and_smooth
+from models.scoring import Scores, upsample_and_smooth
+from utils.config import Config
 
 
 def mahalanobis(patches: np.ndarray, mean: np.ndarray, inv_covariance: np.ndarray) -> np.ndarray:
@@ -43,3 +44,8 @@ class PadimScorer:
         # PaDiM's image score is the maximum of the smoothed map, not of the raw patch grid.
         image_scores = maps.reshape(batch, -1).max(axis=1)
         return Scores(image_scores, maps, patch_scores.astype(np.float32, copy=False))
+
+
+def build_scorer(arrays: dict[str, np.ndarray], config: Config) -> PadimScorer:
+    """The scorer a PaDiM model file describes (registered in models.registry)."""
+    return PadimScorer(arrays["mean"], arrays["inv_covariance"], config.data.crop_size, config.model.sigma)

@@ -21,9 +21,9 @@ import paddle
 from paddle.vision import models
 
 from tools.convert_weights import convert_file, convert_state_dict, load_torch_state_dict
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _shared_dir() -> Path:
@@ -295,20 +295,20 @@ def test_convert_file_writes_loadable_pdparams(tmp_path):
 # --- errors -----------------------------------------------------------------------------------
 
 def test_missing_and_non_torch_files_raise(tmp_path):
-    with pytest.raises(PatchCoreError, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         load_torch_state_dict(str(tmp_path / "nope.pt"))
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint\n")
-    with pytest.raises(PatchCoreError, match="not a PyTorch checkpoint"):
+    with pytest.raises(UserError, match="not a PyTorch checkpoint"):
         load_torch_state_dict(str(text))
     other_zip = tmp_path / "other.pt"
     with zipfile.ZipFile(other_zip, "w") as archive:
         archive.writestr("readme.txt", "hello")
-    with pytest.raises(PatchCoreError, match="no data.pkl"):
+    with pytest.raises(UserError, match="no data.pkl"):
         load_torch_state_dict(str(other_zip))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(_dumps(0x1950A86A20F9469CFC6C)[:5])
-    with pytest.raises(PatchCoreError):
+    with pytest.raises(UserError):
         load_torch_state_dict(str(truncated))
 
 
@@ -317,7 +317,7 @@ def test_foreign_globals_are_refused_not_executed(tmp_path):
     hostile = _ODict(x=_Call(_Global("os", "system"), (f"touch {marker}",)))
     path = tmp_path / "hostile.pt"
     _write_checkpoint(path, hostile, {}, "zip")
-    with pytest.raises(PatchCoreError, match="os.system"):
+    with pytest.raises(UserError, match="os.system"):
         load_torch_state_dict(str(path))
     assert not marker.exists()
 
@@ -326,23 +326,23 @@ def test_tensor_past_its_storage_is_rejected(tmp_path):
     state = _ODict(w=_tensor("0", "FloatStorage", 4, 2, (4,), (1,)))
     path = tmp_path / "bad.pt"
     _write_checkpoint(path, state, {"0": ("FloatStorage", np.zeros(4, "<f4").tobytes(), 4)}, "zip")
-    with pytest.raises(PatchCoreError, match="past its storage"):
+    with pytest.raises(UserError, match="past its storage"):
         load_torch_state_dict(str(path))
 
 
 def test_unknown_arch_and_mismatches_raise(tmp_path):
     torch_sd = _to_torchvision(_paddle_sd("resnet18"), "fc.weight")
-    with pytest.raises(PatchCoreError, match="unknown arch 'vgg16'"):
+    with pytest.raises(UserError, match="unknown arch 'vgg16'"):
         convert_state_dict(torch_sd, "vgg16", log=None)
-    with pytest.raises(PatchCoreError, match="unknown arch"):
+    with pytest.raises(UserError, match="unknown arch"):
         convert_file(str(tmp_path / "x.pt"), str(tmp_path / "x.pdparams"), "vgg16", log=None)
-    with pytest.raises(PatchCoreError, match="does not fit mobilenet_v2"):
+    with pytest.raises(UserError, match="does not fit mobilenet_v2"):
         convert_state_dict(torch_sd, "mobilenet_v2", log=None)
     bad_shape = dict(torch_sd, **{"conv1.weight": np.zeros((64, 3, 3, 3), np.float32)})
-    with pytest.raises(PatchCoreError, match="1 wrongly shaped"):
+    with pytest.raises(UserError, match="1 wrongly shaped"):
         convert_state_dict(bad_shape, "resnet18", log=None)
     no_layer4 = {k: v for k, v in torch_sd.items() if not k.startswith("layer4.")}
-    with pytest.raises(PatchCoreError, match="backbone keys missing"):
+    with pytest.raises(UserError, match="backbone keys missing"):
         convert_state_dict(no_layer4, "resnet18", log=None)
 
 
@@ -352,9 +352,9 @@ def test_unwritable_destination_raises_and_leaves_nothing(tmp_path):
     src = tmp_path / "r18.pt"
     _write_checkpoint(src, obj, storages, "legacy")
     (tmp_path / "out").mkdir()
-    with pytest.raises(PatchCoreError, match="is a directory"):
+    with pytest.raises(UserError, match="is a directory"):
         convert_file(str(src), str(tmp_path / "out"), "resnet18", log=None)
-    with pytest.raises(PatchCoreError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         convert_file(str(src), str(tmp_path / "nowhere" / "r18.pdparams"), "resnet18", log=None)
     assert sorted(os.listdir(tmp_path)) == ["out", "r18.pt"] and not os.listdir(tmp_path / "out")
 

@@ -1,36 +1,11 @@
-"""From patch features to image scores and anomaly maps (PatchCore scoring)."""
+"""PatchCore scoring: nearest memory-bank entry per patch, the re-weighted image score of eq. 7."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import numpy as np
-import paddle
-import paddle.nn.functional as F
-from scipy.ndimage import gaussian_filter
 
 from models.knn import MemoryBank
-
-
-@dataclass
-class Scores:
-    image_scores: np.ndarray   # [B]
-    anomaly_maps: np.ndarray   # [B, H, W] float32
-    patch_scores: np.ndarray   # [B, h, w]
-
-    @classmethod
-    def concatenate(cls, parts: "list[Scores]") -> "Scores":
-        """The scores of several batches as one, in order."""
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
-
-
-def upsample_and_smooth(patch_scores: np.ndarray, size: int, sigma: float) -> np.ndarray:
-    """Patch grid -> image-sized anomaly maps: bilinear upsampling then Gaussian smoothing."""
-    grid = paddle.to_tensor(patch_scores[:, None].astype(np.float32))
-    maps = F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False).numpy()[:, 0]
-    if sigma > 0:
-        # truncate=4 gives the usual 33-tap kernel for sigma 4.
-        maps = np.stack([gaussian_filter(m, sigma=sigma, mode="reflect", truncate=4.0) for m in maps])
-    return maps.astype(np.float32)
+from models.scoring import Scores, upsample_and_smooth
+from utils.config import Config
 
 
 def reweight(test_patch: np.ndarray, nearest: int, bank: MemoryBank, num_neighbors: int) -> float:
@@ -84,7 +59,7 @@ class PatchCoreScorer:
         return Scores(image_scores, maps, patch_scores)
 
 
-def normalize(scores: np.ndarray | float, threshold: float, low: float, high: float) -> np.ndarray:
-    """Map raw scores to [0, 1] with the threshold at exactly 0.5 (min-max scaled around it)."""
-    span = max(high - low, 1e-12)
-    return np.clip((np.asarray(scores, dtype=np.float64) - threshold) / span + 0.5, 0.0, 1.0)
+def build_scorer(arrays: dict[str, np.ndarray], config: Config) -> PatchCoreScorer:
+    """The scorer a PatchCore model file describes (registered in models.registry)."""
+    m = config.model
+    return PatchCoreScorer(arrays["memory_bank"], config.data.crop_size, m.num_neighbors, m.image_score, m.sigma)

@@ -1,18 +1,23 @@
-"""Scoring new images and reporting decisions: shared by predict.py (dynamic graph) and infer.py."""
+"""Scoring new images and reporting decisions: shared by predict.py (dynamic graph) and infer.py.
+
+Both scripts differ only in how a batch of images becomes patch embeddings (the dynamic-graph
+extractor or the Paddle Inference predictor); everything after that is `run_inference`.
+"""
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from datasets.preprocess import IMAGE_EXTENSIONS, list_images, load_image, preprocess_image, resized_rgb
-from models.scorer import Scores, normalize
-from utils.benchmark import StageTimer
+from deploy.benchmark import StageTimer
+from models.model_file import AnomalyModel
+from models.scoring import Scores
+from models.thresholds import Thresholds
 from utils.config import DataConfig
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 from utils.io import atomic_write, atomic_write_text, ensure_writable_dir
 from utils.table import format_table, write_csv
 from utils.visualize import save_figure
@@ -25,17 +30,20 @@ def collect_images(input_path: str) -> list[str]:
     if os.path.isfile(input_path):
         return [input_path]
     if not os.path.isdir(input_path):
-        raise PatchCoreError(f"input not found: {input_path}")
+        raise UserError(f"input not found: {input_path}")
     paths = []
     for folder, dirs, _ in sorted(os.walk(input_path)):
         dirs.sort()
         paths += list_images(folder)
     if not paths:
-        raise PatchCoreError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {input_path}")
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {input_path}")
     return paths
 
 
-def score_images(paths: list[str], data: DataConfig, embed: Callable[[np.ndarray], np.ndarray],
+Embedder = Callable[[np.ndarray], np.ndarray]
+
+
+def score_images(paths: list[str], data: DataConfig, embed: Embedder,
                  scorer: Callable[[np.ndarray], Scores], batch_size: int, timer: StageTimer | None = None) -> Scores:
     """Preprocess -> embed (dynamic graph or predictor) -> score, batch by batch."""
     timer = timer or StageTimer()
@@ -51,30 +59,13 @@ def score_images(paths: list[str], data: DataConfig, embed: Callable[[np.ndarray
             try:
                 parts.append(scorer(embedding))
             except ValueError as err:
-                raise PatchCoreError(f"model and memory bank do not match: {err}") from None
+                raise UserError(f"model and memory bank do not match: {err}") from None
     return Scores.concatenate(parts)
-
-
-@dataclass
-class Thresholds:
-    image: float
-    pixel: float
-    image_range: tuple[float, float]
-
-    @classmethod
-    def from_calibration(cls, calibration: dict[str, Any], image: float | None = None,
-                         pixel: float | None = None) -> "Thresholds":
-        """Calibrated thresholds, each replaced by the user's value when one is given."""
-        if not calibration and (image is None or pixel is None):
-            raise PatchCoreError("this model has no calibrated thresholds; pass --image_threshold and --pixel_threshold")
-        return cls(image=calibration["image_threshold"] if image is None else image,
-                   pixel=calibration["pixel_threshold"] if pixel is None else pixel,
-                   image_range=(calibration.get("image_min", 0.0), calibration.get("image_max", 1.0)))
 
 
 def decisions(paths: list[str], scores: Scores, thresholds: Thresholds) -> list[dict[str, Any]]:
     """Per image: raw score, score normalised to [0, 1] (0.5 = threshold), decision, flagged area."""
-    normalized = normalize(scores.image_scores, thresholds.image, *thresholds.image_range)
+    normalized = thresholds.normalize(scores.image_scores)
     return [{"image": path, "image_score": float(raw), "normalized_score": float(norm),
              "decision": "anomalous" if raw >= thresholds.image else "normal",
              "defect_area": float((amap >= thresholds.pixel).mean())}
@@ -82,7 +73,7 @@ def decisions(paths: list[str], scores: Scores, thresholds: Thresholds) -> list[
 
 
 def save_outputs(rows: list[dict[str, Any]], scores: Scores, data: DataConfig, thresholds: Thresholds,
-                 calibration: dict[str, Any], save_path: str, save_pictures: bool = True,
+                 calibration: dict[str, Any], save_path: str, figures: bool = True,
                  save_maps: bool = False) -> None:
     """results.csv, results.json, optionally anomaly_maps.npz, and one figure per image."""
     ensure_writable_dir(save_path)
@@ -94,7 +85,7 @@ def save_outputs(rows: list[dict[str, Any]], scores: Scores, data: DataConfig, t
                 np.savez(f, images=np.array([r["image"] for r in rows]), anomaly_maps=scores.anomaly_maps,
                          image_scores=scores.image_scores, resize=data.resize, crop_size=data.crop_size)
         atomic_write(os.path.join(save_path, "anomaly_maps.npz"), write_maps)
-    if not save_pictures:
+    if not figures:
         return
     # One colour scale for every image, so heat maps can be compared side by side.
     vmin = calibration.get("pixel_min", float(scores.anomaly_maps.min()))
@@ -108,5 +99,19 @@ def save_outputs(rows: list[dict[str, Any]], scores: Scores, data: DataConfig, t
                           f"normalised {row['normalized_score']:.2f})")
 
 
-def print_results(rows: list[dict[str, Any]]) -> None:
+def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable[[], Embedder], batch_size: int,
+                  save_path: str, image_threshold: float | None = None, pixel_threshold: float | None = None,
+                  figures: bool = True, save_maps: bool = False,
+                  timer: StageTimer | None = None) -> list[dict[str, Any]]:
+    """Score `paths` (see collect_images), decide, save results (and figures), print the table.
+
+    The thresholds are checked before `make_embedder` loads a network, so a model without them
+    fails at once.
+    """
+    thresholds = Thresholds.from_calibration(model.calibration, image_threshold, pixel_threshold)
+    scores = score_images(paths, model.config.data, make_embedder(), model.scorer(), batch_size, timer)
+    rows = decisions(paths, scores, thresholds)
+    save_outputs(rows, scores, model.config.data, thresholds, model.calibration, save_path, figures, save_maps)
     print(format_table(rows, RESULT_COLUMNS))
+    print(f"saved results and figures in {os.path.abspath(save_path)}")
+    return rows

@@ -11,12 +11,11 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))   # conftest does this too; kept so the file also runs on its own
+ROOT = Path(__file__).resolve().parents[2]
 
 from datasets.synthetic import (DEFECT_AREA_RANGE, MARKER_NAME, generate_category,  # noqa: E402
                                 render_sample, subset_category, write_corrupt_image)
-from utils.errors import PatchCoreError  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 SIZE = 64               # small images keep the whole file well under a few seconds
 DEFECTS = ("scratch", "stain", "hole")
@@ -146,7 +145,7 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path: Path) -> None:
     foreign = tmp_path / "c" / "train" / "good"
     foreign.mkdir(parents=True)
     (foreign / "keep.png").write_bytes(b"user data")
-    with pytest.raises(PatchCoreError, match="refusing to overwrite"):
+    with pytest.raises(UserError, match="refusing to overwrite"):
         generate_category(tmp_path, "c", **KW)
     assert (foreign / "keep.png").read_bytes() == b"user data"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
@@ -189,7 +188,7 @@ def test_subset_of_generated_category(tmp_path: Path) -> None:
 
 
 def test_subset_rejects_non_category(tmp_path: Path) -> None:
-    with pytest.raises(PatchCoreError, match="MVTec layout"):
+    with pytest.raises(UserError, match="MVTec layout"):
         subset_category(tmp_path, tmp_path / "out", n_train=1, n_test_per_class=1)
 
 

@@ -1,21 +1,25 @@
-"""Paddle Inference predictor for the exported feature extractor."""
+"""Paddle Inference predictor for the exported feature extractor, and the export it belongs to."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 from paddle import inference
 
-from utils.errors import PatchCoreError
+from models.model_file import AnomalyModel
+from utils.errors import UserError
+from utils.io import file_sha256
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def load_exported_model(stats_path: str, params_path: str) -> AnomalyModel:
+    """The model of a stats.npz, refused unless it was written by the same export as `params_path`."""
+    model, params_sha256 = AnomalyModel.load_stats(stats_path)
+    if not os.path.isfile(params_path):
+        raise UserError(f"file not found: {params_path}")
+    if params_sha256 != file_sha256(params_path):
+        raise UserError(f"stats file {stats_path} was not exported with {params_path}: "
+                        f"use the stats.npz from the same export_model.py run")
+    return model
 
 
 class FeaturePredictor:
@@ -25,17 +29,17 @@ class FeaturePredictor:
                  cpu_threads: int = 1, precision: str = "fp32", use_tensorrt: bool = False, gpu_id: int = 0):
         for path in (model_file, params_file):
             if not os.path.isfile(path):
-                raise PatchCoreError(f"file not found: {path}")
+                raise UserError(f"file not found: {path}")
         if precision != "fp32":
-            raise PatchCoreError(f"--precision {precision} is not supported: the memory-bank distances need fp32")
+            raise UserError(f"--precision {precision} is not supported: the memory-bank distances need fp32")
         if use_tensorrt and not use_gpu:
-            raise PatchCoreError("--use_tensorrt needs --use_gpu")
+            raise UserError("--use_tensorrt needs --use_gpu")
         config = inference.Config(model_file, params_file)
         if use_gpu:
             import paddle
 
             if not paddle.device.is_compiled_with_cuda():
-                raise PatchCoreError("--use_gpu: this Paddle build has no CUDA support (install paddlepaddle-gpu)")
+                raise UserError("--use_gpu: this Paddle build has no CUDA support (install paddlepaddle-gpu)")
             config.enable_use_gpu(500, gpu_id)
             if use_tensorrt:
                 config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1, min_subgraph_size=3,
@@ -58,7 +62,7 @@ class FeaturePredictor:
         try:
             self.predictor = inference.create_predictor(config)
         except Exception as err:
-            raise PatchCoreError(f"cannot load the exported model '{model_file}': "
+            raise UserError(f"cannot load the exported model '{model_file}': "
                                  f"{str(err).strip().splitlines()[-1][:160]}") from None
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
@@ -70,5 +74,5 @@ class FeaturePredictor:
         try:
             self.predictor.run()
         except Exception as err:   # e.g. PIR programs under oneDNN hit unimplemented attributes
-            raise PatchCoreError(f"the predictor failed: {str(err).strip().splitlines()[-1][:200]}") from None
+            raise UserError(f"the predictor failed: {str(err).strip().splitlines()[-1][:200]}") from None
         return self.output.copy_to_cpu()

@@ -9,10 +9,11 @@ import time
 from typing import Iterable
 
 import numpy as np
+from tqdm import tqdm
 
 from models.model_file import FitResult
 from utils.config import ModelConfig
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 
 REGULARIZATION = 0.01       # the paper's epsilon: S = cov + 0.01 I keeps S invertible
 INVERT_CHUNK_BYTES = 256 * 2**20
@@ -47,17 +48,19 @@ class GaussianAccumulator:
         self.outer += np.matmul(x.transpose(0, 2, 1), x)
         self.count += batch
 
-    def gaussians(self, regularization: float = REGULARIZATION) -> tuple[np.ndarray, np.ndarray]:
+    def gaussians(self, regularization: float = REGULARIZATION,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(mean [P, C], inverse of cov + regularization I [P, C, C]), float32; unbiased covariance."""
         if self.count < 2:
-            raise PatchCoreError(f"PaDiM needs at least 2 training images for a covariance, got {self.count}")
+            raise UserError(f"PaDiM needs at least 2 training images for a covariance, got {self.count}")
         n = self.count
         centred_mean = self.sum / n
         positions, channels = centred_mean.shape
         inverse = np.empty((positions, channels, channels), dtype=np.float32)
         # Chunks of positions bound the float64 temporaries (a covariance and its inverse).
         rows = max(1, INVERT_CHUNK_BYTES // (16 * channels * channels))
-        for start in range(0, positions, rows):
+        chunks = range(0, positions, rows)
+        for start in tqdm(chunks, desc="padim: inverting", unit="chunk", disable=not progress, leave=False):
             part = slice(start, start + rows)
             cov = self.outer[part] - n * centred_mean[part, :, None] * centred_mean[part, None, :]
             cov /= n - 1
@@ -67,16 +70,14 @@ class GaussianAccumulator:
 
 
 def fit_gaussians(embeddings: Iterable[np.ndarray], cfg: ModelConfig, progress: bool = True) -> FitResult:
-    """Mean and inverse covariance per position from a stream of training embeddings.
-
-    `progress` is unused: the extraction loop feeding `embeddings` already shows the progress bar.
-    """
+    """Mean and inverse covariance per position from a stream of training embeddings (registered in
+    models.registry); the extraction loop feeding `embeddings` shows its own progress bar."""
     accumulator = GaussianAccumulator()
     start = time.perf_counter()
     for embedding in embeddings:
         accumulator.update(embedding)
     accumulated = time.perf_counter()
-    mean, inverse = accumulator.gaussians()
+    mean, inverse = accumulator.gaussians(progress=progress)
     done = time.perf_counter()
     stats = {"train_images": float(accumulator.count), "channels": float(mean.shape[1]),
              # Extraction is included: it is interleaved with the accumulation, batch by batch.

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.sampling import coreset_size, greedy_coreset, greedy_coreset_reference, random_projection
+from models.patchcore.sampling import coreset_size, greedy_coreset, greedy_coreset_reference, random_projection
 
 
 @pytest.mark.parametrize("n_points,dim,n_select,seed", [

@@ -1,33 +1,31 @@
-"""Per-category training and evaluation: the loop behind train.py and eval.py."""
+"""Per-category training and evaluation, results tables: what train.py and eval.py run."""
 from __future__ import annotations
 
 import os
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from datasets.mvtec import MVTecDataset
+from datasets.mvtec import MVTecDataset, resolve_categories
 from datasets.preprocess import load_image, resized_rgb
-from models.feature_extractor import PatchFeatureExtractor, build_extractor
+from engine.pipeline import fit, rebuild_extractor, score_batches
 from models.calibration import calibrate
-from models.model_file import PatchCoreModel
-from models.patchcore import fit, score_batches, score_training_set
+from models.feature_extractor import PatchFeatureExtractor, build_extractor
+from models.model_file import AnomalyModel, model_path
+from models.registry import METHODS
 from utils.config import Config
+from utils.errors import UserError
+from utils.io import ensure_writable_dir
 from utils.metrics import compute_metrics
 from utils.table import format_table, with_mean_row, write_csv
 from utils.visualize import save_figure
 
 METRIC_COLUMNS = ("Image_AUROC", "Pixel_AUROC", "PRO_score")
-# The size of what each method fitted, shown beside the fit time.
-SIZE_COLUMNS = {"patchcore": "bank_size", "padim": "channels"}
 
 
-def model_path(save_path: str, category: str) -> str:
-    return os.path.join(save_path, f"{category}.pdparams")
-
-
-def evaluate(model: PatchCoreModel, extractor: PatchFeatureExtractor, data_path: str, batch_size: int,
-             with_pro: bool, save_path: str, save_pic: bool = False,
+def evaluate(model: AnomalyModel, extractor: PatchFeatureExtractor, data_path: str, batch_size: int,
+             with_pro: bool, save_path: str, figures: bool = False,
              progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score the test split, write per-image scores (and figures).
 
@@ -41,16 +39,14 @@ def evaluate(model: PatchCoreModel, extractor: PatchFeatureExtractor, data_path:
             for s, v in zip(test_set.samples, scores.image_scores)]
     write_csv(os.path.join(save_path, f"{model.category}_test_scores.csv"), rows,
               ("path", "defect", "label", "image_score"))
-    if save_pic:
+    if figures:
         threshold = model.calibration.get("pixel_threshold", test_calibration["pixel_threshold"])
         save_test_figures(model, test_set, scores.anomaly_maps, masks, threshold, save_path, progress)
     return {"category": model.category, **metrics}, test_calibration
 
 
-def save_test_figures(model: PatchCoreModel, test_set: MVTecDataset, maps: np.ndarray, masks: np.ndarray,
+def save_test_figures(model: AnomalyModel, test_set: MVTecDataset, maps: np.ndarray, masks: np.ndarray,
                       threshold: float, save_path: str, progress: bool) -> None:
-    from tqdm import tqdm
-
     vmin, vmax = float(maps.min()), float(maps.max())
     data = model.config.data
     folder = os.path.join(save_path, "pics", model.category)
@@ -73,10 +69,11 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
         row, model.calibration = evaluate(model, extractor, data_path, batch_size, with_pro, save_path,
                                           progress=progress)
     else:
-        scores = score_training_set(model, extractor, train_set, batch_size, progress)
+        # No labelled split: the good training images' own scores are the reference.
+        scores = score_batches(model, extractor, train_set, batch_size, progress)[0]
         model.calibration = calibrate(scores.image_scores, scores.anomaly_maps)
     model.save(model_path(save_path, category))
-    size_column = SIZE_COLUMNS[model.method]
+    size_column = METHODS[model.method].size_column
     row.update({"fit_seconds": model.fit_stats["fit_seconds"], size_column: int(model.fit_stats[size_column])})
     return row
 
@@ -90,3 +87,37 @@ def report(rows: list[dict[str, Any]], columns: tuple[str, ...], csv_path: str) 
     print(table)
     print(f"saved {csv_path}")
     return table
+
+
+def train(config: Config, data_path: str, category: str, save_path: str, batch_size: int, run_eval: bool,
+          with_pro: bool, progress: bool = True) -> list[dict[str, Any]]:
+    """train.py: fit (and evaluate) every category `category` names, print and save the table."""
+    categories = resolve_categories(data_path, category)
+    ensure_writable_dir(save_path)
+    rows = [train_category(config, data_path, name, save_path, batch_size, run_eval, with_pro, progress)
+            for name in categories]
+    columns = (("category",) + (METRIC_COLUMNS if run_eval else ())
+               + ("fit_seconds", METHODS[config.model.method].size_column))
+    report(rows, columns, os.path.join(save_path, "train_results.csv"))
+    return rows
+
+
+def evaluate_saved(data_path: str, category: str, model_dir: str, save_path: str, batch_size: int,
+                   with_pro: bool, figures: bool = False, arch: str | None = None, pretrained: str | None = None,
+                   progress: bool = True) -> list[dict[str, Any]]:
+    """eval.py: evaluate the saved model of every category `category` names, print and save the table."""
+    categories = resolve_categories(data_path, category)
+    paths = {name: model_path(model_dir, name) for name in categories}
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"no trained model {missing[0]}: run train.py for that category first")
+    ensure_writable_dir(save_path)
+    rows = []
+    for path in paths.values():
+        model = AnomalyModel.load(path)
+        model.check_arch(arch)
+        extractor = rebuild_extractor(model, pretrained)
+        row, _ = evaluate(model, extractor, data_path, batch_size, with_pro, save_path, figures, progress)
+        rows.append(row)
+    report(rows, ("category",) + METRIC_COLUMNS, os.path.join(save_path, "eval_results.csv"))
+    return rows

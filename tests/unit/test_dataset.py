@@ -5,7 +5,7 @@ from PIL import Image
 from datasets.mvtec import MVTecDataset, resolve_categories
 from datasets.preprocess import load_mask, preprocess_image
 from utils.config import DataConfig
-from utils.errors import PatchCoreError
+from utils.errors import UserError
 
 
 def _write(path, array, mode=None):
@@ -64,18 +64,18 @@ def test_mask_follows_image_geometry():
 def test_resolve_categories(tiny_root):
     assert resolve_categories(str(tiny_root), "all") == ["other", "widget"]
     assert resolve_categories(str(tiny_root), "widget") == ["widget"]
-    with pytest.raises(PatchCoreError, match="unknown category"):
+    with pytest.raises(UserError, match="unknown category"):
         resolve_categories(str(tiny_root), "bottle")
-    with pytest.raises(PatchCoreError, match="no training images"):
+    with pytest.raises(UserError, match="no training images"):
         resolve_categories(str(tiny_root), "not_a_category")
-    with pytest.raises(PatchCoreError, match="data path not found"):
+    with pytest.raises(UserError, match="data path not found"):
         resolve_categories(str(tiny_root / "nope"), "all")
-    with pytest.raises(PatchCoreError, match="none of the MVTec objects"):
+    with pytest.raises(UserError, match="none of the MVTec objects"):
         resolve_categories(str(tiny_root), "objects")
 
 
 def test_corrupt_image_is_a_clear_error(tiny_root):
     (tiny_root / "widget/train/good/002.png").write_bytes(b"not a png at all")
     ds = MVTecDataset(str(tiny_root), "widget", "train", DataConfig(resize=32, crop_size=24))
-    with pytest.raises(PatchCoreError, match="cannot decode image .*002.png"):
+    with pytest.raises(UserError, match="cannot decode image .*002.png"):
         ds[2]

@@ -1,0 +1,127 @@
+"""One record per backbone arch and one per method: everything the rest of the project needs to know.
+
+The CLI (choices, defaults, help), the feature extractor, the model file, the training engine and
+the weights converter all read these records, so adding an arch or a method means adding a record
+(plus its modules) here and nowhere else.
+
+Importing this module is cheap and safe for deployment: it holds data and dotted references only.
+Fit functions and scorers are imported when first asked for, so infer.py, which builds a scorer,
+never loads any fit code.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+from utils.errors import UserError
+
+# A stage is either one named sub-layer of the paddle.vision network ("layer2", "features.6") or a
+# tuple of such parts chained in an nn.Sequential. The nesting is part of the parameter names and
+# therefore of every model's extractor fingerprint: it must not change once models exist.
+StagePart = Union[str, tuple["StagePart", ...]]
+
+# Stage names are the same for every arch: layer1/2/3 end at strides 4/8/16.
+STAGE_NAMES = ("layer1", "layer2", "layer3")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A paddle.vision backbone cut into the three stages of STAGE_NAMES."""
+    name: str
+    builder: str                                  # function of paddle.vision.models
+    stages: tuple[StagePart, StagePart, StagePart]
+    channels: tuple[int, int, int]                # output channels of layer1/2/3
+    classifier_prefix: str                        # the ImageNet head: unused, may be absent
+    linear_weights: tuple[str, ...]               # nn.Linear weights: torch [out, in], paddle [in, out]
+
+
+def _mobilenet_blocks(first: int, last: int) -> tuple[str, ...]:
+    return tuple(f"features.{i}" for i in range(first, last + 1))
+
+
+_RESNET_STAGES = ((("conv1", "bn1", "relu", "maxpool"), "layer1"), "layer2", "layer3")
+
+ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (
+    ArchSpec("resnet18", "resnet18", _RESNET_STAGES, (64, 128, 256), "fc.", ("fc.weight",)),
+    ArchSpec("wide_resnet50_2", "wide_resnet50_2", _RESNET_STAGES, (256, 512, 1024), "fc.", ("fc.weight",)),
+    # features.3, .6 and .13 are the last blocks before the stride doubles (24, 32, 96 channels).
+    ArchSpec("mobilenet_v2", "mobilenet_v2", (_mobilenet_blocks(0, 3), _mobilenet_blocks(4, 6),
+                                              _mobilenet_blocks(7, 13)),
+             (24, 32, 96), "classifier.", ("classifier.1.weight",)),
+)}
+
+
+def arch_spec(name: str) -> ArchSpec:
+    if name not in ARCHS:
+        raise UserError(f"unknown arch '{name}'; choose one of {', '.join(ARCHS)}")
+    return ARCHS[name]
+
+
+def _resolve(reference: str) -> Any:
+    """'package.module:attribute' -> the attribute, importing the module on first use."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """An anomaly-detection method: how it is named, configured, fitted, stored and scored."""
+    name: str
+    title: str
+    aliases: tuple[str, ...]
+    # ModelConfig keyword arguments that differ from PatchCore's, per arch where they depend on it.
+    defaults: Callable[[str], dict[str, Any]]
+    arrays: tuple[str, ...]                       # the arrays its model file holds
+    scorer: str                                   # "module:function(arrays, config) -> scorer"
+    fit: str                                      # "module:function(embeddings, model_config, progress) -> FitResult"
+    size_column: str                              # fit_stats entry shown beside the fit time
+    k_help: str = ""
+
+    def build_scorer(self, arrays: dict[str, Any], config: Any) -> Callable[[Any], Any]:
+        return _resolve(self.scorer)(arrays, config)
+
+    def fit_function(self) -> Callable[..., Any]:
+        return _resolve(self.fit)
+
+
+PATCHCORE_LAYERS = ("layer2", "layer3")
+PADIM_LAYERS = ("layer1", "layer2", "layer3")
+# PaDiM's --k is a channel count; these are the paper's choices (R18 100 of 448, WRN50 550 of 1792).
+# MobileNetV2's three stages give only 24 + 32 + 96 = 152 channels, all kept (0 = all).
+PADIM_CHANNELS = {"resnet18": 100, "wide_resnet50_2": 550, "mobilenet_v2": 0}
+
+
+def _patchcore_defaults(arch: str) -> dict[str, Any]:
+    return {"layers": PATCHCORE_LAYERS, "k": 10.0, "local_aggregation": True}
+
+
+def _padim_defaults(arch: str) -> dict[str, Any]:
+    """PaDiM (Defard et al. 2020) embeds all three stages and models each position with a Gaussian.
+
+    It skips the 3x3 average, as the original does: on MVTec bottle (ImageNet MobileNetV2, all 152
+    channels) it measured pixel AUROC 0.9795 / PRO 0.930 without it and 0.9783 / 0.913 with it
+    (image AUROC 1.0 both).
+    """
+    return {"layers": PADIM_LAYERS, "k": float(PADIM_CHANNELS[arch]), "local_aggregation": False}
+
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec("patchcore", "PatchCore", ("patchcore", "coreset"), _patchcore_defaults, ("memory_bank",),
+               "models.patchcore.scorer:build_scorer", "models.patchcore.fit:fit_memory_bank", "bank_size",
+               k_help="percentage of training patches kept (default 10)"),
+    MethodSpec("padim", "PaDiM", ("padim",), _padim_defaults, ("mean", "inv_covariance"),
+               "models.padim.scorer:build_scorer", "models.padim.fit:fit_gaussians", "channels",
+               k_help="number of channels kept by a seeded random selection, 0 = all (default "
+                      + ", ".join(f"{arch} {n or 'all'}" for arch, n in PADIM_CHANNELS.items()) + ")"),
+)}
+
+# The seed projects call PatchCore's method "coreset"; every alias names its method.
+METHOD_ALIASES = {alias: spec.name for spec in METHODS.values() for alias in spec.aliases}
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The record of a method, by its name or an alias."""
+    if name not in METHOD_ALIASES:
+        raise UserError(f"unknown method '{name}'; choose one of {', '.join(sorted(METHOD_ALIASES))}")
+    return METHODS[METHOD_ALIASES[name]]

@@ -1,0 +1,31 @@
+"""What every method's scorer returns, and the patch-grid -> anomaly-map step they share."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+
+@dataclass
+class Scores:
+    image_scores: np.ndarray   # [B]
+    anomaly_maps: np.ndarray   # [B, H, W] float32
+    patch_scores: np.ndarray   # [B, h, w]
+
+    @classmethod
+    def concatenate(cls, parts: "list[Scores]") -> "Scores":
+        """The scores of several batches as one, in order."""
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+
+def upsample_and_smooth(patch_scores: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """Patch grid -> image-sized anomaly maps: bilinear upsampling then Gaussian smoothing."""
+    grid = paddle.to_tensor(patch_scores[:, None].astype(np.float32))
+    maps = F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False).numpy()[:, 0]
+    if sigma > 0:
+        # truncate=4 gives the usual 33-tap kernel for sigma 4.
+        maps = np.stack([gaussian_filter(m, sigma=sigma, mode="reflect", truncate=4.0) for m in maps])
+    return maps.astype(np.float32)

@@ -1,0 +1,83 @@
+"""The import rules between the project's layers, read from the source (every import, also lazy ones).
+
+    utils                       -> nothing of the project
+    datasets, models            -> utils (and themselves)
+    engine                      -> utils, datasets, models
+    deploy                      -> utils, datasets.preprocess, the scoring side of models; never engine,
+                                   fit code, calibration or metrics
+    train/eval/export_model.py  -> engine (and predict.py deploy too)
+    infer.py                    -> deploy only
+
+infer.py's modules at run time are checked end to end in tests/e2e (helpers.modules_infer_loads).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from helpers import PROJECT_PACKAGES, ROOT
+
+ALLOWED = {
+    "utils": {"utils"},
+    "datasets": {"utils", "datasets"},
+    "models": {"utils", "models"},
+    "engine": {"utils", "datasets", "models", "engine"},
+    "deploy": {"utils", "datasets", "models", "deploy"},
+    "train.py": {"engine"},
+    "eval.py": {"engine"},
+    "export_model.py": {"engine"},
+    "predict.py": {"engine", "deploy"},
+    "infer.py": {"deploy"},
+}
+# Modules deploy/ must never import, even though their packages are allowed.
+DEPLOY_FORBIDDEN = ("models.patchcore.fit", "models.patchcore.sampling", "models.padim.fit", "models.calibration",
+                    "models.feature_extractor", "models.backbones", "datasets.mvtec", "datasets.synthetic",
+                    "utils.metrics")
+
+
+def project_imports(source: str) -> set[str]:
+    """Every project module a Python source imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # `from models.patchcore import fit` may name a module: count both spellings.
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name.split(".")[0] in PROJECT_PACKAGES)
+    return found
+
+
+def violations(layer: str, source: str) -> list[str]:
+    bad = []
+    for module in sorted(project_imports(source)):
+        if module.split(".")[0] not in ALLOWED[layer]:
+            bad.append(f"{module} (layer {layer} may import only {sorted(ALLOWED[layer])})")
+        elif layer == "deploy" and module.startswith(DEPLOY_FORBIDDEN):
+            bad.append(f"{module} (training-side code in deploy)")
+    return bad
+
+
+def layer_files() -> list[tuple[str, Path]]:
+    files = [(name, ROOT / name) for name in ALLOWED if name.endswith(".py")]
+    for package in ("utils", "datasets", "models", "engine", "deploy"):
+        files += [(package, path) for path in sorted((ROOT / package).rglob("*.py"))]
+    return files
+
+
+@pytest.mark.parametrize("layer,path", layer_files(), ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else v)
+def test_layer_imports_only_what_is_below_it(layer, path):
+    assert violations(layer, path.read_text()) == []
+
+
+def test_the_rule_check_catches_violations():
+    assert violations("models", "def f():\n    from engine.pipeline import fit\n")
+    assert violations("utils", "import datasets.mvtec\n")
+    assert violations("deploy", "from models.patchcore import fit\n")
+    assert violations("deploy", "from utils.metrics import compute_metrics\n")
+    assert violations("infer.py", "from engine.cli import run_cli\n")
+    assert not violations("deploy", "from models.thresholds import Thresholds\nimport numpy\n")
