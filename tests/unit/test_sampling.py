@@ -1,28 +1,79 @@
 import numpy as np
 import pytest
 
-from models.patchcore.sampling import coreset_size, greedy_coreset, greedy_coreset_reference, random_projection
+import models.patchcore.sampling as sampling
+from models.patchcore.sampling import MODES, coreset_size, greedy_coreset, greedy_coreset_reference, random_projection
 
 
+def clustered(seed: int, n_points: int = 3000, dim: int = 32, n_clusters: int = 20) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_clusters, dim)).astype(np.float32) * 10
+    return centres[rng.integers(0, n_clusters, n_points)] + rng.standard_normal((n_points, dim)).astype(np.float32) * 0.3
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n_points,dim,n_select,seed", [
     (1, 4, 1, 0), (50, 3, 10, 1), (400, 8, 80, 2), (2000, 16, 200, 3), (3000, 128, 300, 4),
 ])
-def test_fast_coreset_matches_plain_greedy(n_points, dim, n_select, seed):
+def test_every_mode_matches_plain_greedy_on_random_data(mode, n_points, dim, n_select, seed):
     rng = np.random.default_rng(seed)
     points = rng.standard_normal((n_points, dim)).astype(np.float32)
     expected = greedy_coreset_reference(points, n_select, seed)
-    np.testing.assert_array_equal(greedy_coreset(points, n_select, seed), expected)
+    np.testing.assert_array_equal(greedy_coreset(points, n_select, seed, mode=mode), expected)
 
 
-def test_fast_coreset_matches_on_clustered_data_with_duplicates():
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_matches_on_clustered_data_with_duplicates_and_ties(mode):
     # Clustered points (what real patch features look like) with exact duplicates and ties.
-    rng = np.random.default_rng(7)
-    centres = rng.standard_normal((20, 32)).astype(np.float32) * 10
-    points = centres[rng.integers(0, 20, 3000)] + rng.standard_normal((3000, 32)).astype(np.float32) * 0.3
+    points = clustered(7)
     points[100:200] = points[0]
     points = np.round(points, 1).astype(np.float32)
     for n_select in (5, 150, 1500):
-        np.testing.assert_array_equal(greedy_coreset(points, n_select, 5), greedy_coreset_reference(points, n_select, 5))
+        np.testing.assert_array_equal(greedy_coreset(points, n_select, 5, mode=mode),
+                                      greedy_coreset_reference(points, n_select, 5))
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e4])
+def test_same_indices_whatever_the_feature_scale(scale):
+    points = clustered(3, n_points=1500) * np.float32(scale)
+    expected = greedy_coreset_reference(points, 300, 1)
+    for mode in MODES:
+        np.testing.assert_array_equal(greedy_coreset(points, 300, 1, mode=mode), expected)
+
+
+def test_auto_switches_between_step_kinds_without_changing_the_result(monkeypatch):
+    # Tight clusters (pruning pays) plus a uniform cloud (it does not), with probes from step 2 on.
+    rng = np.random.default_rng(11)
+    points = np.concatenate([clustered(11, n_points=2000, dim=16),
+                             rng.uniform(-15, 15, (2000, 16)).astype(np.float32)])
+    monkeypatch.setattr(sampling, "PROBE_START", 2)
+    monkeypatch.setattr(sampling, "PRUNED_TRIAL_STEPS", 1)
+    calls = {"matvec_step": 0, "pruned_step": 0, "rebuild_clusters": 0}
+    for name in calls:
+        original = getattr(sampling._Selection, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(self, *args)
+        monkeypatch.setattr(sampling._Selection, name, counted)
+    np.testing.assert_array_equal(greedy_coreset(points, 800, 2), greedy_coreset_reference(points, 800, 2))
+    assert calls["matvec_step"] > 0 and calls["pruned_step"] > 0 and calls["rebuild_clusters"] > 1
+
+
+def test_every_mode_matches_on_cnn_patch_features(synthetic_root):
+    """Projected patch features of generated texture images through a (random-init) ResNet18."""
+    from datasets.mvtec import MVTecDataset
+    from models.feature_extractor import build_extractor, extract
+    from utils.config import DataConfig, ModelConfig
+
+    data = MVTecDataset(str(synthetic_root), "fabric", "train", DataConfig(resize=64, crop_size=64))
+    images = np.stack([data[i][0] for i in range(len(data))])
+    embedding = extract(build_extractor(ModelConfig(arch="resnet18", pretrained="none")), images)
+    patches = embedding.transpose(0, 2, 3, 1).reshape(-1, embedding.shape[1])
+    points = random_projection(patches, 128, 0)
+    expected = greedy_coreset_reference(points, 400, 0)
+    for mode in MODES:
+        np.testing.assert_array_equal(greedy_coreset(points, 400, 0, mode=mode), expected)
 
 
 def test_greedy_coreset_picks_farthest_points():
@@ -34,6 +85,11 @@ def test_greedy_coreset_picks_farthest_points():
     assert selected[1] == int(np.argmax(dist))
     assert len(set(selected.tolist())) == 3
     np.testing.assert_array_equal(greedy_coreset(points, 3, seed=0), selected)
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="mode"):
+        greedy_coreset(np.zeros((3, 2), np.float32), 2, mode="fast")
 
 
 def test_coreset_size_and_projection_are_deterministic():
