@@ -40,7 +40,7 @@ def _child(args: argparse.Namespace) -> dict:
     out: dict = {}
     if args.part == "fit":
         start = time.perf_counter()
-        model = fit(extractor, train_set, config, args.category, progress=False)
+        model, _ = fit(extractor, train_set, config, args.category, progress=False)
         out = dict(model.fit_stats, total_seconds=time.perf_counter() - start)
         model.save(os.path.join(args.save_path, f"{args.category}.pdparams"))
     elif args.part.startswith("coreset"):

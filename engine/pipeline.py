@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
-from models.model_file import AnomalyModel, model_path
+from models.model_file import AnomalyModel, EmbeddingStream, model_path
 from models.registry import METHODS
 from models.scoring import Scores
 from utils.config import Config
@@ -45,16 +45,21 @@ def dynamic_embedder(model: AnomalyModel, pretrained: str | None = None) -> Call
     return lambda images: extract(extractor, images)
 
 
-def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str,
-        batch_size: int = 8, progress: bool = True) -> AnomalyModel:
-    """Fit the configured method on the training images; embeddings are streamed batch by batch."""
+def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str, batch_size: int = 8,
+        progress: bool = True) -> tuple[AnomalyModel, Callable[[int], Iterator[np.ndarray]] | None]:
+    """Fit the configured method on the training images; embeddings are streamed batch by batch.
+
+    Returns the model and, where the fit kept them, a replay of the training embeddings (see FitResult).
+    """
     start = time.perf_counter()
     embeddings = (extract(extractor, images) for images, _, _ in
                   iterate_batches(train_set, batch_size, f"{category}: features", progress))
     fit_method = METHODS[config.model.method].fit_function()
-    arrays, grid, stats = fit_method(embeddings, config.model, progress)
+    arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(train_set)), config.model,
+                                                          progress)
     stats["fit_seconds"] = time.perf_counter() - start
-    return AnomalyModel(config, category, arrays, extractor.fingerprint(), grid, fit_stats=stats)
+    model = AnomalyModel(config, category, arrays, extractor.fingerprint(), grid, fit_stats=stats)
+    return model, training_embeddings
 
 
 def score_batches(model: AnomalyModel, extractor: PatchFeatureExtractor, dataset: Any, batch_size: int = 8,

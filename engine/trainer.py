@@ -14,6 +14,7 @@ from models.calibration import calibrate
 from models.feature_extractor import PatchFeatureExtractor, build_extractor
 from models.model_file import AnomalyModel, model_path
 from models.registry import METHODS
+from models.scoring import Scores
 from utils.config import Config
 from utils.errors import UserError
 from utils.io import ensure_writable_dir
@@ -63,14 +64,19 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
                    run_eval: bool, with_pro: bool, progress: bool = True) -> dict[str, Any]:
     extractor = build_extractor(config.model)
     train_set = MVTecDataset(data_path, category, "train", config.data)
-    model = fit(extractor, train_set, config, category, batch_size, progress)
+    model, training_embeddings = fit(extractor, train_set, config, category, batch_size, progress)
     row: dict[str, Any] = {"category": category}
     if run_eval:
         row, model.calibration = evaluate(model, extractor, data_path, batch_size, with_pro, save_path,
                                           progress=progress)
     else:
-        # No labelled split: the good training images' own scores are the reference.
-        scores = score_batches(model, extractor, train_set, batch_size, progress)[0]
+        # No labelled split: the good training images' own scores are the reference, from the
+        # embeddings the fit kept where it did (no second extraction).
+        if training_embeddings is None:
+            scores = score_batches(model, extractor, train_set, batch_size, progress)[0]
+        else:
+            scorer = model.scorer()
+            scores = Scores.concatenate([scorer(e) for e in training_embeddings(batch_size)])
         model.calibration = calibrate(scores.image_scores, scores.anomaly_maps)
     model.save(model_path(save_path, category))
     size_column = METHODS[model.method].size_column

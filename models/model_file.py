@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import paddle
@@ -33,11 +33,22 @@ def model_path(save_path: str | os.PathLike, category: str) -> str:
     return os.path.join(save_path, f"{category}.pdparams")
 
 
+class EmbeddingStream(NamedTuple):
+    """The training embeddings [B, C, h, w] a fit consumes, batch by batch, and how many images they cover."""
+    batches: Iterable[np.ndarray]
+    n_images: int
+
+
 class FitResult(NamedTuple):
-    """What a method's fit produces; the pipeline adds settings, category and extractor fingerprint."""
+    """What a method's fit produces; the pipeline adds settings, category and extractor fingerprint.
+
+    `training_embeddings(batch_size)` replays the training embeddings from memory where the fit kept
+    them anyway (PatchCore), so calibration need not extract them again; None where it did not.
+    """
     arrays: dict[str, np.ndarray]
     feature_grid: tuple[int, int]
     fit_stats: dict[str, float]
+    training_embeddings: Callable[[int], Iterator[np.ndarray]] | None = None
 
 
 @dataclass

@@ -74,7 +74,7 @@ class MethodSpec:
     defaults: Callable[[str], dict[str, Any]]
     arrays: tuple[str, ...]                       # the arrays its model file holds
     scorer: str                                   # "module:function(arrays, config) -> scorer"
-    fit: str                                      # "module:function(embeddings, model_config, progress) -> FitResult"
+    fit: str                                      # "module:function(EmbeddingStream, model_config, progress) -> FitResult"
     size_column: str                              # fit_stats entry shown beside the fit time
     k_help: str = ""
 

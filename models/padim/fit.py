@@ -6,12 +6,11 @@ and the channel count, never on the number of training images.
 from __future__ import annotations
 
 import time
-from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
 
-from models.model_file import FitResult
+from models.model_file import EmbeddingStream, FitResult
 from utils.config import ModelConfig
 from utils.errors import UserError
 
@@ -69,12 +68,12 @@ class GaussianAccumulator:
         return (self.shift + centred_mean).astype(np.float32), inverse
 
 
-def fit_gaussians(embeddings: Iterable[np.ndarray], cfg: ModelConfig, progress: bool = True) -> FitResult:
+def fit_gaussians(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True) -> FitResult:
     """Mean and inverse covariance per position from a stream of training embeddings (registered in
-    models.registry); the extraction loop feeding `embeddings` shows its own progress bar."""
+    models.registry); the extraction loop feeding the stream shows its own progress bar."""
     accumulator = GaussianAccumulator()
     start = time.perf_counter()
-    for embedding in embeddings:
+    for embedding in stream.batches:
         accumulator.update(embedding)
     accumulated = time.perf_counter()
     mean, inverse = accumulator.gaussians(progress=progress)

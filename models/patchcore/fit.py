@@ -1,32 +1,78 @@
-"""PatchCore fit: every training patch, then a greedy coreset of k percent of them as the memory bank."""
+"""PatchCore fit: every training patch, then a greedy coreset of k percent of them as the memory bank.
+
+Memory is bounded by what the method needs: the patch features stream batch by batch into one
+preallocated [patches, C] array, and their random projection (the coreset's input) into one
+[patches, projection_dim] array, image by image; nothing is concatenated or copied whole.
+"""
 from __future__ import annotations
 
+import itertools
 import time
-from typing import Iterable
+from typing import Iterator
 
 import numpy as np
 
-from models.model_file import FitResult
-from models.patchcore.sampling import coreset_size, greedy_coreset, random_projection
+from models.model_file import EmbeddingStream, FitResult
+from models.patchcore.sampling import coreset_size, greedy_coreset, projection_matrix
 from utils.config import ModelConfig
+from utils.errors import UserError
+from utils.runtime import available_memory_bytes, format_bytes
+
+# Selector state per patch: distances, filter bounds, norms, owner, cluster lists (see sampling).
+SELECTION_BYTES_PER_PATCH = 48
 
 
-def fit_memory_bank(embeddings: Iterable[np.ndarray], cfg: ModelConfig, progress: bool = True) -> FitResult:
+def fit_bytes(n_patches: int, channels: int, projection_dim: int, projected: bool) -> int:
+    """Memory the fit needs beyond the network: features, projection and selector state."""
+    per_patch = 4 * channels + (4 * projection_dim + SELECTION_BYTES_PER_PATCH if projected else 0)
+    return n_patches * per_patch
+
+
+def check_memory(n_images: int, grid: tuple[int, int], channels: int, needed: int) -> None:
+    """Refuse up front, with the numbers and the options, a fit that cannot fit in memory."""
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise UserError(
+            f"the PatchCore fit needs about {format_bytes(needed)} ({n_images} images x {grid[0]}x{grid[1]} "
+            f"patches x {channels} channels) but only {format_bytes(available)} of memory is available; "
+            f"use a smaller --resize/--crop_size or fewer training images")
+
+
+def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True) -> FitResult:
     """Memory bank from a stream of training embeddings [B, C, h, w] (registered in models.registry)."""
     start = time.perf_counter()
-    embedding = np.concatenate(list(embeddings))
-    n_img, channels, height, width = embedding.shape
-    patches = np.ascontiguousarray(embedding.transpose(0, 2, 3, 1).reshape(-1, channels))
-    del embedding
+    batches = iter(stream.batches)
+    first = next(batches)
+    _, channels, height, width = first.shape
+    per_image = height * width
+    n_patches = stream.n_images * per_image
+    n_keep = coreset_size(n_patches, cfg.k)
+    reduce = n_keep < n_patches
+    check_memory(stream.n_images, (height, width), channels, fit_bytes(n_patches, channels, cfg.projection_dim, reduce))
+    features = np.empty((n_patches, channels), dtype=np.float32)
+    matrix = projection_matrix(channels, cfg.projection_dim, cfg.seed) if reduce else None
+    projected = np.empty((n_patches, cfg.projection_dim), dtype=np.float32) if reduce else None
+    row = 0
+    for batch in itertools.chain([first], batches):
+        for image in batch:
+            rows = slice(row, row + per_image)
+            features[rows] = image.reshape(channels, per_image).T
+            if reduce:
+                # One product per image: a patch's projection never depends on how images are batched.
+                np.matmul(features[rows], matrix, out=projected[rows])
+            row += per_image
+    if row != n_patches:
+        raise ValueError(f"the stream promised {stream.n_images} images but held {row // per_image}")
     extracted = time.perf_counter()
-    n_keep = coreset_size(len(patches), cfg.k)
-    if n_keep < len(patches):
-        projected = random_projection(patches, cfg.projection_dim, cfg.seed)
-        selected = greedy_coreset(projected, n_keep, cfg.seed, progress=progress)
-        bank = patches[np.sort(selected)]
-    else:
-        bank = patches
+    bank = features[np.sort(greedy_coreset(projected, n_keep, cfg.seed, progress=progress))] if reduce else features
+    del projected
     done = time.perf_counter()
-    stats = {"train_images": float(n_img), "train_patches": float(len(patches)), "bank_size": float(len(bank)),
+    stats = {"train_images": float(stream.n_images), "train_patches": float(n_patches), "bank_size": float(len(bank)),
              "feature_seconds": extracted - start, "coreset_seconds": done - extracted}
-    return FitResult({"memory_bank": bank}, (height, width), stats)
+
+    def training_embeddings(batch_size: int) -> Iterator[np.ndarray]:
+        grid = features.reshape(stream.n_images, height, width, channels)
+        for first_image in range(0, stream.n_images, batch_size):
+            yield grid[first_image:first_image + batch_size].transpose(0, 3, 1, 2)
+
+    return FitResult({"memory_bank": bank}, (height, width), stats, training_embeddings)

@@ -6,6 +6,7 @@ from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
 import models.padim.fit as padim_fit
 from models.feature_extractor import build_extractor, embedding_channels, select_channels
+from models.model_file import EmbeddingStream
 from models.padim.scorer import PadimScorer
 from models.registry import ARCHS, PADIM_LAYERS
 from models.scoring import upsample_and_smooth
@@ -24,7 +25,8 @@ def embedding_batches(seed=0, sizes=(3, 3, 1), channels=5, grid=(3, 4)):
 def test_fit_equals_numpy_mean_covariance_and_inverse(monkeypatch, chunk_bytes):
     monkeypatch.setattr(padim_fit, "INVERT_CHUNK_BYTES", chunk_bytes)   # 1 byte: one position per chunk
     batches = embedding_batches()
-    fitted = padim_fit.fit_gaussians(iter(batches), ModelConfig(method="padim"))
+    fitted = padim_fit.fit_gaussians(EmbeddingStream(iter(batches), sum(len(b) for b in batches)),
+                                     ModelConfig(method="padim"))
     data = np.concatenate(batches).astype(np.float64)                  # [N, C, h, w]
     n, channels, height, width = data.shape
     assert fitted.feature_grid == (height, width) and fitted.fit_stats["train_images"] == n
@@ -38,7 +40,7 @@ def test_fit_equals_numpy_mean_covariance_and_inverse(monkeypatch, chunk_bytes):
 
 def test_fit_needs_two_images_and_one_grid():
     with pytest.raises(UserError, match="at least 2 training images"):
-        padim_fit.fit_gaussians(iter(embedding_batches(sizes=(1,))), ModelConfig(method="padim"))
+        padim_fit.fit_gaussians(EmbeddingStream(iter(embedding_batches(sizes=(1,))), 1), ModelConfig(method="padim"))
     accumulator = padim_fit.GaussianAccumulator()
     accumulator.update(embedding_batches(sizes=(2,))[0])
     with pytest.raises(ValueError, match="does not match"):
