@@ -17,11 +17,15 @@ import numpy as np
 from tqdm import tqdm
 
 
-def random_projection(features: np.ndarray, dim: int, seed: int) -> np.ndarray:
-    """Gaussian random projection (Johnson-Lindenstrauss) to `dim` columns, float32."""
+def projection_matrix(channels: int, dim: int, seed: int) -> np.ndarray:
+    """The seeded Gaussian (Johnson-Lindenstrauss) matrix [channels, dim] of random_projection."""
     rng = np.random.default_rng(seed)
-    matrix = rng.standard_normal((features.shape[1], dim)).astype(np.float32) / np.float32(math.sqrt(dim))
-    return np.ascontiguousarray(features.astype(np.float32, copy=False) @ matrix)
+    return rng.standard_normal((channels, dim)).astype(np.float32) / np.float32(math.sqrt(dim))
+
+
+def random_projection(features: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """Gaussian random projection to `dim` columns, float32."""
+    return np.ascontiguousarray(features.astype(np.float32, copy=False) @ projection_matrix(features.shape[1], dim, seed))
 
 
 def coreset_size(n_points: int, percentage: float) -> int:
@@ -63,9 +67,12 @@ PROBE_START = 64
 PRUNED_MAX_FRACTION = 1 / 8
 # Pruned steps are judged against mat-vec steps after this many (a moving average of their times).
 PRUNED_TRIAL_STEPS = 8
+# A single pruned-mode step this many times slower than a mat-vec step ends pruned steps at once.
+PRUNED_GIVE_UP = 4.0
 # A mat-vec step with more candidates than this fraction recomputes every point in blocks instead.
 EXACT_PASS_FRACTION = 1 / 16
 EXACT_BLOCK_ROWS = 2048
+THREADED_MIN_POINTS = 65536
 MODES = ("auto", "matvec", "pruned")
 
 
@@ -113,8 +120,6 @@ class _Selection:
         self.kappa = np.float32(_expansion_slack(dim))
         self.sq_norms = np.einsum("ij,ij->i", points, points)
         self.lowered_norms = self.sq_norms * (np.float32(1) - self.kappa)
-        # Landmark distances come from a float64 expansion whose error scales with the norms.
-        self.scale = math.sqrt(float(self.sq_norms.max()))
         # Landmark groups, kept up to date in both kinds of step (cheap: LANDMARKS distances a step).
         self.n_landmarks = min(LANDMARKS, n_select)
         self.group = np.zeros(n_select, dtype=np.int64)
@@ -122,6 +127,7 @@ class _Selection:
         self.grouped = 1                                     # centres 0..grouped-1 have a group
         # Clusters: only kept while pruned steps run (None otherwise), rebuilt from `owner`.
         self.members: list[np.ndarray] | None = None
+        self.sizes = np.zeros(n_select, dtype=np.int64)      # number of members
         self.radius = np.zeros(n_select)                     # sqrt of the largest member distance
         self.group_radius = np.zeros(self.n_landmarks)       # upper bound of the radii in a group
         self.centre_gap = np.zeros(n_select)                 # this step's squared centre-to-new-centre distance
@@ -140,37 +146,47 @@ class _Selection:
         self.centres[step] = self.points[index]
         return self.centres[step]
 
-    def _group_centres(self, start: int, stop: int) -> np.ndarray | None:
-        """Put centres start..stop-1 in the group of their nearest landmark; their landmark distances.
-
-        Only pruned steps need groups, so mat-vec steps leave them to rebuild_clusters, which does
-        a whole run of centres in a few matrix products. A landmark heads its own group (None:
-        the centres are all landmarks).
-        """
-        self.group[start:min(stop, self.n_landmarks)] = np.arange(start, min(stop, self.n_landmarks))
-        start = max(start, self.n_landmarks)
-        self.grouped = max(self.grouped, stop)
-        if start >= stop:
+    def _group_centre(self, step: int) -> np.ndarray | None:
+        """Put centre `step` in the group of its nearest landmark; its landmark distances (None for a
+        landmark, which heads its own group). Only pruned steps need groups: after mat-vec steps
+        rebuild_clusters catches up."""
+        self.grouped = step + 1
+        if step < self.n_landmarks:
+            self.group[step] = step
             return None
-        landmarks = self.centres[: self.n_landmarks].astype(np.float64)
-        block = self.centres[start:stop].astype(np.float64)
-        # Float64 expanded form: far more exact than the float32 values the slack is sized for.
-        sq = ((block ** 2).sum(1)[:, None] - 2.0 * block @ landmarks.T + (landmarks ** 2).sum(1)[None, :])
-        to_landmark = np.sqrt(np.maximum(sq, 0.0))
-        nearest = np.argmin(to_landmark, axis=1)
-        self.group[start:stop] = nearest
-        np.maximum.at(self.group_reach, nearest, to_landmark[np.arange(len(block)), nearest])
-        return to_landmark[-1]
+        to_landmark = np.sqrt(_sq_dist(self.centres[: self.n_landmarks], self.centres[step]).astype(np.float64))
+        g = int(np.argmin(to_landmark))
+        self.group[step] = g
+        self.group_reach[g] = max(self.group_reach[g], to_landmark[g])
+        return to_landmark
 
-    def _move(self, step: int, candidates: np.ndarray, centre: np.ndarray) -> np.ndarray:
-        """Give the candidates that are closer to the new centre to it; returns the mask of those."""
+    def _move(self, step: int, candidates: np.ndarray, centre: np.ndarray) -> None:
+        """Give the candidates that are closer to the new centre to it, and keep the clusters (if
+        any) up to date: only clusters that lost members shrink."""
         new_dist = _sq_dist(self.points[candidates], centre)
         closer = new_dist < self.min_dist[candidates]
         moved = candidates[closer]
+        losers = np.unique(self.owner[moved]) if self.members is not None else ()
         self.min_dist[moved] = new_dist[closer]
         self.filter_dist[moved] = new_dist[closer] * np.float32(1 + SLACK)
         self.owner[moved] = step
-        return closer
+        if self.members is None:
+            return
+        members = self.members
+        members.append(moved)
+        self.sizes[step] = len(moved)
+        self.radius[step] = math.sqrt(float(self.min_dist[moved].max())) if len(moved) else 0.0
+        g = self.group[step]
+        self.group_radius[g] = max(self.group_radius[g], self.radius[step])
+        # group_radius stays a valid (loose) upper bound and is tightened now and then.
+        for c in losers:
+            kept = members[c][self.owner[members[c]] == c]
+            members[c] = kept
+            self.sizes[c] = len(kept)
+            self.radius[c] = math.sqrt(float(self.min_dist[kept].max())) if len(kept) else 0.0
+        if step % 512 == 0:
+            self.group_radius[:] = 0.0
+            np.maximum.at(self.group_radius, self.group[: step + 1], self.radius[: step + 1])
 
     def matvec_step(self, step: int, centre: np.ndarray) -> None:
         bound = self.points @ centre                          # BLAS: the one full pass of the step
@@ -178,7 +194,7 @@ class _Selection:
         bound += self.lowered_norms
         bound += (np.float32(1) - self.kappa) * np.float32(centre @ centre)
         candidates = np.flatnonzero(bound <= self.filter_dist)
-        if len(candidates) > EXACT_PASS_FRACTION * len(self.points):
+        if self.members is None and len(candidates) > EXACT_PASS_FRACTION * len(self.points):
             self._exact_pass(step, centre)                    # early steps: many points move
         else:
             self._move(step, candidates, centre)
@@ -199,6 +215,9 @@ class _Selection:
                 np.copyto(self.owner[block], step, where=closer)
 
         n_points = len(self.points)
+        if self.workers == 1:
+            run(0, n_points)
+            return
         bounds = np.linspace(0, n_points, self.workers + 1).astype(int)
         # Threads write disjoint row ranges; NumPy releases the GIL inside these loops.
         for future in [self.pool.submit(run, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
@@ -206,11 +225,12 @@ class _Selection:
 
     def rebuild_clusters(self, n_centres: int) -> None:
         """Members, radii, groups and group radii of the first `n_centres` centres, from `owner`."""
-        for start in range(self.grouped, n_centres, 4096):      # bounded temporaries
-            self._group_centres(start, min(start + 4096, n_centres))
+        for step in range(self.grouped, n_centres):
+            self._group_centre(step)
         order = np.argsort(self.owner, kind="stable")
         counts = np.bincount(self.owner, minlength=n_centres)
         self.members = np.split(order, np.cumsum(counts)[:-1])
+        self.sizes[:n_centres] = counts
         self.radius[:n_centres] = 0.0
         nonempty = np.flatnonzero(counts)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[nonempty]
@@ -220,41 +240,25 @@ class _Selection:
 
     def pruned_step(self, step: int, centre: np.ndarray, max_candidates: int) -> bool:
         """One step touching only clusters in reach; False if more than `max_candidates` points
-        would have to be checked (then only the new centre's group has been set)."""
-        to_landmark = self._group_centres(step, step + 1)
+        would have to be checked (then only the new centre's group has been set, and a mat-vec
+        step, which keeps the clusters too, does this step)."""
+        to_landmark = self._group_centre(step)
         if to_landmark is None:
             nearby = np.arange(step)
         else:
-            open_group = (to_landmark < (self.group_reach + 2.0 * self.group_radius) * (1 + SLACK)
-                          + SLACK * self.scale)
+            open_group = to_landmark < (self.group_reach + 2.0 * self.group_radius) * (1 + SLACK) + SLACK
             nearby = np.flatnonzero(open_group[self.group[:step]])
         gap = _sq_dist(self.centres[nearby], centre).astype(np.float64)
         in_reach = gap < 4.0 * self.radius[nearby] ** 2 * (1 + SLACK) + 1e-12
         reachable = nearby[in_reach]
         members = self.members
-        if sum(len(members[c]) for c in reachable) > max_candidates:
+        if self.sizes[reachable].sum() > max_candidates:
             return False
         self.centre_gap[nearby] = gap
         candidates = np.concatenate([members[c] for c in reachable]) if len(reachable) else np.empty(0, np.int64)
         # The same bound point by point: x can only get closer if |c_x - c'|^2 < 4 |x - c_x|^2.
-        owners = self.owner[candidates]
-        close = self.centre_gap[owners] < 4.0 * self.min_dist[candidates] * (1 + SLACK) + 1e-12
-        candidates, owners = candidates[close], owners[close]
-        closer = self._move(step, candidates, centre)
-        moved, losers = candidates[closer], np.unique(owners[closer])
-        members.append(moved)
-        self.radius[step] = math.sqrt(float(self.min_dist[moved].max())) if len(moved) else 0.0
-        g = self.group[step]
-        self.group_radius[g] = max(self.group_radius[g], self.radius[step])
-        # Only clusters that lost members shrink; group_radius stays a valid (loose) upper bound
-        # and is tightened now and then.
-        for c in losers:
-            kept = members[c][self.owner[members[c]] == c]
-            members[c] = kept
-            self.radius[c] = math.sqrt(float(self.min_dist[kept].max())) if len(kept) else 0.0
-        if step % 512 == 0:
-            self.group_radius[:] = 0.0
-            np.maximum.at(self.group_radius, self.group[: step + 1], self.radius[: step + 1])
+        close = self.centre_gap[self.owner[candidates]] < 4.0 * self.min_dist[candidates] * (1 + SLACK) + 1e-12
+        self._move(step, candidates[close], centre)
         return True
 
 
@@ -270,7 +274,9 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
     points = np.ascontiguousarray(points, dtype=np.float32)
     n_points = len(points)
     n_select = min(n_select, n_points)
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # Threads only pay on passes far larger than a thread hand-off.
+    workers = cores if n_points >= THREADED_MIN_POINTS else 1
     with ThreadPoolExecutor(workers) as pool:
         return _select(_Selection(points, n_select, seed, pool, workers), mode, progress)
 
@@ -285,23 +291,31 @@ def _select(state: _Selection, mode: str, progress: bool) -> np.ndarray:
     pruned_steps = 0
     max_candidates = n_points if mode == "pruned" else int(PRUNED_MAX_FRACTION * n_points)
 
-    steps = tqdm(range(1, n_select), desc="coreset", unit="pt", disable=not progress, mininterval=1.0)
-    for step in steps:
+    def leave_pruning(step: int) -> None:
+        nonlocal pruning, probe_gap, next_probe
+        pruning, state.members = False, None
+        probe_gap *= 2
+        next_probe = step + probe_gap
+
+    steps = range(1, n_select)
+    for step in tqdm(steps, desc="coreset", unit="pt", mininterval=1.0) if progress else steps:
         centre = state.add_centre(step)
         if pruning:
             start = time.perf_counter()
-            done = state.pruned_step(step, centre, max_candidates)
+            if not state.pruned_step(step, centre, max_candidates):
+                # Too many points in reach: a mat-vec step instead, which keeps the clusters once
+                # pruning has proven itself, and ends a trial that has not.
+                if pruned_steps < PRUNED_TRIAL_STEPS:
+                    leave_pruning(step)
+                state.matvec_step(step, centre)
             elapsed = time.perf_counter() - start
             pruned_seconds = elapsed if math.isinf(pruned_seconds) else 0.8 * pruned_seconds + 0.2 * elapsed
             pruned_steps += 1
-            losing = pruned_steps >= PRUNED_TRIAL_STEPS and pruned_seconds > matvec_seconds
-            if mode == "auto" and (not done or losing):
-                # Losing: back to mat-vec steps, and try again after twice as long.
-                pruning, state.members = False, None
-                probe_gap *= 2
-                next_probe = step + probe_gap
-            if done:
-                continue
+            losing = (pruned_steps >= PRUNED_TRIAL_STEPS and pruned_seconds > matvec_seconds
+                      or elapsed > PRUNED_GIVE_UP * matvec_seconds)
+            if mode == "auto" and pruning and losing:
+                leave_pruning(step)
+            continue
         start = time.perf_counter()
         state.matvec_step(step, centre)
         elapsed = time.perf_counter() - start
