@@ -1,10 +1,13 @@
 """Greedy k-center (farthest point) coreset selection.
 
-Both selectors implement one rule: start at a seeded random index, then repeatedly take the point
-whose squared distance to its nearest selected point is largest (lowest index on ties), in float32
-on the randomly projected features, a distance being sum((x - c)^2) over the coordinates.
-`greedy_coreset_reference` does it the plain way; `greedy_coreset` returns the same indices, fast
-on every kind of data, by mixing two kinds of step (see _Selection).
+The rule: start at a seeded random index, then repeatedly take the point whose squared distance to
+its nearest selected point is largest (lowest index on ties), in float32 on the randomly projected
+features, a squared distance being |x|^2 - 2 x.c + |c|^2 (the mat-vec form every fast greedy uses)
+with each dot product summed by NumPy's einsum, whose result for a row does not depend on which
+other rows are in the call (unlike BLAS, whose kernels round a row differently by its position).
+That makes every way of computing a distance below bit-identical, so
+`greedy_coreset_reference` (the plain loop) and `greedy_coreset` (fast on every kind of data, by
+mixing two kinds of step, see _Selection) return the same indices.
 """
 from __future__ import annotations
 
@@ -37,68 +40,78 @@ def _start_index(n_points: int, seed: int) -> int:
     return int(np.random.default_rng(seed).integers(n_points))
 
 
-def _sq_dist(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    # The same expression in both selectors keeps their float32 results bit-identical.
-    diff = points - centre
-    return np.einsum("ij,ij->i", diff, diff)
+def squared_norms(points: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", points, points)
+
+
+def _distances(points: np.ndarray, sq_norms: np.ndarray, centre: np.ndarray, centre_sq: np.float32,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """The rule's squared distances of `points` (with their squared norms) to `centre`."""
+    out = np.einsum("ij,j->i", points, centre, out=out)
+    out *= np.float32(-2)
+    out += sq_norms
+    out += centre_sq
+    return out
 
 
 def greedy_coreset_reference(points: np.ndarray, n_select: int, seed: int = 0) -> np.ndarray:
     """Plain farthest-point selection; the definition the fast selector is tested against."""
     points = np.ascontiguousarray(points, dtype=np.float32)
+    sq_norms = squared_norms(points)
     selected = [_start_index(len(points), seed)]
-    min_dist = _sq_dist(points, points[selected[0]])
+    min_dist = _distances(points, sq_norms, points[selected[0]], sq_norms[selected[0]])
     for _ in range(n_select - 1):
         index = int(np.argmax(min_dist))
         selected.append(index)
-        np.minimum(min_dist, _sq_dist(points, points[index]), out=min_dist)
+        np.minimum(min_dist, _distances(points, sq_norms, points[index], sq_norms[index]), out=min_dist)
     return np.asarray(selected, dtype=np.int64)
 
 
 # Centres 0..LANDMARKS-1 double as landmarks that group all later centres (see _Selection.pruned_step).
 LANDMARKS = 256
-# Relative slack on every pruning test: float32 rounding must never skip a point that could move.
+# Relative slack on the pruning tests, for the rounding of the float32 centre-to-centre distances.
 SLACK = 1e-4
 # Pruned steps are first tried at this step, and again after twice as many steps each time they lose.
 PROBE_START = 64
 # A pruned step that would have to check more than this fraction of the points is not worth it: a
-# point it checks costs ~9x a point of the mat-vec (gather, difference, sum against one BLAS row;
-# measured 0.27 vs 0.03 us on 200k x 128).
+# point it checks costs several times a point of the mat-vec pass (gather, then the same sums).
 PRUNED_MAX_FRACTION = 1 / 8
 # Pruned steps are judged against mat-vec steps after this many (a moving average of their times).
 PRUNED_TRIAL_STEPS = 8
 # A single pruned-mode step this many times slower than a mat-vec step ends pruned steps at once.
 PRUNED_GIVE_UP = 4.0
-# A mat-vec step with more candidates than this fraction recomputes every point in blocks instead.
-EXACT_PASS_FRACTION = 1 / 16
-EXACT_BLOCK_ROWS = 2048
-THREADED_MIN_POINTS = 65536
+# Mat-vec passes run in row blocks (few NumPy calls per point, measured best at 32k rows on
+# 50k-200k x 128), on all cores when the pass is large enough for a thread hand-off to pay.
+BLOCK_ROWS = 32768
+THREADED_MIN_POINTS = 16384
+# Mat-vec steps use the BLAS filter while fewer than this fraction of the points are candidates.
+FILTER_MAX_FRACTION = 1 / 16
 MODES = ("auto", "matvec", "pruned")
 
 
-def _expansion_slack(dim: int) -> float:
-    """Bound, relative to |x|^2 + |c|^2, on the float32 error of |x|^2 - 2 x.c + |c|^2 (x 3 to spare).
+def _rounding_bound(dim: int) -> float:
+    """Bound, relative to the largest |x|^2, on the float32 error of |x|^2 - 2 x.c + |c|^2.
 
-    Any summation order of a d-term dot product errs by at most d u |x||c| (u = 2^-24), the norms
-    likewise, and the two additions by a few u more.
+    Any summation order of a d-term dot product errs by at most about d u |x||c| (u = 2^-24), the
+    squared norms likewise, and the two additions by u times at most 4 max|x|^2 each: in all
+    (4 d + 8) u max|x|^2, rounded up here to (4 d + 16) u.
     """
-    return 3.0 * (2 * dim + 4) * 2.0**-24
+    return (4 * dim + 16) * 2.0**-24
 
 
 class _Selection:
-    """State of one farthest-point selection and its two kinds of step; both give the exact rule.
+    """State of one farthest-point selection and its two kinds of step; both compute the rule exactly.
 
-    * mat-vec step: |x|^2 - 2 x.c' + |c'|^2 for every point in one BLAS matrix-vector product (the
-      cheapest full pass), used only as a filter: it has a proven error bound, so every point it
-      cannot rule out gets its distance recomputed by the rule's own expression. Those are the few
-      points that move (plus a thin band of near misses), so a step costs one mat-vec.
+    * mat-vec step: the distance of every point to the new centre, in cache-sized row blocks on all
+      cores (dot product, distance, minimum, owner and the next farthest point in one sweep).
     * pruned step: every point belongs to the cluster of its nearest centre so far, radius R_c =
       the largest member distance. For a new centre c', a member x of cluster c satisfies
       |x - c'| >= |c - c'| - |x - c|, so x can only move to c' when |c - c'| < 2 |x - c|: whole
-      clusters with |c - c'| >= 2 R_c are skipped, and inside the others so is every such point.
-      Finding the clusters in reach would still cost O(selected) per step, so centres are grouped
-      under the first LANDMARKS centres: a group whose landmark is farther from c' than its reach
-      (largest centre-to-landmark distance) plus twice its largest radius holds no centre in reach.
+      clusters with |c - c'| >= 2 R_c are skipped, and inside the others so is every such point
+      (with a margin for the rounding of the mat-vec form, see _rounding_bound). Finding the
+      clusters in reach would still cost O(selected) per step, so centres are grouped under the
+      first LANDMARKS centres: a group whose landmark is farther from c' than its reach (largest
+      centre-to-landmark distance) plus twice its largest radius holds no centre in reach.
 
     Pruning pays once clusters are small and well separated (late in the selection, clustered
     data); where distances concentrate (uniform textures, isotropic noise) nearly every cluster
@@ -115,67 +128,142 @@ class _Selection:
         self.selected = np.empty(n_select, dtype=np.int64)
         self.centres = np.empty((n_select, dim), dtype=np.float32)
         self.owner = np.zeros(n_points, dtype=np.int64)          # index of each point's nearest centre
-        # Mat-vec filter: point x may move iff (1 - k)|x|^2 - 2 x.c' + (1 - k)|c'|^2 <= m_x, with k
-        # the expansion bound and m_x its distance plus the relative slack.
-        self.kappa = np.float32(_expansion_slack(dim))
-        self.sq_norms = np.einsum("ij,ij->i", points, points)
-        self.lowered_norms = self.sq_norms * (np.float32(1) - self.kappa)
-        # Landmark groups, kept up to date in both kinds of step (cheap: LANDMARKS distances a step).
+        self.sq_norms = squared_norms(points)
+        # Margin of the pruning tests on squared distances: 12 x the rounding bound (see pruned_step).
+        self.margin = 12.0 * _rounding_bound(dim) * float(self.sq_norms.max())
+        # Landmark groups; only pruned steps need them, rebuild_clusters catches up after mat-vec steps.
         self.n_landmarks = min(LANDMARKS, n_select)
         self.group = np.zeros(n_select, dtype=np.int64)
         self.group_reach = np.zeros(self.n_landmarks)
-        self.grouped = 1                                     # centres 0..grouped-1 have a group
+        self.grouped = 0                                     # centres 0..grouped-1 have a group
         # Clusters: only kept while pruned steps run (None otherwise), rebuilt from `owner`.
         self.members: list[np.ndarray] | None = None
         self.sizes = np.zeros(n_select, dtype=np.int64)      # number of members
         self.radius = np.zeros(n_select)                     # sqrt of the largest member distance
         self.group_radius = np.zeros(self.n_landmarks)       # upper bound of the radii in a group
         self.centre_gap = np.zeros(n_select)                 # this step's squared centre-to-new-centre distance
-
-        first = _start_index(n_points, seed)
-        self.selected[0] = first
-        self.centres[0] = points[first]
         self.min_dist = np.full(n_points, np.inf, dtype=np.float32)
-        self.filter_dist = np.full(n_points, np.inf, dtype=np.float32)
-        self._exact_pass(0, self.centres[0])
+        self.farthest: int | None = None                     # argmax of min_dist, when a step found it
+        # BLAS filter: its distances and the rule's are each within the rounding bound of the exact
+        # value, so a point can only move if the filter puts it within twice that of its distance.
+        self.filter_margin = 2.0 * _rounding_bound(dim) * float(self.sq_norms.max())
+        self.filter_next = False
+        bounds = np.linspace(0, n_points, workers + 1).astype(int)
+        self.row_ranges = list(zip(bounds[:-1], bounds[1:]))
 
-    def add_centre(self, step: int) -> np.ndarray:
-        """Select the farthest point as centre `step` and return it."""
-        index = int(np.argmax(self.min_dist))
+        self.selected[0] = _start_index(n_points, seed)
+        self.centres[0] = points[self.selected[0]]
+        self.matvec_step(0)
+
+    def add_centre(self, step: int) -> None:
+        """Select the farthest point as centre `step`."""
+        index = self.farthest if self.farthest is not None else int(np.argmax(self.min_dist))
+        self.farthest = None
         self.selected[step] = index
         self.centres[step] = self.points[index]
-        return self.centres[step]
+
+    def _centre_sq(self, step: int) -> np.float32:
+        return self.sq_norms[self.selected[step]]
 
     def _group_centre(self, step: int) -> np.ndarray | None:
         """Put centre `step` in the group of its nearest landmark; its landmark distances (None for a
-        landmark, which heads its own group). Only pruned steps need groups: after mat-vec steps
-        rebuild_clusters catches up."""
+        landmark, which heads its own group)."""
         self.grouped = step + 1
         if step < self.n_landmarks:
             self.group[step] = step
             return None
-        to_landmark = np.sqrt(_sq_dist(self.centres[: self.n_landmarks], self.centres[step]).astype(np.float64))
+        gaps = self.centres[: self.n_landmarks].astype(np.float64) - self.centres[step].astype(np.float64)
+        to_landmark = np.sqrt(np.einsum("ij,ij->i", gaps, gaps))
         g = int(np.argmin(to_landmark))
         self.group[step] = g
         self.group_reach[g] = max(self.group_reach[g], to_landmark[g])
         return to_landmark
 
-    def _move(self, step: int, candidates: np.ndarray, centre: np.ndarray) -> None:
-        """Give the candidates that are closer to the new centre to it, and keep the clusters (if
-        any) up to date: only clusters that lost members shrink."""
-        new_dist = _sq_dist(self.points[candidates], centre)
+    def matvec_step(self, step: int) -> None:
+        """Every point against centre `step`, by whichever full pass is cheaper now.
+
+        Early on many points move and the exact sweep is best. Later only a few move, and one BLAS
+        matrix-vector product (faster than einsum, but rounding a row by its position) rules out
+        all the others: its values are within twice the rounding bound of the rule's, so only
+        points it puts within that margin of their distance are recomputed exactly.
+        """
+        if self.filter_next:
+            candidates = self._blas_filter(step)
+            if len(candidates) <= FILTER_MAX_FRACTION * len(self.points):
+                self._update(step, candidates, self._centre_distances(step, candidates))
+                self.farthest = int(np.argmax(self.min_dist))
+                return
+            self.filter_next = False
+        self._exact_sweep(step)
+
+    def _blas_filter(self, step: int) -> np.ndarray:
+        """Points whose distance to centre `step` may be below their current one."""
+        centre = self.centres[step]
+        bound = self.points @ centre
+        bound *= np.float32(-2)
+        bound += self.sq_norms
+        bound += self._centre_sq(step) - np.float32(self.filter_margin)
+        return np.flatnonzero(bound <= self.min_dist)
+
+    def _centre_distances(self, step: int, rows: np.ndarray) -> np.ndarray:
+        return _distances(self.points[rows], self.sq_norms[rows], self.centres[step], self._centre_sq(step))
+
+    def _update(self, step: int, candidates: np.ndarray, new_dist: np.ndarray) -> None:
+        """Give the candidates closer to centre `step` to it, and keep the clusters (if any)."""
         closer = new_dist < self.min_dist[candidates]
         moved = candidates[closer]
-        losers = np.unique(self.owner[moved]) if self.members is not None else ()
+        losers = np.unique(self.owner[moved]) if self.members is not None else None
         self.min_dist[moved] = new_dist[closer]
-        self.filter_dist[moved] = new_dist[closer] * np.float32(1 + SLACK)
         self.owner[moved] = step
-        if self.members is None:
-            return
+        if losers is not None:
+            self._keep_clusters(step, moved, losers)
+
+    def _exact_sweep(self, step: int) -> None:
+        """The rule's distance of every point, in row blocks on all cores, with the next farthest point."""
+        centre, centre_sq = self.centres[step], self._centre_sq(step)
+        keep_clusters = self.members is not None
+
+        def sweep(first: int, last: int) -> tuple[float, int, int, list[np.ndarray], list[np.ndarray]]:
+            dist = np.empty(BLOCK_ROWS, dtype=np.float32)
+            closer = np.empty(BLOCK_ROWS, dtype=bool)
+            best, best_index, n_moved, moved, losers = -np.inf, -1, 0, [], []
+            for start in range(first, last, BLOCK_ROWS):
+                stop = min(start + BLOCK_ROWS, last)
+                rows = stop - start
+                block_dist, block_closer = dist[:rows], closer[:rows]
+                _distances(self.points[start:stop], self.sq_norms[start:stop], centre, centre_sq, out=block_dist)
+                np.less(block_dist, self.min_dist[start:stop], out=block_closer)
+                if keep_clusters:
+                    index = np.flatnonzero(block_closer)
+                    moved.append(start + index)
+                    losers.append(self.owner[start:stop][index])
+                n_moved += int(np.count_nonzero(block_closer))
+                np.copyto(self.min_dist[start:stop], block_dist, where=block_closer)
+                np.copyto(self.owner[start:stop], step, where=block_closer)
+                local = int(np.argmax(self.min_dist[start:stop]))
+                if self.min_dist[start + local] > best:          # strict: the lowest index wins ties
+                    best, best_index = float(self.min_dist[start + local]), start + local
+            return best, best_index, n_moved, moved, losers
+
+        if self.workers == 1:
+            parts = [sweep(0, len(self.points))]
+        else:
+            # Threads write disjoint row ranges; NumPy releases the GIL inside these loops.
+            parts = [f.result() for f in [self.pool.submit(sweep, a, b) for a, b in self.row_ranges]]
+        best = max(part[0] for part in parts)
+        self.farthest = next(part[1] for part in parts if part[0] == best)
+        self.filter_next = sum(part[2] for part in parts) < FILTER_MAX_FRACTION / 2 * len(self.points)
+        if keep_clusters:
+            moved = np.concatenate([block for part in parts for block in part[3]])
+            losers = np.unique(np.concatenate([block for part in parts for block in part[4]]))
+            self._keep_clusters(step, moved, losers)
+
+    def _keep_clusters(self, step: int, moved: np.ndarray, losers: np.ndarray) -> None:
+        """Cluster upkeep after a step: the new centre's members, and the clusters that lost some."""
         members = self.members
         members.append(moved)
         self.sizes[step] = len(moved)
-        self.radius[step] = math.sqrt(float(self.min_dist[moved].max())) if len(moved) else 0.0
+        self.radius[step] = math.sqrt(max(float(self.min_dist[moved].max()), 0.0)) if len(moved) else 0.0
         g = self.group[step]
         self.group_radius[g] = max(self.group_radius[g], self.radius[step])
         # group_radius stays a valid (loose) upper bound and is tightened now and then.
@@ -183,45 +271,10 @@ class _Selection:
             kept = members[c][self.owner[members[c]] == c]
             members[c] = kept
             self.sizes[c] = len(kept)
-            self.radius[c] = math.sqrt(float(self.min_dist[kept].max())) if len(kept) else 0.0
+            self.radius[c] = math.sqrt(max(float(self.min_dist[kept].max()), 0.0)) if len(kept) else 0.0
         if step % 512 == 0:
             self.group_radius[:] = 0.0
             np.maximum.at(self.group_radius, self.group[: step + 1], self.radius[: step + 1])
-
-    def matvec_step(self, step: int, centre: np.ndarray) -> None:
-        bound = self.points @ centre                          # BLAS: the one full pass of the step
-        bound *= np.float32(-2)
-        bound += self.lowered_norms
-        bound += (np.float32(1) - self.kappa) * np.float32(centre @ centre)
-        candidates = np.flatnonzero(bound <= self.filter_dist)
-        if self.members is None and len(candidates) > EXACT_PASS_FRACTION * len(self.points):
-            self._exact_pass(step, centre)                    # early steps: many points move
-        else:
-            self._move(step, candidates, centre)
-
-    def _exact_pass(self, step: int, centre: np.ndarray) -> None:
-        """The rule's own distances to `centre` for every point, in row blocks on all cores.
-
-        Contiguous blocks need no gather and stay in cache between the difference and the sum,
-        so this beats `_move` once a large share of the points are candidates.
-        """
-        def run(first: int, last: int) -> None:
-            for start in range(first, last, EXACT_BLOCK_ROWS):
-                block = slice(start, min(start + EXACT_BLOCK_ROWS, last))
-                new_dist = _sq_dist(self.points[block], centre)
-                closer = new_dist < self.min_dist[block]
-                np.copyto(self.min_dist[block], new_dist, where=closer)
-                np.copyto(self.filter_dist[block], new_dist * np.float32(1 + SLACK), where=closer)
-                np.copyto(self.owner[block], step, where=closer)
-
-        n_points = len(self.points)
-        if self.workers == 1:
-            run(0, n_points)
-            return
-        bounds = np.linspace(0, n_points, self.workers + 1).astype(int)
-        # Threads write disjoint row ranges; NumPy releases the GIL inside these loops.
-        for future in [self.pool.submit(run, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
-            future.result()
 
     def rebuild_clusters(self, n_centres: int) -> None:
         """Members, radii, groups and group radii of the first `n_centres` centres, from `owner`."""
@@ -234,31 +287,39 @@ class _Selection:
         self.radius[:n_centres] = 0.0
         nonempty = np.flatnonzero(counts)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[nonempty]
-        self.radius[nonempty] = np.sqrt(np.maximum.reduceat(self.min_dist[order], starts).astype(np.float64))
+        largest = np.maximum.reduceat(self.min_dist[order], starts).astype(np.float64)
+        self.radius[nonempty] = np.sqrt(np.maximum(largest, 0.0))
         self.group_radius[:] = 0.0
         np.maximum.at(self.group_radius, self.group[:n_centres], self.radius[:n_centres])
 
-    def pruned_step(self, step: int, centre: np.ndarray, max_candidates: int) -> bool:
+    def pruned_step(self, step: int, max_candidates: int) -> bool:
         """One step touching only clusters in reach; False if more than `max_candidates` points
         would have to be checked (then only the new centre's group has been set, and a mat-vec
-        step, which keeps the clusters too, does this step)."""
+        step, which keeps the clusters too, does this step).
+
+        With m the margin (12 x the rounding bound of a squared distance), a point x of cluster c
+        cannot move when |c - c'|^2 >= 4 d(x) + m, d(x) its stored distance: then its computed
+        distance to c' is at least d(x) whatever the rounding.
+        """
+        centre = self.centres[step]
         to_landmark = self._group_centre(step)
         if to_landmark is None:
             nearby = np.arange(step)
         else:
-            open_group = to_landmark < (self.group_reach + 2.0 * self.group_radius) * (1 + SLACK) + SLACK
-            nearby = np.flatnonzero(open_group[self.group[:step]])
-        gap = _sq_dist(self.centres[nearby], centre).astype(np.float64)
-        in_reach = gap < 4.0 * self.radius[nearby] ** 2 * (1 + SLACK) + 1e-12
-        reachable = nearby[in_reach]
-        members = self.members
+            # A centre is in reach when |c - c'| < sqrt(4 R_c^2 + margin) (see below).
+            reach = self.group_reach + np.sqrt(4.0 * self.group_radius ** 2 + self.margin)
+            nearby = np.flatnonzero((to_landmark < reach * (1 + SLACK))[self.group[:step]])
+        diff = self.centres[nearby] - centre
+        gap = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+        reachable = nearby[gap < (4.0 * self.radius[nearby] ** 2 + self.margin) * (1 + SLACK)]
         if self.sizes[reachable].sum() > max_candidates:
             return False
         self.centre_gap[nearby] = gap
+        members = self.members
         candidates = np.concatenate([members[c] for c in reachable]) if len(reachable) else np.empty(0, np.int64)
-        # The same bound point by point: x can only get closer if |c_x - c'|^2 < 4 |x - c_x|^2.
-        close = self.centre_gap[self.owner[candidates]] < 4.0 * self.min_dist[candidates] * (1 + SLACK) + 1e-12
-        self._move(step, candidates[close], centre)
+        close = self.centre_gap[self.owner[candidates]] < (4.0 * self.min_dist[candidates] + self.margin) * (1 + SLACK)
+        candidates = candidates[close]
+        self._update(step, candidates, self._centre_distances(step, candidates))
         return True
 
 
@@ -299,15 +360,15 @@ def _select(state: _Selection, mode: str, progress: bool) -> np.ndarray:
 
     steps = range(1, n_select)
     for step in tqdm(steps, desc="coreset", unit="pt", mininterval=1.0) if progress else steps:
-        centre = state.add_centre(step)
+        state.add_centre(step)
         if pruning:
             start = time.perf_counter()
-            if not state.pruned_step(step, centre, max_candidates):
+            if not state.pruned_step(step, max_candidates):
                 # Too many points in reach: a mat-vec step instead, which keeps the clusters once
                 # pruning has proven itself, and ends a trial that has not.
                 if pruned_steps < PRUNED_TRIAL_STEPS:
                     leave_pruning(step)
-                state.matvec_step(step, centre)
+                state.matvec_step(step)
             elapsed = time.perf_counter() - start
             pruned_seconds = elapsed if math.isinf(pruned_seconds) else 0.8 * pruned_seconds + 0.2 * elapsed
             pruned_steps += 1
@@ -317,7 +378,7 @@ def _select(state: _Selection, mode: str, progress: bool) -> np.ndarray:
                 leave_pruning(step)
             continue
         start = time.perf_counter()
-        state.matvec_step(step, centre)
+        state.matvec_step(step)
         elapsed = time.perf_counter() - start
         matvec_seconds = elapsed if math.isinf(matvec_seconds) else 0.8 * matvec_seconds + 0.2 * elapsed
         if mode == "auto" and step + 1 >= next_probe and step + 1 < n_select:
