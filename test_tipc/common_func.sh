@@ -6,6 +6,11 @@
 # (the TIPC convention: the position says what a line means, its key says which command-line flag
 # carries the value). "null" as a key or value means "not used". Everything here is `set -u` safe
 # and prints nothing but its result.
+#
+# Sourcing it also sets the scripts' shell options and REPO_ROOT (the repository's absolute path).
+set -u
+set -o pipefail
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # func_parser_key "KEY:VALUE" -> KEY (text before the first colon)
 func_parser_key() {

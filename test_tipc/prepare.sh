@@ -5,7 +5,8 @@
 #
 # Data (the --data_path/--category of the config's norm_train line, e.g. test_tipc/data/mvtec/bottle):
 #   a small subset (symlinks) of MVTEC_ROOT/<category> when that folder exists, MVTEC_ROOT defaulting
-#   to $PATCHCORE_SHARED/data/mvtec; otherwise a small synthetic category (tools/make_demo_data.py).
+#   to $PATCHCORE_SHARED/data/mvtec; otherwise a small synthetic category (tools/make_demo_data.py);
+#   tools/prepare_tipc_data.py does either, or nothing when the data is already there.
 # Weights (the value of --pretrained, recorded in test_tipc/data/pretrained.txt):
 #   $PATCHCORE_WEIGHTS (a .pdparams file, or "none") when set; else, for mobilenet_v2, the PyTorch
 #   weights $PATCHCORE_SHARED/weights/mobilenet_v2_imagenet_torch.pt converted once into
@@ -13,13 +14,8 @@
 # PATCHCORE_SHARED defaults to ../shared beside the repository. Point it (or MVTEC_ROOT) at a
 # folder that does not exist to prepare as on a machine without it. TIPC_PYTHON overrides the
 # config's python. Running it again only redoes what changed.
-set -u
-set -o pipefail
-
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 # shellcheck source=test_tipc/common_func.sh
-source "$SCRIPT_DIR/common_func.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common_func.sh"   # also: set -u, pipefail, REPO_ROOT
 func_parse_cli prepare.sh "$@"
 
 # Environment paths are taken relative to the caller's folder, before moving to the repo root.
@@ -75,49 +71,8 @@ else
     kind=synthetic
 fi
 echo "data: $data_source"
-# The marker file the generators leave in the category folder says what is there already.
-"$python" - "$kind" "$data_root" "$category" "$MVTEC" "$N_TRAIN" "$N_TEST_PER_CLASS" <<'PY'
-import json
-import os
-import subprocess
-import sys
-
-kind, root, category, mvtec, n_train, n_test = sys.argv[1:7]
-n_train, n_test = int(n_train), int(n_test)
-sys.path.insert(0, os.getcwd())
-from datasets.synthetic import MARKER_NAME, subset_category  # noqa: E402
-
-target = os.path.join(root, category)
-marker = os.path.join(target, MARKER_NAME)
-try:
-    with open(marker) as f:
-        info = json.load(f)
-except (OSError, ValueError):
-    info = {}
-
-if kind == "subset":
-    source = os.path.realpath(os.path.join(mvtec, category))
-    counts = info.get("counts", {})
-    up_to_date = (info.get("generator") == "datasets.synthetic.subset_category"
-                  and info.get("source") == source and info.get("seed") == 0
-                  and counts.get("train/good", 0) == min(n_train, len(os.listdir(os.path.join(source, "train", "good"))))
-                  and 0 < counts.get("test/good", 0) <= n_test)
-    if up_to_date:
-        print(f"data: {target} is up to date")
-    else:
-        print(f"data: writing {subset_category(source, root, n_train, n_test, seed=0)}")
-else:
-    wanted = {"generator": "datasets.synthetic.generate_category", "category": category, "kind": "object",
-              "seed": 0, "n_train": n_train, "n_test_good": n_test, "n_test_per_defect": n_test}
-    if all(info.get(k) == v for k, v in wanted.items()):
-        print(f"data: {target} is up to date")
-    else:
-        command = [sys.executable, "tools/make_demo_data.py", "--out", root, "--categories", f"{category}:object",
-                   "--seed", "0", "--n_train", str(n_train), "--n_test_good", str(n_test),
-                   "--n_test_per_defect", str(n_test)]
-        print("data: " + " ".join(command))
-        sys.exit(subprocess.run(command).returncode)
-PY
+"$python" tools/prepare_tipc_data.py --kind "$kind" --data_root "$data_root" --category "$category" \
+    --mvtec_root "$MVTEC" --n_train "$N_TRAIN" --n_test "$N_TEST_PER_CLASS"
 status=$?
 if [[ $status -ne 0 ]]; then
     echo "prepare failed: could not build the lite data under $data_root" >&2

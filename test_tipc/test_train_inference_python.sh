@@ -9,13 +9,8 @@
 # test_tipc/output/MODE/results_python.log. Exit code 0 only if every step succeeded.
 #
 # Environment: TIPC_PYTHON overrides the config's "python:" interpreter.
-set -u
-set -o pipefail
-
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 # shellcheck source=test_tipc/common_func.sh
-source "$SCRIPT_DIR/common_func.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common_func.sh"   # also: set -u, pipefail, REPO_ROOT
 func_parse_cli test_train_inference_python.sh "$@"
 
 cd "$REPO_ROOT" || exit 2

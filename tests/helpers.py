@@ -92,3 +92,10 @@ def check_infer_loads_no_training_code(export_dir, image, save_path, scorer_modu
     loaded = set(done.stdout.strip().splitlines()[-1].split())
     assert scorer_module in loaded and "deploy.predictor" in loaded
     assert not training_modules_in(loaded)
+
+
+def check_deployment(export_dir, model_file, train_table, data_root, category, out, scorer_module):
+    """Both deployment checks for one exported model: infer == predict == eval, and a lean infer.py."""
+    check_infer_matches_predict(export_dir, model_file, train_table, data_root, category, out)
+    image = next((data_root / category / "test" / "good").iterdir())
+    check_infer_loads_no_training_code(export_dir, image, out / "lean", scorer_module)

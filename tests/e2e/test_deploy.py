@@ -2,8 +2,7 @@
 import pytest
 
 from datasets.synthetic import write_corrupt_image
-from helpers import (FAST_TRAIN_ARGS, check_infer_loads_no_training_code, check_infer_matches_predict, infer_args,
-                     run_script)
+from helpers import FAST_TRAIN_ARGS, check_deployment, infer_args, run_script
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +25,9 @@ def test_export_writes_pdmodel_and_stats(exported):
     assert not any(n.startswith(".") for n in names)
 
 
-def test_infer_agrees_with_predict_and_eval(exported, synthetic_root):
-    check_infer_matches_predict(exported / "part_infer", exported / "part" / "part.pdparams",
-                                exported / "part" / "train_results.csv", synthetic_root, "part", exported)
-
-
-def test_infer_imports_no_training_code(exported, synthetic_root):
-    image = next((synthetic_root / "part" / "test" / "good").iterdir())
-    check_infer_loads_no_training_code(exported / "part_infer", image, exported / "lean", "models.patchcore.scorer")
+def test_infer_agrees_with_predict_and_eval_and_loads_no_training_code(exported, synthetic_root):
+    check_deployment(exported / "part_infer", exported / "part" / "part.pdparams", exported / "part" / "train_results.csv",
+                     synthetic_root, "part", exported, "models.patchcore.scorer")
 
 
 def _one_line_error(done, fragment):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from helpers import FAST_TRAIN_ARGS, check_infer_loads_no_training_code, check_infer_matches_predict, run_script
+from helpers import FAST_TRAIN_ARGS, check_deployment, run_script
 from models.model_file import AnomalyModel
 from models.registry import PADIM_LAYERS
 
@@ -46,14 +46,9 @@ def test_eval_reads_the_method_from_the_model_file(padim_runs, synthetic_root):
     assert [line.split(",")[:4] for line in trained] == [line.split(",")[:4] for line in evaluated]
 
 
-def test_export_and_infer_agree_with_predict(padim_runs, synthetic_root):
-    check_infer_matches_predict(padim_runs / "a_infer", padim_runs / "a" / "part.pdparams",
-                                padim_runs / "a" / "train_results.csv", synthetic_root, "part", padim_runs)
-
-
-def test_infer_imports_no_training_code(padim_runs, synthetic_root):
-    image = next((synthetic_root / "part" / "test" / "good").iterdir())
-    check_infer_loads_no_training_code(padim_runs / "a_infer", image, padim_runs / "lean", "models.padim.scorer")
+def test_infer_agrees_with_predict_and_eval_and_loads_no_training_code(padim_runs, synthetic_root):
+    check_deployment(padim_runs / "a_infer", padim_runs / "a" / "part.pdparams", padim_runs / "a" / "train_results.csv",
+                     synthetic_root, "part", padim_runs, "models.padim.scorer")
 
 
 def test_bad_channel_count_is_a_one_line_error(synthetic_root, tmp_path):
