@@ -71,8 +71,9 @@ else
     kind=synthetic
 fi
 echo "data: $data_source"
+# The marker file the generators leave in the category folder says what is there already.
 "$python" tools/prepare_tipc_data.py --kind "$kind" --data_root "$data_root" --category "$category" \
-    --mvtec_root "$MVTEC" --n_train "$N_TRAIN" --n_test "$N_TEST_PER_CLASS"
+    --mvtec_root "$MVTEC" --n_train "$N_TRAIN" --n_test_per_class "$N_TEST_PER_CLASS" --seed 0
 status=$?
 if [[ $status -ne 0 ]]; then
     echo "prepare failed: could not build the lite data under $data_root" >&2
