@@ -67,6 +67,8 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
     model, training_embeddings = fit(extractor, train_set, config, category, batch_size, progress)
     row: dict[str, Any] = {"category": category}
     if run_eval:
+        # The kept training features (as large as the whole fit) are not needed for evaluation.
+        training_embeddings = None
         row, model.calibration = evaluate(model, extractor, data_path, batch_size, with_pro, save_path,
                                           progress=progress)
     else:
@@ -77,6 +79,7 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
         else:
             scorer = model.scorer()
             scores = Scores.concatenate([scorer(e) for e in training_embeddings(batch_size)])
+            training_embeddings = None
         model.calibration = calibrate(scores.image_scores, scores.anomaly_maps)
     model.save(model_path(save_path, category))
     size_column = METHODS[model.method].size_column
