@@ -70,3 +70,45 @@ def test_map_is_bilinear_upsampling_then_gaussian():
 def test_channel_mismatch_is_refused():
     with pytest.raises(ValueError, match="channels"):
         PatchCoreScorer(np.zeros((4, 3), np.float32), 8)(np.zeros((1, 5, 2, 2), np.float32))
+
+
+def clustered(rng, n_clusters, per_cluster, dim, spread):
+    centres = rng.standard_normal((n_clusters, dim)) * 10
+    return (np.repeat(centres, per_cluster, 0) + rng.standard_normal((n_clusters * per_cluster, dim)) * spread)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_grouped_search_finds_the_same_nearest_entries_as_the_full_product(scale):
+    rng = np.random.default_rng(2)
+    bank = (clustered(rng, 40, 120, 24, 0.5) * scale).astype(np.float32)
+    # Queries near entries, between clusters, far away, and bank entries themselves.
+    queries = np.concatenate([bank[rng.integers(0, len(bank), 300)] + rng.standard_normal((300, 24)) * 0.3 * scale,
+                              (bank[:200] + bank[-200:]) / 2, rng.standard_normal((50, 24)) * 40 * scale,
+                              bank[::97]]).astype(np.float32)
+    grouped = MemoryBank(bank, grouped=True)
+    dists, index = grouped.search(queries, k=1)
+    assert grouped.chunk_counts["grouped"] >= 1          # the pruned path really ran
+    full = brute_force(queries, bank)
+    np.testing.assert_array_equal(index[:, 0], full.argmin(axis=1))
+    np.testing.assert_allclose(dists[:, 0], full.min(axis=1), rtol=1e-6, atol=0)
+
+
+def test_grouped_search_falls_back_where_distances_concentrate():
+    rng = np.random.default_rng(3)
+    bank = rng.standard_normal((5000, 64)).astype(np.float32)
+    queries = rng.standard_normal((400, 64)).astype(np.float32)
+    grouped = MemoryBank(bank)
+    assert grouped.groups is not None                    # large enough to be grouped by default
+    dists, index = grouped.search(queries, k=1)
+    assert grouped.chunk_counts == {"grouped": 0, "full": 1}
+    full = brute_force(queries, bank)
+    np.testing.assert_array_equal(index[:, 0], full.argmin(axis=1))
+
+
+def test_grouped_bank_answers_k_nearest_in_bank_order():
+    rng = np.random.default_rng(4)
+    bank = clustered(rng, 10, 50, 8, 0.2).astype(np.float32)
+    queries = bank[[3, 250, 499]] + 0.01
+    dists, index = MemoryBank(bank, grouped=True).search(queries, k=4)
+    full = brute_force(queries, bank)
+    np.testing.assert_array_equal(index, np.argsort(full, axis=1)[:, :4])
