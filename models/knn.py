@@ -25,6 +25,10 @@ GROUPED_MIN_ENTRIES = 4096
 # hold more than this fraction of its query x entry pairs (small products run slower than one
 # large one, so pruning has to skip most of the work to pay).
 GROUPED_MAX_VISIT = 0.4
+# After a fallback, the next chunks go straight to the full product (the first pass that found
+# pruning useless costs about a sixth of it); the gap doubles up to this many chunks, then the
+# groups are tried again, since the queries (not the bank) decide how much pruning saves.
+GROUPED_MAX_SKIP = 16
 
 
 def product_rounding_bound(dim: int) -> float:
@@ -107,6 +111,8 @@ class MemoryBank:
         self.max_chunk_bytes = max_chunk_bytes
         # Chunks answered by visiting groups / by the full product (tests and benchmarks read it).
         self.chunk_counts = {"grouped": 0, "full": 0}
+        self._skip_gap = 0      # chunks to answer with the full product before trying the groups again
+        self._skip_left = 0
 
     def __len__(self) -> int:
         return len(self.features)
@@ -147,8 +153,10 @@ class MemoryBank:
             best_pos[rows[better]] = start + local[better]
 
         own = to_centres.argmin(axis=1)
-        for g in np.unique(own):
-            visit(int(g), np.flatnonzero(own == g))
+        by_group = np.argsort(own, kind="stable")
+        bounds = np.searchsorted(own[by_group], np.arange(len(groups.sizes) + 1))
+        for g in np.flatnonzero(np.diff(bounds)):
+            visit(int(g), by_group[bounds[g]:bounds[g + 1]])
         # The best so far, exactly, bounds the nearest distance from above; a group whose centre is
         # farther than that plus its radius (less the product form's rounding) cannot beat it.
         diff = queries.astype(np.float64) - self.features[groups.order[best_pos]]
@@ -158,18 +166,25 @@ class MemoryBank:
         needed = np.sqrt(centre_sq) - groups.radius[None, :] <= upper[:, None]
         needed[np.arange(len(queries)), own] = False
         if (needed * groups.sizes).sum() > GROUPED_MAX_VISIT * len(queries) * len(self):
+            self._skip_gap = min(max(1, 2 * self._skip_gap), GROUPED_MAX_SKIP)
+            self._skip_left = self._skip_gap
             self.chunk_counts["full"] += 1
             return self._full_product(augmented_queries, 1)
         for g in np.flatnonzero(needed.any(axis=0)):
             visit(int(g), np.flatnonzero(needed[:, g]))
         self.chunk_counts["grouped"] += 1
+        self._skip_gap = 0
         return best_pos[:, None]
 
     def _nearest_indices(self, augmented_queries: np.ndarray, k: int) -> np.ndarray:
-        if self.groups is not None and k == 1:
+        if self.groups is not None and k == 1 and self._skip_left == 0:
             positions = self._grouped_nearest(augmented_queries)
         else:
+            if self.groups is not None and k == 1:
+                self._skip_left -= 1
             positions = self._full_product(augmented_queries, k)
+            if k == 1:
+                self.chunk_counts["full"] += 1
         return positions if self.groups is None else self.groups.order[positions]
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
