@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli import ARCH_NAMES, add_data_args, add_eval_args, run_cli
+from engine.cli import ARCH_NAMES, add_data_args, add_eval_args, run_cli, select_device
 from engine.trainer import evaluate_saved
 
 
@@ -23,9 +23,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    backend = select_device(args.device)
     evaluate_saved(args.data_path, args.category, args.model_dir or args.save_path, args.save_path,
                    args.batch_size, args.eval_PRO, figures=args.save_pic, arch=args.arch,
-                   pretrained=args.pretrained, progress=not args.no_progress)
+                   pretrained=args.pretrained, progress=not args.no_progress, backend=backend)
     return 0
 
 

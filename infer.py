@@ -30,7 +30,10 @@ def main() -> int:
     from deploy.benchmark import make_timer, report_benchmark
     from deploy.inference import collect_images, run_inference
     from deploy.predictor import FeaturePredictor, load_exported_model
+    from utils.runtime import select_device
 
+    # On a GPU the memory-bank search runs there too (Paddle kNN backend), not in NumPy.
+    backend = select_device("gpu" if args.use_gpu else "cpu")
     model = load_exported_model(args.stats, args.params_file)
     images = collect_images(args.input_file)
     model_name = f"{model.title}-{model.config.model.arch}"
@@ -42,7 +45,7 @@ def main() -> int:
                   lambda: FeaturePredictor(args.model_file, args.params_file, args.use_gpu, args.enable_mkldnn,
                                            args.cpu_threads, args.precision, args.use_tensorrt),
                   args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
-                  figures=not args.no_pictures, save_maps=args.save_maps, timer=timer)
+                  figures=not args.no_pictures, save_maps=args.save_maps, timer=timer, backend=backend)
     if args.enable_benchmark:
         report_benchmark(timer, args.save_path, model_name=model_name, batch_size=args.batch_size,
                          precision=args.precision, device="gpu" if args.use_gpu else "cpu",

@@ -8,6 +8,7 @@ import argparse
 
 from deploy.cli import add_decision_args, run_cli
 from deploy.inference import collect_images, run_inference
+from engine.cli import add_device_arg, select_device
 from engine.pipeline import dynamic_embedder, load_model
 
 
@@ -21,15 +22,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--save_path", default="output/predict")
     parser.add_argument("--batch_size", type=int, default=1)
     add_decision_args(parser)
+    add_device_arg(parser)
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    backend = select_device(args.device)
     model = load_model(args.model_path, args.model_dir, args.category)
     run_inference(collect_images(args.input), model, lambda: dynamic_embedder(model, args.pretrained),
                   args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
-                  figures=not args.no_pictures, save_maps=args.save_maps)
+                  figures=not args.no_pictures, save_maps=args.save_maps, backend=backend)
     return 0
 
 

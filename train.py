@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli import add_data_args, add_eval_args, add_model_args, config_from_args, run_cli
+from engine.cli import add_data_args, add_eval_args, add_model_args, config_from_args, run_cli, select_device
 from engine.trainer import train
 
 
@@ -25,8 +25,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    backend = select_device(args.device)
     train(config_from_args(args), args.data_path, args.category, args.save_path, args.batch_size, args.eval,
-          args.eval_PRO, progress=not args.no_progress)
+          args.eval_PRO, progress=not args.no_progress, backend=backend)
     return 0
 
 

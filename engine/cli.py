@@ -6,8 +6,10 @@ import argparse
 from models.registry import ARCHS, METHOD_ALIASES, METHODS, method_spec
 from utils.config import Config, DataConfig, ModelConfig, str2bool
 from utils.errors import run_cli
+from utils.runtime import DEVICES, select_device
 
-__all__ = ["ARCH_NAMES", "add_data_args", "add_eval_args", "add_model_args", "config_from_args", "run_cli"]
+__all__ = ["ARCH_NAMES", "add_data_args", "add_device_arg", "add_eval_args", "add_model_args", "config_from_args",
+           "run_cli", "select_device"]
 
 ARCH_NAMES = tuple(ARCHS)
 
@@ -45,6 +47,12 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval_PRO", action="store_true", help="also compute the PRO score (slower)")
     parser.add_argument("--save_path", default="output", help="folder of models, tables and figures")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    add_device_arg(parser)
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="where the network and the coreset/kNN run (auto: a GPU when Paddle has CUDA)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -46,8 +46,10 @@ def dynamic_embedder(model: AnomalyModel, pretrained: str | None = None) -> Call
 
 
 def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str, batch_size: int = 8,
-        progress: bool = True) -> tuple[AnomalyModel, Callable[[int], Iterator[np.ndarray]] | None]:
+        progress: bool = True, backend: str = "numpy") -> tuple[AnomalyModel, Callable[[int], Iterator[np.ndarray]] | None]:
     """Fit the configured method on the training images; embeddings are streamed batch by batch.
+
+    `backend` (see utils.runtime.select_device): "paddle" runs the method's array work on the device.
 
     Returns the model and, where the fit kept them, a replay of the training embeddings (see FitResult).
     """
@@ -56,16 +58,16 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
                   iterate_batches(train_set, batch_size, f"{category}: features", progress))
     fit_method = METHODS[config.model.method].fit_function()
     arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(train_set)), config.model,
-                                                          progress)
+                                                          progress, backend)
     stats["fit_seconds"] = time.perf_counter() - start
     model = AnomalyModel(config, category, arrays, extractor.fingerprint(), grid, fit_stats=stats)
     return model, training_embeddings
 
 
 def score_batches(model: AnomalyModel, extractor: PatchFeatureExtractor, dataset: Any, batch_size: int = 8,
-                  progress: bool = True) -> tuple[Scores, np.ndarray, np.ndarray]:
+                  progress: bool = True, backend: str = "numpy") -> tuple[Scores, np.ndarray, np.ndarray]:
     """Score a whole dataset: (Scores, masks [N,H,W], labels [N])."""
-    scorer = model.scorer()
+    scorer = model.scorer(backend)
     parts, masks, labels = [], [], []
     for images, batch_masks, batch_labels in iterate_batches(dataset, batch_size, f"{model.category}: scoring",
                                                              progress):

@@ -27,13 +27,13 @@ METRIC_COLUMNS = ("Image_AUROC", "Pixel_AUROC", "PRO_score")
 
 def evaluate(model: AnomalyModel, extractor: PatchFeatureExtractor, data_path: str, batch_size: int,
              with_pro: bool, save_path: str, figures: bool = False,
-             progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+             progress: bool = True, backend: str = "numpy") -> tuple[dict[str, Any], dict[str, Any]]:
     """Score the test split, write per-image scores (and figures).
 
     Returns the metrics row and the calibration the labelled test split implies.
     """
     test_set = MVTecDataset(data_path, model.category, "test", model.config.data)
-    scores, masks, labels = score_batches(model, extractor, test_set, batch_size, progress)
+    scores, masks, labels = score_batches(model, extractor, test_set, batch_size, progress, backend)
     metrics = compute_metrics(scores.image_scores, labels, scores.anomaly_maps, masks, with_pro)
     test_calibration = calibrate(scores.image_scores, scores.anomaly_maps, labels, masks)
     rows = [{"path": s.path, "defect": s.defect, "label": s.label, "image_score": float(v)}
@@ -61,23 +61,23 @@ def save_test_figures(model: AnomalyModel, test_set: MVTecDataset, maps: np.ndar
 
 
 def train_category(config: Config, data_path: str, category: str, save_path: str, batch_size: int,
-                   run_eval: bool, with_pro: bool, progress: bool = True) -> dict[str, Any]:
+                   run_eval: bool, with_pro: bool, progress: bool = True, backend: str = "numpy") -> dict[str, Any]:
     extractor = build_extractor(config.model)
     train_set = MVTecDataset(data_path, category, "train", config.data)
-    model, training_embeddings = fit(extractor, train_set, config, category, batch_size, progress)
+    model, training_embeddings = fit(extractor, train_set, config, category, batch_size, progress, backend)
     row: dict[str, Any] = {"category": category}
     if run_eval:
         # The kept training features (as large as the whole fit) are not needed for evaluation.
         training_embeddings = None
         row, model.calibration = evaluate(model, extractor, data_path, batch_size, with_pro, save_path,
-                                          progress=progress)
+                                          progress=progress, backend=backend)
     else:
         # No labelled split: the good training images' own scores are the reference, from the
         # embeddings the fit kept where it did (no second extraction).
         if training_embeddings is None:
-            scores = score_batches(model, extractor, train_set, batch_size, progress)[0]
+            scores = score_batches(model, extractor, train_set, batch_size, progress, backend)[0]
         else:
-            scorer = model.scorer()
+            scorer = model.scorer(backend)
             scores = Scores.concatenate([scorer(e) for e in training_embeddings(batch_size)])
             training_embeddings = None
         model.calibration = calibrate(scores.image_scores, scores.anomaly_maps)
@@ -99,11 +99,11 @@ def report(rows: list[dict[str, Any]], columns: tuple[str, ...], csv_path: str) 
 
 
 def train(config: Config, data_path: str, category: str, save_path: str, batch_size: int, run_eval: bool,
-          with_pro: bool, progress: bool = True) -> list[dict[str, Any]]:
+          with_pro: bool, progress: bool = True, backend: str = "numpy") -> list[dict[str, Any]]:
     """train.py: fit (and evaluate) every category `category` names, print and save the table."""
     categories = resolve_categories(data_path, category)
     ensure_writable_dir(save_path)
-    rows = [train_category(config, data_path, name, save_path, batch_size, run_eval, with_pro, progress)
+    rows = [train_category(config, data_path, name, save_path, batch_size, run_eval, with_pro, progress, backend)
             for name in categories]
     columns = (("category",) + (METRIC_COLUMNS if run_eval else ())
                + ("fit_seconds", METHODS[config.model.method].size_column))
@@ -113,7 +113,7 @@ def train(config: Config, data_path: str, category: str, save_path: str, batch_s
 
 def evaluate_saved(data_path: str, category: str, model_dir: str, save_path: str, batch_size: int,
                    with_pro: bool, figures: bool = False, arch: str | None = None, pretrained: str | None = None,
-                   progress: bool = True) -> list[dict[str, Any]]:
+                   progress: bool = True, backend: str = "numpy") -> list[dict[str, Any]]:
     """eval.py: evaluate the saved model of every category `category` names, print and save the table."""
     categories = resolve_categories(data_path, category)
     paths = {name: model_path(model_dir, name) for name in categories}
@@ -126,7 +126,7 @@ def evaluate_saved(data_path: str, category: str, model_dir: str, save_path: str
         model = AnomalyModel.load(path)
         model.check_arch(arch)
         extractor = rebuild_extractor(model, pretrained)
-        row, _ = evaluate(model, extractor, data_path, batch_size, with_pro, save_path, figures, progress)
+        row, _ = evaluate(model, extractor, data_path, batch_size, with_pro, save_path, figures, progress, backend)
         rows.append(row)
     report(rows, ("category",) + METRIC_COLUMNS, os.path.join(save_path, "eval_results.csv"))
     return rows

@@ -71,8 +71,9 @@ class AnomalyModel:
         """The method's display name (PatchCore, PaDiM)."""
         return METHODS[self.method].title
 
-    def scorer(self) -> Scorer:
-        return METHODS[self.method].build_scorer(self.arrays, self.config)
+    def scorer(self, backend: str = "numpy") -> Scorer:
+        """The method's scorer; backend "paddle" runs PatchCore's kNN as Paddle ops on the current device."""
+        return METHODS[self.method].build_scorer(self.arrays, self.config, backend)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "category": self.category, "config": self.config.to_dict(),

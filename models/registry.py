@@ -73,13 +73,15 @@ class MethodSpec:
     # ModelConfig keyword arguments that differ from PatchCore's, per arch where they depend on it.
     defaults: Callable[[str], dict[str, Any]]
     arrays: tuple[str, ...]                       # the arrays its model file holds
-    scorer: str                                   # "module:function(arrays, config) -> scorer"
-    fit: str                                      # "module:function(EmbeddingStream, model_config, progress) -> FitResult"
+    # "module:function(arrays, config, backend) -> scorer"; backend "numpy" or "paddle" (current device)
+    scorer: str
+    # "module:function(EmbeddingStream, model_config, progress, backend) -> FitResult"
+    fit: str
     size_column: str                              # fit_stats entry shown beside the fit time
     k_help: str = ""
 
-    def build_scorer(self, arrays: dict[str, Any], config: Any) -> Callable[[Any], Any]:
-        return _resolve(self.scorer)(arrays, config)
+    def build_scorer(self, arrays: dict[str, Any], config: Any, backend: str = "numpy") -> Callable[[Any], Any]:
+        return _resolve(self.scorer)(arrays, config, backend)
 
     def fit_function(self) -> Callable[..., Any]:
         return _resolve(self.fit)

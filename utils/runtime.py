@@ -6,6 +6,8 @@ import resource
 import sys
 import warnings
 
+from utils.errors import UserError
+
 
 def configure_environment() -> None:
     """Settings that must be in place before NumPy / Paddle load (called by `import utils`)."""
@@ -15,6 +17,26 @@ def configure_environment() -> None:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     # `import paddle` warns about a C++ extension cache that this project never compiles with.
     warnings.filterwarnings("ignore", message="No ccache found")
+
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def select_device(device: str) -> str:
+    """Put Paddle on `device` (auto = a GPU when this build and machine have one) and return the
+    array backend that goes with it: "numpy" on the CPU (BLAS beats Paddle's eager CPU kernels
+    there), "paddle" on a GPU (projection, coreset and kNN as tensor ops on the device)."""
+    import paddle
+
+    if device not in DEVICES:
+        raise UserError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "gpu" and not has_gpu:
+        raise UserError("--device gpu: no CUDA GPU is visible to this Paddle build (install paddlepaddle-gpu, "
+                        "see README) or use --device cpu")
+    use_gpu = device == "gpu" or (device == "auto" and has_gpu)
+    paddle.set_device("gpu" if use_gpu else "cpu")
+    return "paddle" if use_gpu else "numpy"
 
 
 def peak_memory_mb() -> float:

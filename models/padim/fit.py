@@ -68,9 +68,14 @@ class GaussianAccumulator:
         return (self.shift + centred_mean).astype(np.float32), inverse
 
 
-def fit_gaussians(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True) -> FitResult:
+def fit_gaussians(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True,
+                  backend: str = "numpy") -> FitResult:
     """Mean and inverse covariance per position from a stream of training embeddings (registered in
-    models.registry); the extraction loop feeding the stream shows its own progress bar."""
+    models.registry); the extraction loop feeding the stream shows its own progress bar.
+
+    The sums stay float64 NumPy on the host whatever the `backend` (the network still runs on the
+    device): their cost is small beside the extraction and float64 keeps the covariance exact.
+    """
     accumulator = GaussianAccumulator()
     start = time.perf_counter()
     for embedding in stream.batches:

@@ -46,6 +46,7 @@ class PadimScorer:
         return Scores(image_scores, maps, patch_scores.astype(np.float32, copy=False))
 
 
-def build_scorer(arrays: dict[str, np.ndarray], config: Config) -> PadimScorer:
+def build_scorer(arrays: dict[str, np.ndarray], config: Config, backend: str = "numpy") -> PadimScorer:
     """The scorer a PaDiM model file describes (registered in models.registry)."""
+    # Mahalanobis distances run on the host whatever the backend (one small product per position).
     return PadimScorer(arrays["mean"], arrays["inv_covariance"], config.data.crop_size, config.model.sigma)

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from models.model_file import EmbeddingStream, FitResult
-from models.patchcore.sampling import coreset_size, greedy_coreset, projection_matrix
+from models.patchcore.sampling import coreset_size, greedy_coreset, greedy_coreset_paddle, projection_matrix
 from utils.config import ModelConfig
 from utils.errors import UserError
 from utils.runtime import available_memory_bytes, format_bytes
@@ -38,8 +38,16 @@ def check_memory(n_images: int, grid: tuple[int, int], channels: int, needed: in
             f"use a smaller --resize/--crop_size or fewer training images")
 
 
-def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True) -> FitResult:
-    """Memory bank from a stream of training embeddings [B, C, h, w] (registered in models.registry)."""
+def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True,
+                    backend: str = "numpy") -> FitResult:
+    """Memory bank from a stream of training embeddings [B, C, h, w] (registered in models.registry).
+
+    backend "numpy": projection and selection on the CPU (greedy_coreset). "paddle": both as Paddle
+    tensor ops on the current device (a GPU after paddle.set_device("gpu")): the projection is kept
+    on the device and selected by greedy_coreset_paddle; the full features stay in host memory.
+    """
+    if backend not in ("numpy", "paddle"):
+        raise ValueError(f"backend must be 'numpy' or 'paddle', not {backend!r}")
     start = time.perf_counter()
     batches = iter(stream.batches)
     first = next(batches)
@@ -51,21 +59,33 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     check_memory(stream.n_images, (height, width), channels, fit_bytes(n_patches, channels, cfg.projection_dim, reduce))
     features = np.empty((n_patches, channels), dtype=np.float32)
     matrix = projection_matrix(channels, cfg.projection_dim, cfg.seed) if reduce else None
-    projected = np.empty((n_patches, cfg.projection_dim), dtype=np.float32) if reduce else None
+    if reduce and backend == "paddle":
+        import paddle
+
+        matrix = paddle.to_tensor(matrix)
+        projected = paddle.empty([n_patches, cfg.projection_dim], dtype="float32")
+    elif reduce:
+        projected = np.empty((n_patches, cfg.projection_dim), dtype=np.float32)
     row = 0
     for batch in itertools.chain([first], batches):
         for image in batch:
             rows = slice(row, row + per_image)
             features[rows] = image.reshape(channels, per_image).T
-            if reduce:
-                # One product per image: a patch's projection never depends on how images are batched.
+            # One product per image: a patch's projection never depends on how images are batched.
+            if reduce and backend == "paddle":
+                projected[rows] = paddle.matmul(paddle.to_tensor(features[rows]), matrix)
+            elif reduce:
                 np.matmul(features[rows], matrix, out=projected[rows])
             row += per_image
     if row != n_patches:
         raise ValueError(f"the stream promised {stream.n_images} images but held {row // per_image}")
     extracted = time.perf_counter()
-    bank = features[np.sort(greedy_coreset(projected, n_keep, cfg.seed, progress=progress))] if reduce else features
-    del projected
+    if reduce:
+        select = greedy_coreset_paddle if backend == "paddle" else greedy_coreset
+        bank = features[np.sort(select(projected, n_keep, cfg.seed, progress=progress))]
+        del projected
+    else:
+        bank = features
     done = time.perf_counter()
     stats = {"train_images": float(stream.n_images), "train_patches": float(n_patches), "bank_size": float(len(bank)),
              "feature_seconds": extracted - start, "coreset_seconds": done - extracted}
