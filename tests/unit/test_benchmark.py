@@ -17,6 +17,8 @@ def test_stage_timer_skips_warmup_and_reports_per_image():
     assert timer.images == 4                      # the first batch of 2 is warm-up
     times = timer.per_image_ms()
     assert times["inference"] >= 1.0 and times["preprocess"] >= 0.5
+    # Wall time of the timed batches: at least their stages (run one after another here).
+    assert times["end_to_end"] >= times["preprocess"] + times["inference"] + times["postprocess"] - 1e-6
     numbers = benchmark_numbers(timer, "PatchCore-resnet18", 2, "fp32", "cpu", 2, True)
     report = benchmark_report(numbers)
     for key in ("batch_size: 2", "precision: fp32", "device: cpu", "cpu_threads: 2", "enable_mkldnn: True",
@@ -44,3 +46,28 @@ def test_autolog_timer_stamps_in_autologs_order():
         with timer.stage(name, 1):
             pass
     assert calls == ["start", "stamp", "stamp", "end:True"]
+
+
+def test_reading_ahead_keeps_order_and_reports_a_bad_image_at_its_batch(tmp_path):
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from deploy.inference import preprocessed_batches
+    from utils.config import DataConfig
+    from utils.errors import UserError
+
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(path)
+        paths.append(str(path))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    data = DataConfig(resize=32, crop_size=32)
+    seen = []
+    with pytest.raises(UserError, match="bad.png"):
+        for batch, images in preprocessed_batches(paths + [str(tmp_path / "bad.png")], data, batch_size=2):
+            seen.append((batch, images))
+    assert [b for b, _ in seen] == [paths[0:2], paths[2:4]]       # the batches before the bad one
+    expected = (40 * np.arange(4) / 255.0 - data.mean[0]) / data.std[0]
+    np.testing.assert_allclose([images[j, 0, 0, 0] for _, images in seen for j in range(2)], expected, rtol=1e-5)
