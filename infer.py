@@ -29,11 +29,9 @@ def main() -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")
     from deploy.benchmark import make_timer, report_benchmark
     from deploy.inference import collect_images, run_inference
-    from deploy.predictor import FeaturePredictor, load_exported_model
-    from utils.runtime import select_device
+    from deploy.predictor import FeaturePredictor, load_exported_model, scoring_backend
 
-    # On a GPU the memory-bank search runs there too (Paddle kNN backend), not in NumPy.
-    backend = select_device("gpu" if args.use_gpu else "cpu")
+    backend = scoring_backend(args.use_gpu)
     model = load_exported_model(args.stats, args.params_file)
     images = collect_images(args.input_file)
     model_name = f"{model.title}-{model.config.model.arch}"

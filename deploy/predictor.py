@@ -9,6 +9,13 @@ from paddle import inference
 from models.model_file import AnomalyModel
 from utils.errors import UserError
 from utils.io import file_sha256
+from utils.runtime import select_device
+
+
+def scoring_backend(use_gpu: bool) -> str:
+    """The scorer's array backend for `--use_gpu`: on a GPU the memory-bank search runs there too
+    (Paddle kNN), not in NumPy on the host."""
+    return select_device("gpu" if use_gpu else "cpu")
 
 
 def load_exported_model(stats_path: str, params_path: str) -> AnomalyModel:

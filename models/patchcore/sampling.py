@@ -15,7 +15,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -125,13 +125,14 @@ class _Selection:
     off exponentially when they are not. Timing only chooses the path, never the result.
     """
 
-    def __init__(self, points: np.ndarray, n_select: int, seed: int, pool: ThreadPoolExecutor, workers: int):
+    def __init__(self, points: np.ndarray, n_select: int, pool: ThreadPoolExecutor, workers: int):
         self.points = points
         self.pool, self.workers = pool, workers
         n_points, dim = points.shape
         self.n_select = n_select
-        self.selected = np.empty(n_select, dtype=np.int64)
+        self.selected = np.empty(n_select, dtype=np.int64)        # indices of the centres (global when sharded)
         self.centres = np.empty((n_select, dim), dtype=np.float32)
+        self.centre_sqs = np.empty(n_select, dtype=np.float32)
         self.owner = np.zeros(n_points, dtype=np.int64)          # index of each point's nearest centre
         self.sq_norms = squared_norms(points)
         # Margin of the pruning tests on squared distances: 12 x the rounding bound (see pruned_step).
@@ -156,19 +157,29 @@ class _Selection:
         bounds = np.linspace(0, n_points, workers + 1).astype(int)
         self.row_ranges = list(zip(bounds[:-1], bounds[1:]))
 
-        self.selected[0] = _start_index(n_points, seed)
-        self.centres[0] = points[self.selected[0]]
-        self.matvec_step(0)
-
-    def add_centre(self, step: int) -> None:
-        """Select the farthest point as centre `step`."""
+    def local_farthest(self) -> int:
+        """Index of the point farthest from its nearest centre (lowest index on ties)."""
         index = self.farthest if self.farthest is not None else int(np.argmax(self.min_dist))
         self.farthest = None
+        return index
+
+    def set_centre(self, step: int, index: int, centre: np.ndarray, centre_sq: np.float32) -> None:
+        """Make `centre` (point `index`, squared norm `centre_sq`) centre number `step`.
+
+        Sharded selections pass centres found on other shards: the same row gives the same squared
+        norm on every shard (einsum), so every shard sees the rule's exact values.
+        """
         self.selected[step] = index
-        self.centres[step] = self.points[index]
+        self.centres[step] = centre
+        self.centre_sqs[step] = centre_sq
+
+    def add_local_centre(self, step: int, index: int | None = None) -> None:
+        """Make point `index` (default: the farthest) centre number `step`."""
+        index = self.local_farthest() if index is None else index
+        self.set_centre(step, index, self.points[index], self.sq_norms[index])
 
     def _centre_sq(self, step: int) -> np.float32:
-        return self.sq_norms[self.selected[step]]
+        return self.centre_sqs[step]
 
     def _group_centre(self, step: int) -> np.ndarray | None:
         """Put centre `step` in the group of its nearest landmark; its landmark distances (None for a
@@ -344,10 +355,15 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
     # Threads only pay on passes far larger than a thread hand-off.
     workers = cores if n_points >= THREADED_MIN_POINTS else 1
     with ThreadPoolExecutor(workers) as pool:
-        return _select(_Selection(points, n_select, seed, pool, workers), mode, progress)
+        state = _Selection(points, n_select, pool, workers)
+        state.add_local_centre(0, _start_index(n_points, seed))
+        return _select(state, mode, progress, state.add_local_centre)
 
 
-def _select(state: _Selection, mode: str, progress: bool) -> np.ndarray:
+def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[int], None]) -> np.ndarray:
+    """Steps 0..n_select-1 (centre 0 is set): the distances to each new centre, by the cheaper kind
+    of step (see _Selection); `add_centre(step)` sets centre `step` from the current distances."""
+    state.matvec_step(0)
     n_points, n_select = len(state.points), state.n_select
     pruning = mode == "pruned"
     if pruning:
@@ -365,7 +381,7 @@ def _select(state: _Selection, mode: str, progress: bool) -> np.ndarray:
 
     steps = range(1, n_select)
     for step in tqdm(steps, desc="coreset", unit="pt", mininterval=1.0) if progress else steps:
-        state.add_centre(step)
+        add_centre(step)
         if pruning:
             start = time.perf_counter()
             if not state.pruned_step(step, max_candidates):
@@ -418,3 +434,42 @@ def greedy_coreset_paddle(points: "paddle.Tensor | np.ndarray", n_select: int, s
         chosen = paddle.argmax(nearest, axis=0, keepdim=True)        # first index of the maximum
         selected.append(chosen)
     return paddle.concat(selected).numpy().astype(np.int64)
+
+
+# A shard's proposal for the next centre: [distance, global index, squared norm, vector...], float64
+# (each float32 value and every index below 2^53 is exact in it).
+Exchange = Callable[[np.ndarray], np.ndarray]
+
+
+def greedy_coreset_sharded(points: np.ndarray, first_index: int, n_total: int, n_select: int, exchange: Exchange,
+                           seed: int = 0, progress: bool = False, workers: int = 1) -> np.ndarray:
+    """greedy_coreset over points split between processes: the same indices as one process.
+
+    This process holds rows `first_index` .. `first_index + len(points) - 1` of the `n_total`
+    points. At every step each shard proposes its farthest point; `exchange` (an all-gather) gives
+    every shard every proposal, in rank order, and all agree on the largest distance, the lowest
+    global index on ties: the single-process rule. Each shard then updates its own distances with
+    the same mixed mat-vec / pruned steps. Returns the global indices (identical on every shard).
+    """
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    n_select = min(n_select, n_total)
+
+    def agree(step: int, local: int | None, distance: float) -> None:
+        proposal = np.full(3 + points.shape[1], -np.inf)
+        if local is not None:
+            proposal[:3] = distance, first_index + local, state.sq_norms[local]
+            proposal[3:] = points[local]
+        proposals = exchange(proposal)
+        farthest = proposals[:, 0] == proposals[:, 0].max()
+        winner = proposals[farthest][np.argmin(proposals[farthest, 1])]
+        state.set_centre(step, int(winner[1]), winner[3:].astype(np.float32), np.float32(winner[2]))
+
+    def add_centre(step: int) -> None:
+        local = state.local_farthest()
+        agree(step, local, float(state.min_dist[local]))
+
+    with ThreadPoolExecutor(workers) as pool:
+        state = _Selection(points, n_select, pool, workers)
+        start = _start_index(n_total, seed) - first_index
+        agree(0, start if 0 <= start < len(points) else None, np.inf)
+        return _select(state, "auto", progress, add_centre)
