@@ -11,9 +11,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from engine.distributed import make_shard
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
 from models.model_file import AnomalyModel, EmbeddingStream, model_path
 from models.registry import METHODS
+from models.sharding import Shard, shard_bounds
 from models.scoring import Scores
 from utils.config import Config
 from utils.errors import UserError
@@ -27,6 +29,24 @@ def iterate_batches(dataset: Any, batch_size: int, desc: str,
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         yield (np.stack([it[0] for it in items]), np.stack([it[1] for it in items]),
                np.array([it[2] for it in items], dtype=np.int64))
+
+
+class ImageRange:
+    """Items first .. last-1 of a dataset, as a dataset."""
+
+    def __init__(self, dataset: Any, first: int, last: int):
+        self.dataset, self.first, self.last = dataset, first, last
+
+    def __len__(self) -> int:
+        return self.last - self.first
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[self.first + index]
+
+
+def shard_images(dataset: Any, shard: Shard) -> ImageRange:
+    """The images of `dataset` this rank extracts (all of them in a plain run)."""
+    return ImageRange(dataset, shard.first_image, shard_bounds(len(dataset), shard.world_size)[shard.rank + 1])
 
 
 def rebuild_extractor(model: AnomalyModel, pretrained: str | None = None) -> PatchFeatureExtractor:
@@ -54,11 +74,15 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
     Returns the model and, where the fit kept them, a replay of the training embeddings (see FitResult).
     """
     start = time.perf_counter()
-    embeddings = (extract(extractor, images) for images, _, _ in
-                  iterate_batches(train_set, batch_size, f"{category}: features", progress))
+    # Under paddle.distributed.launch this process extracts only its shard of the images.
+    shard = make_shard(len(train_set))
+    images = shard_images(train_set, shard)
+    progress = progress and shard.is_main
+    embeddings = (extract(extractor, batch) for batch, _, _ in
+                  iterate_batches(images, batch_size, f"{category}: features", progress))
     fit_method = METHODS[config.model.method].fit_function()
-    arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(train_set)), config.model,
-                                                          progress, backend)
+    arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(images)), config.model,
+                                                          progress, backend, shard)
     stats["fit_seconds"] = time.perf_counter() - start
     model = AnomalyModel(config, category, arrays, extractor.fingerprint(), grid, fit_stats=stats)
     return model, training_embeddings

@@ -9,12 +9,14 @@ from tqdm import tqdm
 
 from datasets.mvtec import MVTecDataset, resolve_categories
 from datasets.preprocess import load_image, resized_rgb
-from engine.pipeline import fit, rebuild_extractor, score_batches
+from engine.distributed import is_main_process, make_shard
+from engine.pipeline import fit, rebuild_extractor, score_batches, shard_images
 from models.calibration import calibrate
 from models.feature_extractor import PatchFeatureExtractor, build_extractor
 from models.model_file import AnomalyModel, model_path
 from models.registry import METHODS
 from models.scoring import Scores
+from models.sharding import Shard
 from utils.config import Config
 from utils.errors import UserError
 from utils.io import ensure_writable_dir
@@ -64,27 +66,46 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
                    run_eval: bool, with_pro: bool, progress: bool = True, backend: str = "numpy") -> dict[str, Any]:
     extractor = build_extractor(config.model)
     train_set = MVTecDataset(data_path, category, "train", config.data)
+    shard = make_shard(len(train_set))
     model, training_embeddings = fit(extractor, train_set, config, category, batch_size, progress, backend)
     row: dict[str, Any] = {"category": category}
     if run_eval:
         # The kept training features (as large as the whole fit) are not needed for evaluation.
         training_embeddings = None
+        if not shard.is_main:
+            return row          # rank 0 evaluates and writes
         row, model.calibration = evaluate(model, extractor, data_path, batch_size, with_pro, save_path,
                                           progress=progress, backend=backend)
     else:
         # No labelled split: the good training images' own scores are the reference, from the
-        # embeddings the fit kept where it did (no second extraction).
+        # embeddings the fit kept where it did (no second extraction); each rank scores its own.
         if training_embeddings is None:
-            scores = score_batches(model, extractor, train_set, batch_size, progress, backend)[0]
+            scores = score_batches(model, extractor, shard_images(train_set, shard), batch_size,
+                                   progress and shard.is_main, backend)[0]
         else:
             scorer = model.scorer(backend)
             scores = Scores.concatenate([scorer(e) for e in training_embeddings(batch_size)])
             training_embeddings = None
-        model.calibration = calibrate(scores.image_scores, scores.anomaly_maps)
+        model.calibration = calibrate_good_images(scores, shard)
+        if not shard.is_main:
+            return row
     model.save(model_path(save_path, category))
     size_column = METHODS[model.method].size_column
     row.update({"fit_seconds": model.fit_stats["fit_seconds"], size_column: int(model.fit_stats[size_column])})
     return row
+
+
+def calibrate_good_images(scores: Scores, shard: Shard) -> dict[str, Any]:
+    """Good-only calibration over every rank's training images.
+
+    The rule needs the images' scores and the range of their maps, so that is all that is gathered
+    from the ranks (a plain run passes its maps as they are).
+    """
+    if shard.world_size == 1:
+        return calibrate(scores.image_scores, scores.anomaly_maps)
+    maps = scores.anomaly_maps
+    extremes = shard.gather_rows(np.array([maps.min(), maps.max()], dtype=maps.dtype))
+    return calibrate(shard.gather_rows(scores.image_scores), extremes)
 
 
 def report(rows: list[dict[str, Any]], columns: tuple[str, ...], csv_path: str) -> str:
@@ -105,6 +126,8 @@ def train(config: Config, data_path: str, category: str, save_path: str, batch_s
     ensure_writable_dir(save_path)
     rows = [train_category(config, data_path, name, save_path, batch_size, run_eval, with_pro, progress, backend)
             for name in categories]
+    if not is_main_process():
+        return rows             # rank 0 prints and saves the table
     columns = (("category",) + (METRIC_COLUMNS if run_eval else ())
                + ("fit_seconds", METHODS[config.model.method].size_column))
     report(rows, columns, os.path.join(save_path, "train_results.csv"))

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.model_file import EmbeddingStream, FitResult
+from models.sharding import Shard
 from utils.config import ModelConfig
 from utils.errors import UserError
 
@@ -47,6 +48,24 @@ class GaussianAccumulator:
         self.outer += np.matmul(x.transpose(0, 2, 1), x)
         self.count += batch
 
+    def merge_shards(self, shard: Shard) -> None:
+        """Sum the accumulators of every rank (float64), each first moved to rank 0's shift.
+
+        With y = x - s_r and d = s_r - s_0: sum(x - s_0) = sum(y) + n d and
+        sum((x - s_0)(x - s_0)^T) = sum(y y^T) + sum(y) d^T + d sum(y)^T + n d d^T. Rank 0's own
+        shift is the one a single process would use (its first batch), so the result differs from
+        the single-process sums by rounding only.
+        """
+        shifts = shard.all_gather(self.shift)
+        delta = self.shift - shifts[0]
+        outer = (self.outer + self.sum[:, :, None] * delta[:, None, :] + delta[:, :, None] * self.sum[:, None, :]
+                 + self.count * delta[:, :, None] * delta[:, None, :])
+        total = self.sum + self.count * delta
+        self.outer = shard.all_reduce_sum(outer)
+        self.sum = shard.all_reduce_sum(total)
+        self.count = int(shard.all_reduce_sum(np.array([self.count], dtype=np.float64))[0])
+        self.shift = shifts[0]
+
     def gaussians(self, regularization: float = REGULARIZATION,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(mean [P, C], inverse of cov + regularization I [P, C, C]), float32; unbiased covariance."""
@@ -69,22 +88,27 @@ class GaussianAccumulator:
 
 
 def fit_gaussians(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True,
-                  backend: str = "numpy") -> FitResult:
+                  backend: str = "numpy", shard: Shard | None = None) -> FitResult:
     """Mean and inverse covariance per position from a stream of training embeddings (registered in
     models.registry); the extraction loop feeding the stream shows its own progress bar.
 
     The sums stay float64 NumPy on the host whatever the `backend` (the network still runs on the
     device): their cost is small beside the extraction and float64 keeps the covariance exact.
+    With a `shard` (multi-process fit) each rank sums its own images and the sums are all-reduced.
     """
     accumulator = GaussianAccumulator()
     start = time.perf_counter()
     for embedding in stream.batches:
         accumulator.update(embedding)
+    shard = shard or Shard()
+    split_stats = shard.fit_stats(accumulator.count)
+    if shard.world_size > 1:
+        accumulator.merge_shards(shard)
     accumulated = time.perf_counter()
     mean, inverse = accumulator.gaussians(progress=progress)
     done = time.perf_counter()
     stats = {"train_images": float(accumulator.count), "channels": float(mean.shape[1]),
              # Extraction is included: it is interleaved with the accumulation, batch by batch.
              "positions": float(mean.shape[0]), "accumulate_seconds": accumulated - start,
-             "invert_seconds": done - accumulated}
+             "invert_seconds": done - accumulated, **split_stats}
     return FitResult({"mean": mean, "inv_covariance": inverse}, accumulator.grid, stats)

@@ -13,7 +13,9 @@ from typing import Iterator
 import numpy as np
 
 from models.model_file import EmbeddingStream, FitResult
-from models.patchcore.sampling import coreset_size, greedy_coreset, greedy_coreset_paddle, projection_matrix
+from models.patchcore.sampling import (coreset_size, greedy_coreset, greedy_coreset_paddle, greedy_coreset_sharded,
+                                       projection_matrix)
+from models.sharding import Shard
 from utils.config import ModelConfig
 from utils.errors import UserError
 from utils.runtime import available_memory_bytes, format_bytes
@@ -39,12 +41,16 @@ def check_memory(n_images: int, grid: tuple[int, int], channels: int, needed: in
 
 
 def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True,
-                    backend: str = "numpy") -> FitResult:
+                    backend: str = "numpy", shard: Shard | None = None) -> FitResult:
     """Memory bank from a stream of training embeddings [B, C, h, w] (registered in models.registry).
 
     backend "numpy": projection and selection on the CPU (greedy_coreset). "paddle": both as Paddle
     tensor ops on the current device (a GPU after paddle.set_device("gpu")): the projection is kept
     on the device and selected by greedy_coreset_paddle; the full features stay in host memory.
+
+    `shard` (a multi-process fit, see models.sharding): the stream holds this rank's images only;
+    the selection runs over all ranks' patches (greedy_coreset_sharded, on the host) and the chosen
+    full-dimension features are gathered, so every rank ends with the bank of a single-process fit.
     """
     if backend not in ("numpy", "paddle"):
         raise ValueError(f"backend must be 'numpy' or 'paddle', not {backend!r}")
@@ -53,9 +59,12 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     first = next(batches)
     _, channels, height, width = first.shape
     per_image = height * width
-    n_patches = stream.n_images * per_image
-    n_keep = coreset_size(n_patches, cfg.k)
-    reduce = n_keep < n_patches
+    shard = shard or Shard(total_images=stream.n_images)
+    sharded = shard.world_size > 1
+    n_patches = stream.n_images * per_image                   # this rank's
+    n_total = (shard.total_images or stream.n_images) * per_image
+    n_keep = coreset_size(n_total, cfg.k)
+    reduce = n_keep < n_total
     check_memory(stream.n_images, (height, width), channels, fit_bytes(n_patches, channels, cfg.projection_dim, reduce))
     features = np.empty((n_patches, channels), dtype=np.float32)
     matrix = projection_matrix(channels, cfg.projection_dim, cfg.seed) if reduce else None
@@ -80,15 +89,28 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     if row != n_patches:
         raise ValueError(f"the stream promised {stream.n_images} images but held {row // per_image}")
     extracted = time.perf_counter()
-    if reduce:
-        select = greedy_coreset_paddle if backend == "paddle" else greedy_coreset
-        bank = features[np.sort(select(projected, n_keep, cfg.seed, progress=progress))]
-        del projected
+    if not reduce:
+        mine = np.arange(n_patches)
+    elif sharded:
+        offset = shard.first_image * per_image
+        projected = projected.numpy() if backend == "paddle" else projected
+        selected = greedy_coreset_sharded(projected, offset, n_total, n_keep, shard.all_gather, cfg.seed,
+                                          progress=progress and shard.is_main, workers=shard.threads or 1)
+        selected = np.sort(selected)
+        mine = selected[(selected >= offset) & (selected < offset + n_patches)] - offset
     else:
-        bank = features
+        select = greedy_coreset_paddle if backend == "paddle" else greedy_coreset
+        mine = np.sort(select(projected, n_keep, cfg.seed, progress=progress))
+    projected = None
+    selected_at = time.perf_counter()
+    # Ranks hold consecutive patch ranges, so rank order is global order: the single-process bank.
+    bank = shard.gather_rows(features[mine]) if sharded else (features[mine] if reduce else features)
     done = time.perf_counter()
-    stats = {"train_images": float(stream.n_images), "train_patches": float(n_patches), "bank_size": float(len(bank)),
-             "feature_seconds": extracted - start, "coreset_seconds": done - extracted}
+    stats = {"train_images": float(n_total // per_image), "train_patches": float(n_total),
+             "bank_size": float(len(bank)), "feature_seconds": extracted - start,
+             "coreset_seconds": selected_at - extracted, **shard.fit_stats(stream.n_images)}
+    if sharded:
+        stats["gather_seconds"] = done - selected_at
 
     def training_embeddings(batch_size: int) -> Iterator[np.ndarray]:
         grid = features.reshape(stream.n_images, height, width, channels)

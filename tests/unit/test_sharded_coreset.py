@@ -63,3 +63,4 @@ def test_sharded_selection_equals_one_process(kind, bounds):
             raise failure
     for indices in results:
         np.testing.assert_array_equal(indices, expected)
+

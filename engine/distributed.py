@@ -1,0 +1,83 @@
+"""Multi-process fit under `python -m paddle.distributed.launch` (NCCL on GPUs, gloo on CPUs).
+
+The launcher's environment (PADDLE_TRAINERS_NUM, PADDLE_TRAINER_ID) says whether this process is one
+of several; a plain `python train.py` has none of it and stays a single process. The collectives
+are paddle.distributed's, wrapped for NumPy arrays; a collective that fails because another worker
+has stopped becomes a one-line error, so every rank ends with one line instead of a traceback.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from models.sharding import Shard, shard_bounds
+from utils.errors import UserError
+
+_initialised = False
+
+
+def launched_world() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment; (0, 1) for a plain run."""
+    return int(os.environ.get("PADDLE_TRAINER_ID", 0)), int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
+
+
+def is_main_process() -> bool:
+    return launched_world()[0] == 0
+
+
+def _init() -> None:
+    global _initialised
+    if not _initialised:
+        import paddle.distributed as dist
+
+        dist.init_parallel_env()
+        _initialised = True
+
+
+def _collective(run, array: np.ndarray):
+    try:
+        return run(array)
+    except RuntimeError as err:
+        rank = launched_world()[0]
+        raise UserError(f"worker {rank}: another worker stopped during the distributed fit "
+                        f"({str(err).strip().splitlines()[-1][:120]}); see its log for the cause") from None
+
+
+def _all_gather(array: np.ndarray) -> np.ndarray:
+    import paddle
+    import paddle.distributed as dist
+
+    def run(a: np.ndarray) -> np.ndarray:
+        parts: list = []
+        dist.all_gather(parts, paddle.to_tensor(np.ascontiguousarray(a)))
+        return np.stack([p.numpy() for p in parts])
+
+    return _collective(run, array)
+
+
+def _all_reduce_sum(array: np.ndarray) -> np.ndarray:
+    import paddle
+    import paddle.distributed as dist
+
+    def run(a: np.ndarray) -> np.ndarray:
+        tensor = paddle.to_tensor(np.ascontiguousarray(a))
+        dist.all_reduce(tensor)
+        return tensor.numpy()
+
+    return _collective(run, array)
+
+
+def make_shard(n_images: int) -> Shard:
+    """This process's part of a fit on `n_images` training images (everything for a plain run)."""
+    rank, world_size = launched_world()
+    if world_size == 1:
+        return Shard(total_images=n_images)
+    if n_images < world_size:
+        raise UserError(f"{n_images} training images cannot be split over {world_size} workers")
+    _init()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_workers = int(os.environ.get("PADDLE_LOCAL_SIZE", world_size))
+    bounds = shard_bounds(n_images, world_size)
+    return Shard(rank=rank, world_size=world_size, first_image=bounds[rank], total_images=n_images,
+                 threads=max(1, cores // local_workers), all_gather=_all_gather, all_reduce_sum=_all_reduce_sum)

@@ -1,0 +1,63 @@
+"""How a fit is split between processes: this process's training images and the collectives that
+join the shards. Fit code sees only this record; engine/distributed.py fills it from
+paddle.distributed under `python -m paddle.distributed.launch`, and a plain run uses `Shard()`.
+
+The split is fixed by image index: with N images and W processes, rank r extracts the contiguous
+images [r N / W, (r + 1) N / W) (integer division), so its patches are one contiguous range of the
+global patch numbering and every rank knows every other rank's range.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+def shard_bounds(n_images: int, world_size: int) -> list[int]:
+    """First image of every rank, then n_images: rank r holds images bounds[r] .. bounds[r+1]-1."""
+    return [r * n_images // world_size for r in range(world_size)] + [n_images]
+
+
+def _gather_alone(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array)[None]
+
+
+def _reduce_alone(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array)
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int = 0
+    world_size: int = 1
+    first_image: int = 0
+    total_images: int | None = None     # None: the whole stream is all there is (a plain run)
+    threads: int | None = None          # worker threads for this process's array work (None: all cores)
+    # Same-shaped array from every rank -> stacked [world_size, ...] in rank order.
+    all_gather: Callable[[np.ndarray], np.ndarray] = field(default=_gather_alone, repr=False)
+    # float64 array -> its sum over the ranks.
+    all_reduce_sum: Callable[[np.ndarray], np.ndarray] = field(default=_reduce_alone, repr=False)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that shows progress and writes files."""
+        return self.rank == 0
+
+    def fit_stats(self, n_images: int) -> dict[str, float]:
+        """What a model file records of the split: world size and images per rank (`n_images` here)."""
+        stats = {"world_size": float(self.world_size)}
+        if self.world_size > 1:
+            counts = self.all_gather(np.array([n_images], dtype=np.int64))[:, 0]
+            stats.update({f"rank{r}_images": float(n) for r, n in enumerate(counts)})
+        return stats
+
+    def gather_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Every rank's rows [n_r, ...] (any n_r), concatenated in rank order, on every rank."""
+        if self.world_size == 1:
+            return rows
+        counts = self.all_gather(np.array([len(rows)], dtype=np.int64))[:, 0]
+        padded = np.zeros((int(counts.max()),) + rows.shape[1:], dtype=rows.dtype)
+        padded[:len(rows)] = rows
+        stacked = self.all_gather(padded)
+        return np.concatenate([stacked[r, :counts[r]] for r in range(self.world_size)])

@@ -1,0 +1,49 @@
+"""train.py under `python -m paddle.distributed.launch` with 2 CPU workers (gloo): the model file must
+equal the single-process one (same seed, same images)."""
+import sys
+
+import numpy as np
+import pytest
+
+from models.model_file import AnomalyModel
+from tests.helpers import FAST_TRAIN_ARGS, ROOT, run_script
+
+
+def launch(*args: str, log_dir) -> "subprocess.CompletedProcess[str]":  # noqa: F821
+    return run_script("-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(log_dir),
+                      "train.py", *args, cwd=ROOT)
+
+
+@pytest.mark.parametrize("method", ["coreset", "padim"])
+def test_two_workers_fit_the_single_process_model(synthetic_root, tmp_path, method):
+    common = ["--data_path", str(synthetic_root), "--category", "fabric", "--method", method, *FAST_TRAIN_ARGS,
+              "--batch_size", "3", "--no_progress"]
+    single = run_script("train.py", *common, "--save_path", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr
+    done = launch(*common, "--save_path", str(tmp_path / "two"), log_dir=tmp_path / "log")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    one = AnomalyModel.load(str(tmp_path / "one" / "fabric.pdparams"))
+    two = AnomalyModel.load(str(tmp_path / "two" / "fabric.pdparams"))
+    assert two.fit_stats["world_size"] == 2 and one.fit_stats["world_size"] == 1
+    assert two.fit_stats["rank0_images"] + two.fit_stats["rank1_images"] == one.fit_stats["train_images"]
+    for name, array in one.arrays.items():
+        if method == "coreset":
+            np.testing.assert_array_equal(two.arrays[name], array)        # bitwise
+        else:
+            np.testing.assert_allclose(two.arrays[name], array, rtol=1e-5, atol=1e-6)
+    for key in ("image_threshold", "pixel_threshold", "pixel_max"):
+        assert two.calibration[key] == pytest.approx(one.calibration[key], rel=1e-5)
+    # Only rank 0 writes: one model, one table.
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["fabric.pdparams", "train_results.csv"]
+
+
+def test_a_failing_worker_ends_the_run_with_one_line(tmp_path):
+    done = launch("--data_path", str(tmp_path / "missing"), "--category", "x", *FAST_TRAIN_ARGS,
+                  "--save_path", str(tmp_path / "out"), log_dir=tmp_path / "log")
+    assert done.returncode == 2
+    worker_log = (tmp_path / "log" / "workerlog.0").read_text()
+    assert "Traceback" not in worker_log and "error:" in worker_log
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
