@@ -19,6 +19,7 @@ from models.sharding import Shard, shard_bounds
 from models.scoring import Scores
 from utils.config import Config
 from utils.errors import UserError
+from utils.runtime import peak_memory_mb
 
 
 def iterate_batches(dataset: Any, batch_size: int, desc: str,
@@ -84,6 +85,9 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
     arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(images)), config.model,
                                                           progress, backend, shard)
     stats["fit_seconds"] = time.perf_counter() - start
+    peaks = shard.all_gather(np.array([peak_memory_mb()]))[:, 0]
+    stats.update({"peak_memory_mb": float(peaks.max())} if shard.world_size == 1 else
+                 {f"rank{r}_peak_memory_mb": float(p) for r, p in enumerate(peaks)})
     model = AnomalyModel(config, category, arrays, extractor.fingerprint(), grid, fit_stats=stats)
     return model, training_embeddings
 
