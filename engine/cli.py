@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from models.registry import ARCHS, METHOD_ALIASES, METHODS, method_spec
-from models.feature_extractor import check_aggregation
+from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
 from utils.config import AGGREGATIONS, Config, DataConfig, ModelConfig, str2bool
 from utils.errors import run_cli
 

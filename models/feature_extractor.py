@@ -15,8 +15,8 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from models.backbones import build_backbone_stages, weights_fingerprint
-from models.registry import STAGE_NAMES, arch_spec
-from utils.config import AGGREGATIONS, ModelConfig
+from models.registry import STAGE_NAMES, arch_spec, check_aggregation
+from utils.config import ModelConfig
 from utils.errors import UserError
 
 
@@ -100,21 +100,6 @@ def unfold_aggregate(maps: Sequence[paddle.Tensor], pretrain_dim: int, target_di
     stacked = paddle.concat(pooled, axis=1).reshape([-1, 1, len(maps) * pretrain_dim])
     embedding = F.adaptive_avg_pool1d(stacked, target_dim).reshape([-1, height, width, target_dim])
     return embedding.transpose([0, 3, 1, 2])
-
-
-def check_aggregation(cfg: ModelConfig) -> None:
-    """Refuse, in one line, an aggregation setting the method or the other settings cannot use."""
-    if cfg.aggregation not in AGGREGATIONS:
-        raise UserError(f"unknown --aggregation '{cfg.aggregation}'; choose one of {', '.join(AGGREGATIONS)}")
-    if cfg.aggregation != "unfold":
-        return
-    if cfg.method != "patchcore":
-        raise UserError(f"--aggregation unfold is PatchCore's; {cfg.method} has no local aggregation to replace")
-    if not cfg.local_aggregation:
-        raise UserError("--aggregation unfold is a local aggregation: it cannot go with --local_aggregation False")
-    if min(cfg.pretrain_embed_dim, cfg.target_embed_dim) < 1:
-        raise UserError(f"--pretrain_embed_dim and --target_embed_dim must be at least 1, not "
-                        f"{cfg.pretrain_embed_dim} / {cfg.target_embed_dim}")
 
 
 def embedding_channels(arch: str, layers: Sequence[str]) -> int:

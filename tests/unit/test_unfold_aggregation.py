@@ -3,8 +3,9 @@ import numpy as np
 import paddle
 import pytest
 
-from models.feature_extractor import build_extractor, check_aggregation, unfold_aggregate
+from models.feature_extractor import build_extractor, unfold_aggregate
 from models.model_file import AnomalyModel
+from models.registry import check_aggregation
 from utils.config import Config, ModelConfig
 from utils.errors import UserError
 
