@@ -21,11 +21,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from compare_methods import benchmark_numbers, run, train_export_infer  # noqa: E402
+from compare_methods import benchmark_numbers, report, run, train_export_infer  # noqa: E402
 from models.registry import ARCHS  # noqa: E402
 from tools.compare_outputs import load_outputs, relative_differences  # noqa: E402
 from utils.config import AGGREGATIONS, ModelConfig  # noqa: E402
-from utils.table import format_table, write_csv  # noqa: E402
 
 COLUMNS = ("aggregation", "embed_dim", "bank_patches", "bank_MB", "Image_AUROC", "Pixel_AUROC", "PRO_score",
            "fit_seconds", "infer_ms_per_img", "extract_ms_per_img", "score_ms_per_img", "infer_vs_predict")
@@ -70,11 +69,8 @@ def measure(args: argparse.Namespace, aggregation: str) -> dict[str, object]:
 def main() -> int:
     args = parse_args()
     rows = [measure(args, aggregation) for aggregation in args.aggregations.split(",")]
-    print(f"{args.category}, {args.arch}, --k {args.k}, {args.cpu_threads} CPU threads")
-    print(format_table(rows, COLUMNS))
-    path = os.path.join(args.save_path, "aggregation.csv")
-    write_csv(path, rows, COLUMNS)
-    print(f"saved {path}")
+    report(f"{args.category}, {args.arch}, --k {args.k}, {args.cpu_threads} CPU threads", rows, COLUMNS,
+           os.path.join(args.save_path, "aggregation.csv"))
     return 0
 
 

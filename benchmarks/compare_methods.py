@@ -99,14 +99,19 @@ def measure(args: argparse.Namespace, method: str, k: str | None) -> dict[str, o
     return row
 
 
+def report(title: str, rows: list[dict[str, object]], columns: tuple[str, ...], path: str) -> None:
+    """Print the title and the table, save the table as CSV at `path`."""
+    print(title)
+    print(format_table(rows, columns))
+    write_csv(path, rows, columns)
+    print(f"saved {path}")
+
+
 def main() -> int:
     args = parse_args()
     rows = [measure(args, "coreset", args.coreset_k), measure(args, "padim", args.padim_k)]
-    print(f"{args.category}, {args.arch}, {args.cpu_threads} CPU threads")
-    print(format_table(rows, COLUMNS))
-    path = os.path.join(args.save_path, "compare_methods.csv")
-    write_csv(path, rows, COLUMNS)
-    print(f"saved {path}")
+    report(f"{args.category}, {args.arch}, {args.cpu_threads} CPU threads", rows, COLUMNS,
+           os.path.join(args.save_path, "compare_methods.csv"))
     return 0
 
 
