@@ -44,7 +44,8 @@ class PatchFeatureExtractor(nn.Layer):
         # --aggregation unfold: (pretrain_embed_dim, target_embed_dim). Also a persistable buffer,
         # so the two lengths are part of the fingerprint and of the exported parameters (a stats
         # file of an unfold model is refused with the parameters of an avgpool export and vice
-        # versa). An avgpool extractor has no such buffer: its fingerprint is what it always was.
+        # versa; forward reads the buffer, else the classic program export drops it as unused).
+        # An avgpool extractor has no such buffer: its fingerprint is what it always was.
         self.unfold_dims = None if unfold_dims is None else tuple(int(d) for d in unfold_dims)
         if self.unfold_dims is not None:
             self.register_buffer("unfold_embed_dims", paddle.to_tensor(np.asarray(self.unfold_dims, dtype=np.int64)),
@@ -66,7 +67,9 @@ class PatchFeatureExtractor(nn.Layer):
             if index in self.layer_indices:
                 maps.append(self.smooth(x) if self.smooth is not None else x)
         if self.unfold_dims is not None:
-            return unfold_aggregate(maps, *self.unfold_dims)
+            # Times exactly 1 (the lengths are positive): keeps the buffer in the exported graph.
+            kept = paddle.cast(self.unfold_embed_dims.min() > 0, "float32")
+            return unfold_aggregate(maps, *self.unfold_dims) * kept
         grid = maps[0].shape[-2:]
         maps = [maps[0]] + [F.interpolate(m, size=grid, mode="bilinear", align_corners=False) for m in maps[1:]]
         embedding = paddle.concat(maps, axis=1)
