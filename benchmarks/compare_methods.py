@@ -65,12 +65,15 @@ def benchmark_numbers(results_dir: str) -> dict[str, float]:
     return {column: float(numbers[key]) for key, column in BENCHMARK_KEYS.items()}
 
 
-def measure(args: argparse.Namespace, method: str, k: str | None) -> dict[str, object]:
-    """Train, evaluate, export and benchmark one method; one table row."""
-    out = os.path.join(os.path.abspath(args.save_path), method)
-    run("train.py", "--data_path", args.data_path, "--category", args.category, "--method", method,
-        "--arch", args.arch, "--pretrained", args.pretrained, *(("--k", k) if k is not None else ()),
-        "--eval", "--eval_PRO", "--save_path", out, "--no_progress")
+def train_export_infer(args: argparse.Namespace, name: str, train_args: tuple[str, ...],
+                       save_maps: bool = False) -> tuple[dict[str, str], str, list[str], str]:
+    """train.py --eval --eval_PRO, export_model.py, infer.py --enable_benchmark on the test split.
+
+    Returns train.py's result row, the model file, the exported files and infer.py's output folder.
+    """
+    out = os.path.join(os.path.abspath(args.save_path), name)
+    run("train.py", "--data_path", args.data_path, "--category", args.category, "--arch", args.arch,
+        "--pretrained", args.pretrained, *train_args, "--eval", "--eval_PRO", "--save_path", out, "--no_progress")
     with open(os.path.join(out, "train_results.csv")) as f:
         trained = next(r for r in csv.DictReader(f) if r["category"] == args.category)
     model_file = os.path.join(out, f"{args.category}.pdparams")
@@ -80,7 +83,15 @@ def measure(args: argparse.Namespace, method: str, k: str | None) -> dict[str, o
     results_dir = os.path.join(out, "infer_results")
     run("infer.py", "--model_file", deployed[0], "--params_file", deployed[1], "--stats", deployed[2],
         "--input_file", os.path.join(args.data_path, args.category, "test"), "--batch_size", "1",
-        "--cpu_threads", str(args.cpu_threads), "--enable_benchmark", "True", "--no_pictures", "--save_path", results_dir)
+        "--cpu_threads", str(args.cpu_threads), "--enable_benchmark", "True", "--no_pictures", "--save_path", results_dir,
+        *(("--save_maps",) if save_maps else ()))
+    return trained, model_file, deployed, results_dir
+
+
+def measure(args: argparse.Namespace, method: str, k: str | None) -> dict[str, object]:
+    """Train, evaluate, export and benchmark one method; one table row."""
+    trained, model_file, deployed, results_dir = train_export_infer(
+        args, method, ("--method", method, *(("--k", k) if k is not None else ())))
     fitted = f"{trained['bank_size']} patches" if "bank_size" in trained else f"{trained['channels']} channels"
     row: dict[str, object] = {"method": method, "k": k or "default", "fitted": fitted}
     row.update({name: float(trained[name]) for name in ("Image_AUROC", "Pixel_AUROC", "PRO_score", "fit_seconds")})
@@ -88,14 +99,19 @@ def measure(args: argparse.Namespace, method: str, k: str | None) -> dict[str, o
     return row
 
 
+def report(title: str, rows: list[dict[str, object]], columns: tuple[str, ...], path: str) -> None:
+    """Print the title and the table, save the table as CSV at `path`."""
+    print(title)
+    print(format_table(rows, columns))
+    write_csv(path, rows, columns)
+    print(f"saved {path}")
+
+
 def main() -> int:
     args = parse_args()
     rows = [measure(args, "coreset", args.coreset_k), measure(args, "padim", args.padim_k)]
-    print(f"{args.category}, {args.arch}, {args.cpu_threads} CPU threads")
-    print(format_table(rows, COLUMNS))
-    path = os.path.join(args.save_path, "compare_methods.csv")
-    write_csv(path, rows, COLUMNS)
-    print(f"saved {path}")
+    report(f"{args.category}, {args.arch}, {args.cpu_threads} CPU threads", rows, COLUMNS,
+           os.path.join(args.save_path, "compare_methods.csv"))
     return 0
 
 

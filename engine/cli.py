@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from models.registry import ARCHS, METHOD_ALIASES, METHODS, method_spec
-from utils.config import Config, DataConfig, ModelConfig, str2bool
+from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
+from utils.config import AGGREGATIONS, Config, DataConfig, ModelConfig, str2bool
 from utils.errors import run_cli
 from utils.runtime import DEVICES, select_device
 
@@ -37,6 +37,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=float, default=None, help=k_help)
     parser.add_argument("--local_aggregation", type=str2bool, default=None,
                         help="3x3 average of each stage's features (default: True for coreset, False for padim)")
+    parser.add_argument("--aggregation", default=m.aggregation, choices=AGGREGATIONS,
+                        help="coreset only: avgpool = 3x3 average of each stage, concatenated; unfold = the official "
+                             "PatchCore's (3x3 neighbourhoods pooled to --pretrain_embed_dim per stage, then to "
+                             "--target_embed_dim); padim refuses unfold")
+    parser.add_argument("--pretrain_embed_dim", type=int, default=m.pretrain_embed_dim,
+                        help="unfold only: length each stage's neighbourhood vector is pooled to")
+    parser.add_argument("--target_embed_dim", type=int, default=m.target_embed_dim,
+                        help="unfold only: length of the final patch embedding")
     parser.add_argument("--num_neighbors", type=int, default=m.num_neighbors, help="coreset only: b of the eq. 7 re-weighting")
     parser.add_argument("--image_score", default=m.image_score, choices=("reweighted", "max"),
                         help="coreset only (padim's image score is the maximum of its anomaly map)")
@@ -61,5 +69,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     chosen = {"k": args.k, "local_aggregation": args.local_aggregation}
     settings = {**spec.defaults(args.arch), **{k: v for k, v in chosen.items() if v is not None}}
     model = ModelConfig(method=spec.name, arch=args.arch, pretrained=args.pretrained, num_neighbors=args.num_neighbors,
-                        image_score=args.image_score, seed=args.seed, **settings)
+                        image_score=args.image_score, seed=args.seed, aggregation=args.aggregation,
+                        pretrain_embed_dim=args.pretrain_embed_dim, target_embed_dim=args.target_embed_dim,
+                        **settings)
+    check_aggregation(model)
     return Config(data=data, model=model)

@@ -1,7 +1,9 @@
-"""Patch embeddings: chosen backbone stages, optionally 3x3-averaged, resized to the finest grid.
+"""Patch embeddings: chosen backbone stages, locally aggregated, resized to the finest grid.
 
-PatchCore uses layer2 + layer3 with the 3x3 average (local aggregation); PaDiM uses layer1-3
-without it and keeps a seeded random subset of the channels.
+PatchCore uses layer2 + layer3 with a local aggregation, either (--aggregation avgpool, default)
+each stage's 3x3 average, concatenated, or (--aggregation unfold, the official PatchCore's) each
+position's unfolded 3x3 neighbourhood pooled to a fixed length per stage, then across stages.
+PaDiM uses layer1-3 without aggregation and keeps a seeded random subset of the channels.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from models.backbones import build_backbone_stages, weights_fingerprint
-from models.registry import STAGE_NAMES, arch_spec
+from models.registry import STAGE_NAMES, arch_spec, check_aggregation
 from utils.config import ModelConfig
 from utils.errors import UserError
 
@@ -26,7 +28,7 @@ class PatchFeatureExtractor(nn.Layer):
     """
 
     def __init__(self, stages: nn.LayerList, layers: Sequence[str], local_aggregation: bool = True,
-                 channels: np.ndarray | None = None):
+                 channels: np.ndarray | None = None, unfold_dims: tuple[int, int] | None = None):
         super().__init__()
         unknown = [name for name in layers if name not in STAGE_NAMES]
         if unknown or not layers:
@@ -37,7 +39,17 @@ class PatchFeatureExtractor(nn.Layer):
         # Zero padding counts in the border averages (exclusive=False, PyTorch's default): on MVTec
         # bottle with ImageNet MobileNetV2 this measured pixel AUROC 0.977 / PRO 0.909 against
         # 0.975 / 0.897 with Paddle's default exclusive pooling.
-        self.smooth = nn.AvgPool2D(kernel_size=3, stride=1, padding=1, exclusive=False) if local_aggregation else None
+        self.smooth = (nn.AvgPool2D(kernel_size=3, stride=1, padding=1, exclusive=False)
+                       if local_aggregation and unfold_dims is None else None)
+        # --aggregation unfold: (pretrain_embed_dim, target_embed_dim). Also a persistable buffer,
+        # so the two lengths are part of the fingerprint and of the exported parameters (a stats
+        # file of an unfold model is refused with the parameters of an avgpool export and vice
+        # versa; forward reads the buffer, else the classic program export drops it as unused).
+        # An avgpool extractor has no such buffer: its fingerprint is what it always was.
+        self.unfold_dims = None if unfold_dims is None else tuple(int(d) for d in unfold_dims)
+        if self.unfold_dims is not None:
+            self.register_buffer("unfold_embed_dims", paddle.to_tensor(np.asarray(self.unfold_dims, dtype=np.int64)),
+                                 persistable=True)
         # A persistable buffer, not a Python list: it is saved in the exported parameters, selected
         # inside the static graph (the predictor outputs only these channels) and covered by the
         # fingerprint, so a model cannot be scored with another selection.
@@ -54,6 +66,10 @@ class PatchFeatureExtractor(nn.Layer):
             x = stage(x)
             if index in self.layer_indices:
                 maps.append(self.smooth(x) if self.smooth is not None else x)
+        if self.unfold_dims is not None:
+            # Times exactly 1 (the lengths are positive): keeps the buffer in the exported graph.
+            kept = paddle.cast(self.unfold_embed_dims.min() > 0, "float32")
+            return unfold_aggregate(maps, *self.unfold_dims) * kept
         grid = maps[0].shape[-2:]
         maps = [maps[0]] + [F.interpolate(m, size=grid, mode="bilinear", align_corners=False) for m in maps[1:]]
         embedding = paddle.concat(maps, axis=1)
@@ -63,6 +79,30 @@ class PatchFeatureExtractor(nn.Layer):
 
     def fingerprint(self) -> str:
         return weights_fingerprint(self)
+
+
+def unfold_aggregate(maps: Sequence[paddle.Tensor], pretrain_dim: int, target_dim: int) -> paddle.Tensor:
+    """Stage maps [B, C_s, h_s, w_s] (finest first) -> embedding [B, target_dim, h_0, w_0].
+
+    Per stage, every position's zero-padded 3x3 neighbourhood becomes one C_s*9 vector (channel-
+    major, then the 3x3 positions: F.unfold's order), the grid of those vectors is resized
+    bilinearly to the finest grid, and each vector is average-pooled adaptively to pretrain_dim;
+    the stage vectors, stacked, are pooled adaptively to target_dim. Adaptive bin i of length L -> D
+    covers elements floor(i*L/D) .. ceil((i+1)*L/D) - 1 (D > L repeats elements).
+    """
+    height, width = maps[0].shape[-2:]
+    pooled = []
+    for stage_map in maps:
+        size = stage_map.shape[1] * 9
+        columns = F.unfold(stage_map, kernel_sizes=3, strides=1, paddings=1)       # [B, C*9, h*w]
+        grid = columns.reshape([0, size, stage_map.shape[2], stage_map.shape[3]])
+        if tuple(grid.shape[-2:]) != (height, width):
+            grid = F.interpolate(grid, size=[height, width], mode="bilinear", align_corners=False)
+        vectors = grid.transpose([0, 2, 3, 1]).reshape([-1, 1, size])             # [B*h*w, 1, C*9]
+        pooled.append(F.adaptive_avg_pool1d(vectors, pretrain_dim))                 # [B*h*w, 1, D]
+    stacked = paddle.concat(pooled, axis=1).reshape([-1, 1, len(maps) * pretrain_dim])
+    embedding = F.adaptive_avg_pool1d(stacked, target_dim).reshape([-1, height, width, target_dim])
+    return embedding.transpose([0, 3, 1, 2])
 
 
 def embedding_channels(arch: str, layers: Sequence[str]) -> int:
@@ -81,11 +121,13 @@ def select_channels(total: int, count: float, seed: int) -> np.ndarray | None:
 
 def build_extractor(cfg: ModelConfig, pretrained: str | None = None) -> PatchFeatureExtractor:
     """The extractor `cfg` describes; `pretrained` overrides where its weights come from."""
+    check_aggregation(cfg)
     stages = build_backbone_stages(cfg.arch, pretrained or cfg.pretrained, cfg.seed)
     # Only PaDiM reads --k as a channel count; PatchCore's k is a coreset percentage.
     channels = (select_channels(embedding_channels(cfg.arch, cfg.layers), cfg.k, cfg.seed)
                 if cfg.method == "padim" else None)
-    extractor = PatchFeatureExtractor(stages, cfg.layers, cfg.local_aggregation, channels)
+    unfold_dims = (cfg.pretrain_embed_dim, cfg.target_embed_dim) if cfg.aggregation == "unfold" else None
+    extractor = PatchFeatureExtractor(stages, cfg.layers, cfg.local_aggregation, channels, unfold_dims)
     extractor.eval()
     return extractor
 

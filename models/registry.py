@@ -14,6 +14,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
+from utils.config import AGGREGATIONS
 from utils.errors import UserError
 
 # A stage is either one named sub-layer of the paddle.vision network ("layer2", "features.6") or a
@@ -79,6 +80,7 @@ class MethodSpec:
     fit: str
     size_column: str                              # fit_stats entry shown beside the fit time
     k_help: str = ""
+    aggregations: tuple[str, ...] = ("avgpool",)  # --aggregation values it accepts (utils.config.AGGREGATIONS)
 
     def build_scorer(self, arrays: dict[str, Any], config: Any, backend: str = "numpy") -> Callable[[Any], Any]:
         return _resolve(self.scorer)(arrays, config, backend)
@@ -111,7 +113,7 @@ def _padim_defaults(arch: str) -> dict[str, Any]:
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("patchcore", "PatchCore", ("patchcore", "coreset"), _patchcore_defaults, ("memory_bank",),
                "models.patchcore.scorer:build_scorer", "models.patchcore.fit:fit_memory_bank", "bank_size",
-               k_help="percentage of training patches kept (default 10)"),
+               k_help="percentage of training patches kept (default 10)", aggregations=AGGREGATIONS),
     MethodSpec("padim", "PaDiM", ("padim",), _padim_defaults, ("mean", "inv_covariance"),
                "models.padim.scorer:build_scorer", "models.padim.fit:fit_gaussians", "channels",
                k_help="number of channels kept by a seeded random selection, 0 = all (default "
@@ -127,3 +129,18 @@ def method_spec(name: str) -> MethodSpec:
     if name not in METHOD_ALIASES:
         raise UserError(f"unknown method '{name}'; choose one of {', '.join(sorted(METHOD_ALIASES))}")
     return METHODS[METHOD_ALIASES[name]]
+
+
+def check_aggregation(cfg: Any) -> None:
+    """Refuse, in one line, a ModelConfig whose aggregation its method or its other settings cannot use."""
+    if cfg.aggregation not in AGGREGATIONS:
+        raise UserError(f"unknown --aggregation '{cfg.aggregation}'; choose one of {', '.join(AGGREGATIONS)}")
+    if cfg.aggregation != "unfold":
+        return
+    if cfg.aggregation not in METHODS[cfg.method].aggregations:
+        raise UserError(f"--aggregation unfold is PatchCore's; {cfg.method} has no local aggregation to replace")
+    if not cfg.local_aggregation:
+        raise UserError("--aggregation unfold is a local aggregation: it cannot go with --local_aggregation False")
+    if min(cfg.pretrain_embed_dim, cfg.target_embed_dim) < 1:
+        raise UserError(f"--pretrain_embed_dim and --target_embed_dim must be at least 1, not "
+                        f"{cfg.pretrain_embed_dim} / {cfg.target_embed_dim}")

@@ -13,6 +13,9 @@ from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# PatchCore's local aggregation: "avgpool" (3x3 average of each stage, the Paddle reference repos)
+# or "unfold" (the official PatchCore: 3x3 neighbourhoods unfolded and adaptively average-pooled).
+AGGREGATIONS = ("avgpool", "unfold")
 
 
 def str2bool(value: str) -> bool:
@@ -45,6 +48,13 @@ class ModelConfig:
     # 3x3 average of every stage's features before concatenation (PatchCore's local aggregation).
     # Model files written before this setting existed were all PatchCore ones, hence the default.
     local_aggregation: bool = True
+    # How the local aggregation is done (one of AGGREGATIONS; PatchCore only). Model files written
+    # before this setting existed used the 3x3 average, hence the default.
+    aggregation: str = "avgpool"
+    # "unfold" only: each stage's C*9 neighbourhood vector is pooled to pretrain_embed_dim, then the
+    # stacked stage vectors to target_embed_dim (the embedding's channel count).
+    pretrain_embed_dim: int = 1024
+    target_embed_dim: int = 1024
     projection_dim: int = 128
     # Bank neighbours of the matched entry used by the re-weighting of eq. 7 (paper: b = 9).
     num_neighbors: int = 9
