@@ -18,8 +18,9 @@ import paddle
 from models.registry import METHODS
 from models.scoring import Scores
 from utils.config import Config
-from utils.errors import UserError
-from utils.io import atomic_path
+from utils.errors import UserError, first_line
+from utils.io import atomic_path, is_safe_name
+from utils.safe_pickle import load_plain_pickle
 
 FORMAT = "patchcore-paddle/2"
 # Version 1 (PatchCore only) stored the memory bank at the top level; such files still load.
@@ -81,22 +82,42 @@ class AnomalyModel:
                 "fit_stats": dict(self.fit_stats)}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "model") -> "AnomalyModel":
+    def from_dict(cls, raw: Any, source: str = "model") -> "AnomalyModel":
+        """Build a model from a stored dict, checking every field: a bad one is a UserError naming it."""
         if not isinstance(raw, dict) or raw.get("format") not in (FORMAT, LEGACY_FORMAT):
             raise UserError(f"{source} is not a PatchCore-Paddle model file")
-        config = Config.from_dict(raw["config"])
+
+        def bad(name: str, problem: str) -> UserError:
+            return UserError(f"{source}: field '{name}' {problem}")
+
+        for name in ("category", "extractor_fingerprint"):
+            if not isinstance(raw.get(name), str) or not raw[name]:
+                raise bad(name, "is missing or not a non-empty string")
+        if not is_safe_name(raw["category"]):
+            raise bad("category", f"is not a plain folder name: {raw['category']!r:.60}")
+        if "config" not in raw:
+            raise bad("config", "is missing")
+        try:
+            config = Config.from_dict(raw["config"])
+        except ValueError as err:
+            raise bad("config", f"is invalid: {err}") from None
         if config.model.method not in METHODS:
             raise UserError(f"{source} is a model of unknown method '{config.model.method}'")
-        stored = raw.get("arrays") or {"memory_bank": raw.get("memory_bank")}
-        names = METHODS[config.model.method].arrays
-        missing = [name for name in names if stored.get(name) is None]
-        if missing:
-            raise UserError(f"{source} lacks the {config.model.method} array '{missing[0]}'")
-        return cls(config=config, category=raw["category"],
-                   arrays={name: np.asarray(stored[name], dtype=np.float32) for name in names},
-                   extractor_fingerprint=raw["extractor_fingerprint"],
-                   feature_grid=tuple(raw["feature_grid"]), calibration=dict(raw.get("calibration", {})),
-                   fit_stats=dict(raw.get("fit_stats", {})))
+        grid = raw.get("feature_grid")
+        if (not isinstance(grid, (list, tuple)) or len(grid) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in grid)):
+            raise bad("feature_grid", "is missing or not two positive integers")
+        tables = {name: _number_table(raw.get(name, {}), name, bad) for name in ("calibration", "fit_stats")}
+        spec = METHODS[config.model.method]
+        stored = raw["arrays"] if "arrays" in raw else {"memory_bank": raw.get("memory_bank")}
+        if not isinstance(stored, dict):
+            raise bad("arrays", "is missing or not a dict")
+        arrays = {}
+        for name, rank in zip(spec.arrays, spec.array_ranks or (None,) * len(spec.arrays)):
+            arrays[name] = _checked_array(stored.get(name), rank, f"arrays.{name}", bad)
+        return cls(config=config, category=raw["category"], arrays=arrays,
+                   extractor_fingerprint=raw["extractor_fingerprint"], feature_grid=(int(grid[0]), int(grid[1])),
+                   calibration=tables["calibration"], fit_stats=tables["fit_stats"])
 
     def save(self, path: str | os.PathLike) -> None:
         with atomic_path(path) as tmp:
@@ -106,11 +127,8 @@ class AnomalyModel:
     def load(cls, path: str | os.PathLike) -> "AnomalyModel":
         if not os.path.isfile(path):
             raise UserError(f"model file not found: {path}")
-        try:
-            raw = paddle.load(str(path), return_numpy=True)
-        except Exception as err:
-            raise UserError(f"cannot read model file '{path}': {str(err).splitlines()[0][:160]}") from None
-        return cls.from_dict(raw, source=f"'{path}'")
+        # Not paddle.load: that is plain pickle, and a downloaded model file could run code.
+        return cls.from_dict(load_plain_pickle(path, "model file"), source=f"model file '{path}'")
 
     def check_arch(self, arch: str | None) -> None:
         if arch and arch != self.config.model.arch:
@@ -131,11 +149,51 @@ class AnomalyModel:
         """(model, params_sha256) from a stats file written by save_stats."""
         if not os.path.isfile(path):
             raise UserError(f"stats file not found: {path}")
+        source = f"stats file '{path}'"
         try:
+            # allow_pickle=False: an npz member holding pickled objects is refused, never unpickled.
             with np.load(path, allow_pickle=False) as data:
+                if "meta" not in data.files:
+                    raise UserError(f"{source}: field 'meta' is missing")
                 meta = json.loads(str(data["meta"]))
                 arrays = {name: data[name] for name in data.files if name != "meta"}
+        except UserError:
+            raise
         except Exception as err:
-            raise UserError(f"cannot read stats file '{path}': {str(err).splitlines()[0][:160]}") from None
+            raise UserError(f"cannot read {source}: {first_line(err)}") from None
+        if not isinstance(meta, dict):
+            raise UserError(f"{source}: field 'meta' is not a JSON object")
+        if not isinstance(meta.get("params_sha256", ""), str):
+            raise UserError(f"{source}: field 'params_sha256' is not a string")
         meta["arrays"] = arrays
-        return cls.from_dict(meta, source=f"'{path}'"), str(meta.get("params_sha256", ""))
+        return cls.from_dict(meta, source=source), meta.get("params_sha256", "")
+
+
+def _number_table(value: Any, name: str, bad: Callable[[str, str], UserError]) -> dict[str, float]:
+    """A {str: finite number} field (calibration, fit_stats)."""
+    if not isinstance(value, dict):
+        raise bad(name, "is not a dict")
+    table = {}
+    for key, number in value.items():
+        if (not isinstance(key, str) or not isinstance(number, (int, float, np.number)) or isinstance(number, bool)
+                or not np.isfinite(number)):
+            raise bad(f"{name}.{key}", f"is not a finite number: {number!r:.60}")
+        table[key] = float(number)
+    return table
+
+
+def _checked_array(value: Any, rank: int | None, name: str, bad: Callable[[str, str], UserError]) -> np.ndarray:
+    """A non-empty, finite float array of the expected rank, as float32."""
+    if value is None:
+        raise bad(name, "is missing")
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+        raise bad(name, f"is not a numeric array ({type(value).__name__})")
+    if rank is not None and value.ndim != rank:
+        raise bad(name, f"has {value.ndim} dimensions, expected {rank} (shape {value.shape})")
+    if value.size == 0:
+        raise bad(name, f"is empty (shape {value.shape})")
+    array = value.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        # One NaN would make every distance NaN and every image silently 'normal'.
+        raise bad(name, "holds NaN or infinite values")
+    return array

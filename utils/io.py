@@ -11,6 +11,12 @@ from typing import Callable, Iterator
 from utils.errors import UserError
 
 
+def is_safe_name(name: str) -> bool:
+    """A name usable as one file or folder inside another: no separator, no '..', nothing hidden."""
+    return (bool(name) and name not in (".", "..") and not name.startswith(".")
+            and "/" not in name and "\\" not in name and "\0" not in name)
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create `path` if needed and check that files can be written into it."""
     folder = Path(path)

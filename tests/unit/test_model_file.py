@@ -22,5 +22,89 @@ def test_version1_patchcore_files_still_load(tmp_path):
     np.testing.assert_array_equal(model.arrays["memory_bank"], bank)
     padim_without_arrays = dict(old, format="patchcore-paddle/2", arrays={"mean": bank})
     padim_without_arrays["config"]["model"]["method"] = "padim"
-    with pytest.raises(UserError, match="lacks the padim array 'inv_covariance'"):
+    with pytest.raises(UserError, match="field 'arrays.inv_covariance' is missing"):
         AnomalyModel.from_dict(padim_without_arrays)
+
+
+def _valid_dict() -> dict:
+    return {"format": "patchcore-paddle/2", "category": "part", "config": Config().to_dict(),
+            "arrays": {"memory_bank": np.ones((4, 3), np.float32)}, "extractor_fingerprint": "abc",
+            "feature_grid": [2, 2], "calibration": {"image_threshold": np.float32(1.5)}, "fit_stats": {"n": 3}}
+
+
+class _Hostile:
+    """Unpickling this calls os.system, which writes the marker file."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_model_files_load_without_running_code(tmp_path):
+    import pickle
+
+    import paddle
+
+    path = tmp_path / "part.pdparams"
+    paddle.save(_valid_dict(), str(path))
+    model = AnomalyModel.load(path)
+    assert model.calibration == {"image_threshold": 1.5} and model.arrays["memory_bank"].shape == (4, 3)
+    # Files written under NumPy 1.x name numpy.core.multiarray (protocol 2 spells globals as text).
+    old = pickle.dumps(_valid_dict(), protocol=2).replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    path.write_bytes(old)
+    assert AnomalyModel.load(path).category == "part"
+    marker = tmp_path / "marker"
+    for payload in ({**_valid_dict(), "x": _Hostile(marker)}, _Hostile(marker),
+                    {**_valid_dict(), "arrays": {"memory_bank": np.array([_Hostile(marker)], dtype=object)}}):
+        path.write_bytes(pickle.dumps(payload, protocol=4))
+        with pytest.raises(UserError, match="refusing model file"):
+            AnomalyModel.load(path)
+    assert not marker.exists()
+    for data in (b"", b"\x80\x04garbage", pickle.dumps(_valid_dict())[:100]):
+        path.write_bytes(data)
+        with pytest.raises(UserError, match="model file"):
+            AnomalyModel.load(path)
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d.pop("config"), "config"),
+    (lambda d: d.update(config={"data": {"resize": "256"}}), "config"),
+    (lambda d: d.update(config={"model": {"k": float("nan")}}), "config"),
+    (lambda d: d.update(config={"model": {"num_neighbors": 0}}), "config"),
+    (lambda d: d.update(category=3), "category"),
+    (lambda d: d.update(category="../x"), "category"),
+    (lambda d: d.pop("extractor_fingerprint"), "extractor_fingerprint"),
+    (lambda d: d.update(feature_grid=[2]), "feature_grid"),
+    (lambda d: d.update(calibration={"image_threshold": float("nan")}), "calibration.image_threshold"),
+    (lambda d: d.update(calibration=[1]), "calibration"),
+    (lambda d: d.update(arrays=[1]), "arrays"),
+    (lambda d: d.update(arrays={"memory_bank": np.ones(3, np.float32)}), "arrays.memory_bank"),
+    (lambda d: d.update(arrays={"memory_bank": np.ones((0, 3), np.float32)}), "arrays.memory_bank"),
+    (lambda d: d.update(arrays={"memory_bank": np.array([[1.0, np.nan]], np.float32)}), "arrays.memory_bank"),
+    (lambda d: d.update(arrays={"memory_bank": np.array([["a"]])}), "arrays.memory_bank"),
+])
+def test_every_field_is_checked(change, field):
+    raw = _valid_dict()
+    change(raw)
+    with pytest.raises(UserError, match=f"field '{field}'"):
+        AnomalyModel.from_dict(raw)
+
+
+def test_malformed_stats_files_are_one_line_errors(tmp_path):
+    stats = tmp_path / "stats.npz"
+    meta = {k: v for k, v in _valid_dict().items() if k != "arrays"}
+    meta["calibration"] = {}
+    cases = {"meta": {"memory_bank": np.ones((4, 3), np.float32)},
+             "category": {"memory_bank": np.ones((4, 3)), "meta": np.array(json.dumps({**meta, "category": None}))},
+             "params_sha256": {"memory_bank": np.ones((4, 3)), "meta": np.array(json.dumps({**meta, "params_sha256": 1}))},
+             "arrays.memory_bank": {"memory_bank": np.ones(0), "meta": np.array(json.dumps(meta))}}
+    for field, members in cases.items():
+        np.savez(stats, **members)
+        with pytest.raises(UserError, match=f"field '{field}'"):
+            AnomalyModel.load_stats(stats)
+    # A pickled member is refused, never unpickled.
+    np.savez(stats, memory_bank=np.array([object()], dtype=object), meta=np.array(json.dumps(meta)))
+    with pytest.raises(UserError, match="cannot read stats file"):
+        AnomalyModel.load_stats(stats)
