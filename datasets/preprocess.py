@@ -16,15 +16,48 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image as RGB: grayscale, palette and RGBA inputs all become three channels."""
+    """Decode an image as 8-bit RGB, whatever its mode (see `to_rgb8` for the bit-depth rule)."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return to_rgb8(img, path)
     except FileNotFoundError:
         raise UserError(f"image not found: {path}") from None
+    except PermissionError:
+        raise UserError(f"cannot read image '{path}': permission denied") from None
+    except Image.DecompressionBombError as err:
+        # Pillow refuses images above twice Image.MAX_IMAGE_PIXELS before decoding them.
+        raise UserError(f"image '{path}' is too large to decode safely: {err}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"cannot decode image '{path}': {err}") from None
+
+
+def to_rgb8(img: Image.Image, path: str | os.PathLike = "image") -> Image.Image:
+    """Any PIL mode -> 8-bit RGB. The rule for deep images (fixed, never per image, so scores stay comparable):
+
+    - 16-bit integer modes (I;16*, and I as Pillow opens 16-bit PNG/TIFF): value / 257, rounded, so
+      65535 -> 255 and an 8-bit image saved as 16-bit (x * 257) gives back exactly x. Values outside
+      0..65535 (32-bit I) are clipped. 12-bit data stored in 16 bits keeps its scale (it looks dark):
+      shift it left by 4 bits first if it is not already MSB-aligned.
+    - F (32-bit float): values in [0, 1] are scaled by 255; otherwise the image is taken as 0..255
+      (clipped). NaN/inf pixels are refused.
+    - Everything else (1, L, P, LA, PA, RGBA, CMYK, YCbCr, 16-bit RGB, which Pillow reduces to 8
+      bits itself) goes through PIL's own conversion; alpha is dropped.
+    """
+    if img.mode.startswith("I") or img.mode == "F":
+        values = np.asarray(img)
+        if values.ndim != 2:
+            raise UserError(f"cannot decode image '{path}': unsupported {img.mode} layout {values.shape}")
+        values = values.astype(np.float64)
+        if img.mode == "F":
+            if not np.isfinite(values).all():
+                raise UserError(f"image '{path}' has NaN or infinite pixels")
+            scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+            gray = np.clip(values * scale, 0, 255)
+        else:
+            gray = np.clip(values, 0, 65535) / 257.0
+        img = Image.fromarray(np.rint(gray).astype(np.uint8), mode="L")
+    return img.convert("RGB")
 
 
 def _resize_and_crop(img: Image.Image, resize: int, crop_size: int, resample: int) -> Image.Image:

@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from datasets.mvtec import MVTecDataset, resolve_categories
-from datasets.preprocess import load_mask, preprocess_image
-from utils.config import DataConfig
+from datasets.preprocess import load_image, load_mask, preprocess_image
+from utils.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from utils.errors import UserError
 
 
@@ -79,3 +79,48 @@ def test_corrupt_image_is_a_clear_error(tiny_root):
     ds = MVTecDataset(str(tiny_root), "widget", "train", DataConfig(resize=32, crop_size=24))
     with pytest.raises(UserError, match="cannot decode image .*002.png"):
         ds[2]
+
+
+def _gray8(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (24, 30), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("g16.png", lambda a: Image.fromarray(a.astype(np.uint16) * 257)),          # Pillow: mode I;16
+    ("g16.tif", lambda a: Image.fromarray(a.astype(np.uint16) * 257)),
+    ("i32.tif", lambda a: Image.fromarray(a.astype(np.int32) * 257)),           # mode I
+    ("f01.tif", lambda a: Image.fromarray(a.astype(np.float32) / 255)),         # mode F in [0, 1]
+    ("f255.tif", lambda a: Image.fromarray(a.astype(np.float32))),              # mode F in 0..255
+    ("l.png", lambda a: Image.fromarray(a)),
+    ("la.png", lambda a: Image.fromarray(a).convert("LA")),
+    ("p.png", lambda a: Image.fromarray(a).convert("P")),
+    ("rgba.png", lambda a: Image.fromarray(a).convert("RGBA")),
+])
+def test_deep_and_odd_modes_become_the_same_8bit_rgb(tmp_path, name, make):
+    """A 16-bit image and its 8-bit version (value / 257) give the same pixels, hence the same scores."""
+    gray = _gray8()
+    make(gray).save(tmp_path / name)
+    rgb = np.asarray(load_image(tmp_path / name))
+    assert rgb.dtype == np.uint8 and rgb.shape == gray.shape + (3,)
+    assert np.abs(rgb.astype(int) - gray[..., None]).max() <= (1 if name.startswith("f") else 0)
+
+
+def test_16bit_full_range_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    rgb = np.asarray(load_image(tmp_path / "ramp.png"))[..., 0]
+    np.testing.assert_array_equal(rgb, np.rint(ramp / 257.0).astype(np.uint8))
+    assert (rgb == 255).mean() < 0.01
+    a = preprocess_image(load_image(tmp_path / "ramp.png"), 64, 56, IMAGENET_MEAN, IMAGENET_STD)
+    Image.fromarray(np.rint(ramp / 257.0).astype(np.uint8)).save(tmp_path / "ramp8.png")
+    b = preprocess_image(load_image(tmp_path / "ramp8.png"), 64, 56, IMAGENET_MEAN, IMAGENET_STD)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_cmyk_and_nan_float_images(tmp_path):
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "c.jpg")
+    assert tuple(np.asarray(load_image(tmp_path / "c.jpg"))[4, 4]) == pytest.approx((255, 0, 0), abs=8)
+    bad = np.full((8, 8), np.nan, np.float32)
+    Image.fromarray(bad).save(tmp_path / "nan.tif")
+    with pytest.raises(UserError, match="NaN"):
+        load_image(tmp_path / "nan.tif")
