@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from deploy.cli import add_decision_args, add_predictor_args, run_cli
+from deploy.cli import add_batch_size_arg, add_decision_args, add_predictor_args, run_cli, script_parser
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     add_predictor_args(parser)
     parser.add_argument("--input_file", required=True, help="an image file or a folder of images")
-    parser.add_argument("--batch_size", type=int, default=1)
+    add_batch_size_arg(parser)
     parser.add_argument("--save_path", default="output/infer")
     add_decision_args(parser)
     return parser.parse_args()

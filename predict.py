@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import argparse
 
-from deploy.cli import add_decision_args, run_cli
+from deploy.cli import add_batch_size_arg, add_decision_args, run_cli, script_parser
 from deploy.inference import collect_images, run_inference
 from engine.pipeline import dynamic_embedder, load_model
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("input", help="an image file or a folder of images")
     parser.add_argument("--category", default=None, help="use <--model_dir>/<category>.pdparams")
     parser.add_argument("--model_dir", default="output")
     parser.add_argument("--model_path", default=None, help="a <category>.pdparams written by train.py")
     parser.add_argument("--pretrained", default=None, help="override where the backbone weights come from")
     parser.add_argument("--save_path", default="output/predict")
-    parser.add_argument("--batch_size", type=int, default=1)
+    add_batch_size_arg(parser)
     add_decision_args(parser)
     return parser.parse_args()
 

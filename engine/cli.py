@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import argparse
 
-from models.registry import ARCHS, METHOD_ALIASES, METHODS, method_spec
-from utils.config import Config, DataConfig, ModelConfig, str2bool
-from utils.errors import run_cli
+from utils.errors import install_interrupt_hook
 
-__all__ = ["ARCH_NAMES", "add_data_args", "add_eval_args", "add_model_args", "config_from_args", "run_cli"]
+# First thing the entry scripts import: Ctrl-C during the slow imports below is one line too.
+install_interrupt_hook()
+
+from models.registry import ARCHS, METHOD_ALIASES, METHODS, method_spec
+from utils.config import (Config, DataConfig, ModelConfig, finite_float, non_negative_int, positive_int, resize_int,
+                          str2bool)
+from utils.errors import UserError, run_cli, script_parser
+
+__all__ = ["ARCH_NAMES", "add_data_args", "add_eval_args", "add_model_args", "config_from_args", "run_cli", "script_parser"]
 
 ARCH_NAMES = tuple(ARCHS)
 
@@ -17,11 +23,11 @@ def add_data_args(parser: argparse.ArgumentParser, preprocessing: bool = True) -
     d = DataConfig()
     parser.add_argument("--data_path", required=True, help="MVTec-layout root: ROOT/CATEGORY/{train,test,ground_truth}")
     parser.add_argument("--category", default="all", help="all | objects | textures | a category folder name")
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", type=positive_int, default=8)
     if not preprocessing:
         return
-    parser.add_argument("--resize", type=int, default=d.resize)
-    parser.add_argument("--crop_size", type=int, default=d.crop_size,
+    parser.add_argument("--resize", type=resize_int, default=d.resize)
+    parser.add_argument("--crop_size", type=positive_int, default=d.crop_size,
                         help="centre crop after resizing; equal to --resize means no crop")
 
 
@@ -32,13 +38,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=m.pretrained,
                         help="imagenet (paddle.vision download/cache) | none (random init) | PATH.pdparams")
     k_help = "; ".join(f"{'/'.join(spec.aliases)}: {spec.k_help}" for spec in METHODS.values())
-    parser.add_argument("--k", type=float, default=None, help=k_help)
+    parser.add_argument("--k", type=finite_float, default=None, help=k_help)
     parser.add_argument("--local_aggregation", type=str2bool, default=None,
                         help="3x3 average of each stage's features (default: True for coreset, False for padim)")
-    parser.add_argument("--num_neighbors", type=int, default=m.num_neighbors, help="coreset only: b of the eq. 7 re-weighting")
+    parser.add_argument("--num_neighbors", type=positive_int, default=m.num_neighbors, help="coreset only: b of the eq. 7 re-weighting")
     parser.add_argument("--image_score", default=m.image_score, choices=("reweighted", "max"),
                         help="coreset only (padim's image score is the maximum of its anomaly map)")
-    parser.add_argument("--seed", type=int, default=m.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=m.seed)
 
 
 def add_eval_args(parser: argparse.ArgumentParser) -> None:
@@ -54,4 +60,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     settings = {**spec.defaults(args.arch), **{k: v for k, v in chosen.items() if v is not None}}
     model = ModelConfig(method=spec.name, arch=args.arch, pretrained=args.pretrained, num_neighbors=args.num_neighbors,
                         image_score=args.image_score, seed=args.seed, **settings)
-    return Config(data=data, model=model)
+    config = Config(data=data, model=model)
+    try:
+        # Ranges that depend on other options (crop vs resize, --k per method) are checked here.
+        config.check()
+    except ValueError as err:
+        raise UserError(f"--{err}") from None
+    return config

@@ -43,6 +43,7 @@ def _number_type(kind: type, minimum: float, name: str) -> Callable[[str], Any]:
 
 # Command-line number types: every numeric option is range-checked when it is parsed.
 positive_int = _number_type(int, 1, "a positive integer")
+resize_int = _number_type(int, 2, "an integer >= 2")
 non_negative_int = _number_type(int, 0, "an integer >= 0")
 finite_float = _number_type(float, -math.inf, "a finite number")
 
