@@ -38,16 +38,17 @@ def main() -> int:
     n_batches = -(-len(images) // args.batch_size)
     warmup = min(args.warmup, n_batches - 1) if args.enable_benchmark else 0
     timer = make_timer(args.enable_benchmark, warmup, model_name, args.batch_size, args.precision, args.use_gpu)
-    run_inference(images, model,
-                  lambda: FeaturePredictor(args.model_file, args.params_file, args.use_gpu, args.enable_mkldnn,
-                                           args.cpu_threads, args.precision, args.use_tensorrt),
-                  args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
-                  figures=not args.no_pictures, save_maps=args.save_maps, timer=timer)
+    failed = run_inference(images, model,
+                           lambda: FeaturePredictor(args.model_file, args.params_file, args.use_gpu, args.enable_mkldnn,
+                                                    args.cpu_threads, args.precision, args.use_tensorrt),
+                           args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
+                           figures=not args.no_pictures, save_maps=args.save_maps, timer=timer)
     if args.enable_benchmark:
         report_benchmark(timer, args.save_path, model_name=model_name, batch_size=args.batch_size,
                          precision=args.precision, device="gpu" if args.use_gpu else "cpu",
                          cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn)
-    return 0
+    # Some images could not be scored: their rows say why, and the exit code tells scripts.
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

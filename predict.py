@@ -27,10 +27,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     model = load_model(args.model_path, args.model_dir, args.category)
-    run_inference(collect_images(args.input), model, lambda: dynamic_embedder(model, args.pretrained),
-                  args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
-                  figures=not args.no_pictures, save_maps=args.save_maps)
-    return 0
+    failed = run_inference(collect_images(args.input), model, lambda: dynamic_embedder(model, args.pretrained),
+                           args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
+                           figures=not args.no_pictures, save_maps=args.save_maps)
+    # Some images could not be scored: their rows say why, and the exit code tells scripts.
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

@@ -169,16 +169,21 @@ class AnomalyModel:
         return cls.from_dict(meta, source=source), meta.get("params_sha256", "")
 
 
-def _number_table(value: Any, name: str, bad: Callable[[str, str], UserError]) -> dict[str, float]:
-    """A {str: finite number} field (calibration, fit_stats)."""
+def _number_table(value: Any, name: str, bad: Callable[[str, str], UserError]) -> dict[str, Any]:
+    """A {str: finite number or text} field (calibration, fit_stats); numbers come back as float."""
     if not isinstance(value, dict):
         raise bad(name, "is not a dict")
-    table = {}
-    for key, number in value.items():
-        if (not isinstance(key, str) or not isinstance(number, (int, float, np.number)) or isinstance(number, bool)
-                or not np.isfinite(number)):
-            raise bad(f"{name}.{key}", f"is not a finite number: {number!r:.60}")
-        table[key] = float(number)
+    table: dict[str, Any] = {}
+    for key, entry in value.items():
+        if not isinstance(key, str):
+            raise bad(name, f"has a non-text key {key!r:.60}")
+        if isinstance(entry, str):   # e.g. calibration's image_rule
+            table[key] = entry
+        elif isinstance(entry, (int, float, np.number)) and not isinstance(entry, bool) and np.isfinite(entry):
+            table[key] = float(entry)
+        else:
+            # A NaN threshold would make every comparison false: every image 'normal'.
+            raise bad(f"{name}.{key}", f"is not a finite number: {entry!r:.60}")
     return table
 
 
