@@ -25,18 +25,22 @@ from utils.errors import UserError, first_line
 _MAX_BYTES = 8 * 2**30
 
 
+class RefusedContent(pickle.UnpicklingError):
+    """The pickle names something a project file never holds (as opposed to being corrupt)."""
+
+
 def _plain_dtype(*args: Any) -> np.dtype:
     """np.dtype, except object dtypes: their items are arbitrary pickled objects, never ours."""
     dtype = np.dtype(*args)
     if dtype.hasobject:
-        raise pickle.UnpicklingError("object arrays are not allowed")
+        raise RefusedContent("object arrays are not allowed")
     return dtype
 
 
 def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
     """_codecs.encode as protocol 2/3 pickles use it (array bytes spelt as latin-1 text), nothing else."""
     if encoding != "latin1" or not isinstance(text, str):
-        raise pickle.UnpicklingError("only latin-1 byte strings are allowed")
+        raise RefusedContent("only latin-1 byte strings are allowed")
     return text.encode("latin1")
 
 
@@ -61,10 +65,10 @@ class _PlainUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which a project file never holds") from None
+            raise RefusedContent(f"it names {module}.{name}, which a project file never holds") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("it uses persistent ids, which a project file never holds")
+        raise RefusedContent("it uses persistent ids, which a project file never holds")
 
 
 def loads_plain(data: bytes) -> Any:
@@ -87,7 +91,7 @@ def load_plain_pickle(path: str | os.PathLike, what: str = "file") -> Any:
         raise UserError(f"{what} '{path}' is empty")
     try:
         return loads_plain(data)
-    except pickle.UnpicklingError as err:
+    except RefusedContent as err:
         raise UserError(f"refusing {what} '{path}': {err}") from None
     except Exception as err:  # a truncated or corrupt pickle raises many types (EOFError, ValueError, ...)
         raise UserError(f"cannot read {what} '{path}': corrupt or truncated ({first_line(err)})") from None
