@@ -31,7 +31,7 @@ def main() -> int:
     from deploy.inference import collect_images, run_inference
     from deploy.predictor import FeaturePredictor, load_exported_model
 
-    model = load_exported_model(args.stats, args.params_file)
+    model = load_exported_model(args.stats, args.params_file, args.model_file)
     images = collect_images(args.input_file)
     model_name = f"{model.title}-{model.config.model.arch}"
     # Warm-up batches are left out of the timing, but at least one batch is always timed.

@@ -78,17 +78,39 @@ def preprocess_image(img: Image.Image, resize: int, crop_size: int,
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def load_mask(path: str | os.PathLike | None, resize: int, crop_size: int) -> np.ndarray:
-    """Ground-truth mask with the image's geometry, binary uint8 (1 = defect); None -> all zero."""
+# A mask is binary-like if nearly all its pixels are black or white: JPEG noise and anti-aliased
+# edges are tolerated, a coloured (e.g. pure red, gray 76 once converted) or gray-scale map is not.
+MASK_TOLERANCE = 10          # gray levels counted as black (<= 10) or white (>= 245)
+MASK_MAX_UNSURE = 0.01       # share of pixels allowed in between
+
+
+def load_mask(path: str | os.PathLike | None, resize: int, crop_size: int,
+              image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Ground-truth mask with the image's geometry, binary uint8 (1 = defect); None -> all zero.
+
+    Refused with a one-line error naming the file: a mask whose size differs from its image's
+    (`image_size`, width x height: it would be stretched onto the wrong pixels) or whose values are
+    not binary-like (see MASK_TOLERANCE). 0/1-valued masks are read as such.
+    """
     if path is None:
         return np.zeros((crop_size, crop_size), dtype=np.uint8)
     try:
         with Image.open(path) as img:
-            mask = img.convert("L")
-    except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as err:
+            img.load()
+            mask = to_rgb8(img, path).convert("L") if img.mode != "L" else img.copy()
+    except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise UserError(f"cannot read mask '{path}': {err}") from None
+    if image_size is not None and mask.size != tuple(image_size):
+        raise UserError(f"mask '{path}' is {mask.size[0]}x{mask.size[1]}, its image {image_size[0]}x{image_size[1]}")
+    values = np.asarray(mask)
+    if values.max() <= 1:
+        values = values * 255   # a 0/1 label image
+    else:
+        unsure = ((values > MASK_TOLERANCE) & (values < 255 - MASK_TOLERANCE)).mean()
+        if unsure > MASK_MAX_UNSURE:
+            raise UserError(f"mask '{path}' is not black and white ({unsure:.0%} of its pixels are neither)")
     # Nearest neighbour keeps the mask binary and its edges where the annotator put them.
-    mask = _resize_and_crop(mask, resize, crop_size, Image.NEAREST)
+    mask = _resize_and_crop(Image.fromarray(values.astype(np.uint8), mode="L"), resize, crop_size, Image.NEAREST)
     return (np.asarray(mask) > 127).astype(np.uint8)
 
 

@@ -26,7 +26,7 @@ from models.scoring import Scores
 from models.thresholds import Thresholds
 from utils.config import DataConfig
 from utils.errors import UserError
-from utils.io import atomic_path, ensure_writable_dir
+from utils.io import atomic_path, ensure_writable_dir, remove_stale_temporaries, temp_prefix
 from utils.visualize import save_figure
 
 # "error" is empty for scored images; for the others decision is "error" and it says why.
@@ -156,6 +156,7 @@ class ResultWriter:
         # without a calibrated range gets each image's own range.
         self.value_range = (calibration.get("pixel_min"), calibration.get("pixel_max"))
         ensure_writable_dir(save_path)
+        remove_stale_temporaries(save_path)
         self.csv_path, self.json_path = (os.path.join(save_path, n) for n in ("results.csv", "results.json"))
         self.maps_path = os.path.join(save_path, "anomaly_maps.npz")
         for stale in (self.csv_path, self.json_path, self.maps_path):
@@ -172,7 +173,7 @@ class ResultWriter:
         self.map_scores: list[float] = []
         self.raw_maps = None
         if save_maps:
-            fd, self.raw_maps_path = tempfile.mkstemp(dir=save_path, prefix=".anomaly_maps.", suffix=".tmp.raw")
+            fd, self.raw_maps_path = tempfile.mkstemp(dir=save_path, prefix=temp_prefix("anomaly_maps"), suffix=".tmp.raw")
             self.raw_maps = os.fdopen(fd, "wb")
 
     def add(self, row: dict[str, Any], anomaly_map: np.ndarray | None) -> None:

@@ -17,7 +17,7 @@ from models.registry import METHODS
 from models.scoring import Scores
 from utils.config import Config
 from utils.errors import UserError
-from utils.io import ensure_writable_dir
+from utils.io import ensure_writable_dir, remove_stale_temporaries
 from utils.metrics import compute_metrics
 from utils.table import format_table, with_mean_row, write_csv
 from utils.visualize import save_figure
@@ -103,6 +103,7 @@ def train(config: Config, data_path: str, category: str, save_path: str, batch_s
     """train.py: fit (and evaluate) every category `category` names, print and save the table."""
     categories = resolve_categories(data_path, category)
     ensure_writable_dir(save_path)
+    remove_stale_temporaries(save_path)
     rows = [train_category(config, data_path, name, save_path, batch_size, run_eval, with_pro, progress)
             for name in categories]
     columns = (("category",) + (METRIC_COLUMNS if run_eval else ())
@@ -121,6 +122,7 @@ def evaluate_saved(data_path: str, category: str, model_dir: str, save_path: str
     if missing:
         raise UserError(f"no trained model {missing[0]}: run train.py for that category first")
     ensure_writable_dir(save_path)
+    remove_stale_temporaries(save_path)
     rows = []
     for path in paths.values():
         model = AnomalyModel.load(path)

@@ -7,6 +7,7 @@ bank, PaDiM a mean [P, C] and an inverse covariance [P, C, C] per feature-grid p
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,9 +29,25 @@ LEGACY_FORMAT = "patchcore-paddle/1"
 
 Scorer = Callable[[np.ndarray], Scores]
 
+# What ties a stats file to its export: SHA-256 of the exported program file, of the parameters
+# file, and of the method's arrays (arrays_sha256).
+BINDING_KEYS = ("program_sha256", "params_sha256", "arrays_sha256")
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """Hash of a model's arrays (names, shapes and float32 values), as stored in the stats file."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name], dtype=np.float32)
+        digest.update(f"{name}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
 
 def model_path(save_path: str | os.PathLike, category: str) -> str:
     """Where train.py writes, and eval / predict / export look for, a category's model."""
+    if not is_safe_name(category):
+        raise UserError(f"category '{category}' is not a plain folder name (no '/', '..' or leading '.')")
     return os.path.join(save_path, f"{category}.pdparams")
 
 
@@ -135,18 +152,20 @@ class AnomalyModel:
             raise UserError(f"model for category '{self.category}' was trained with --arch "
                                  f"{self.config.model.arch}, not {arch}")
 
-    def save_stats(self, path: str | os.PathLike, params_sha256: str) -> None:
-        """The deployment stats file; `params_sha256` ties it to one exported model.pdiparams."""
+    def save_stats(self, path: str | os.PathLike, binding: dict[str, str]) -> None:
+        """The deployment stats file; `binding` (BINDING_KEYS but arrays_sha256, added here) ties it to
+        one export's program and parameters files."""
         meta = {k: v for k, v in self.to_dict().items() if k != "arrays"}
-        meta["params_sha256"] = params_sha256
+        meta.update(binding, arrays_sha256=arrays_sha256(self.arrays))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 # Each array is its own npz member (a PatchCore file keeps the version 1 layout).
                 np.savez(f, **self.arrays, meta=np.array(json.dumps(meta)))
 
     @classmethod
-    def load_stats(cls, path: str | os.PathLike) -> tuple["AnomalyModel", str]:
-        """(model, params_sha256) from a stats file written by save_stats."""
+    def load_stats(cls, path: str | os.PathLike) -> tuple["AnomalyModel", dict[str, str]]:
+        """(model, binding) from a stats file written by save_stats; binding holds the BINDING_KEYS
+        the file has (stats files written before program/arrays hashes existed hold only params_sha256)."""
         if not os.path.isfile(path):
             raise UserError(f"stats file not found: {path}")
         source = f"stats file '{path}'"
@@ -163,10 +182,12 @@ class AnomalyModel:
             raise UserError(f"cannot read {source}: {first_line(err)}") from None
         if not isinstance(meta, dict):
             raise UserError(f"{source}: field 'meta' is not a JSON object")
-        if not isinstance(meta.get("params_sha256", ""), str):
-            raise UserError(f"{source}: field 'params_sha256' is not a string")
+        for key in BINDING_KEYS:
+            if not isinstance(meta.get(key, ""), str):
+                raise UserError(f"{source}: field '{key}' is not a string")
+        binding = {key: meta[key] for key in BINDING_KEYS if meta.get(key)}
         meta["arrays"] = arrays
-        return cls.from_dict(meta, source=source), meta.get("params_sha256", "")
+        return cls.from_dict(meta, source=source), binding
 
 
 def _number_table(value: Any, name: str, bad: Callable[[str, str], UserError]) -> dict[str, Any]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -22,11 +25,68 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=temp_prefix("write-test"), suffix=".tmp"):
             pass
     except OSError as err:
         raise UserError(f"cannot write to output folder '{folder}': {err.strerror or err}") from None
     return folder
+
+
+def temp_prefix(stem: str) -> str:
+    """Prefix of a temporary file or folder beside the outputs: hidden, and naming the process that
+    owns it, so a later run can tell a killed run's leftovers from a live run's work in progress."""
+    return f".{stem}.pid{os.getpid()}."
+
+
+# Temporaries of this module (.<stem>.pid<N>.<random>.tmp<.ext>) and of the export
+# (.export.pid<N>.<random>); older versions wrote the same names without the pid<N> part.
+_TEMPORARY = re.compile(r"^\.(?:export[.-]|.*\.tmp(?:\.[^.]*)?$)")
+_OWNER = re.compile(r"\.pid(\d+)\.")
+# Without an owner pid (older versions), a temporary this old is taken as left by a killed run.
+STALE_AFTER_SECONDS = 3600
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True    # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete temporaries left in `folder` by killed runs (their owner process is gone); returns their names.
+
+    Temporaries of live runs, including concurrent ones writing to the same folder, are kept.
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not _TEMPORARY.match(name):
+            continue
+        path = os.path.join(folder, name)
+        owner = _OWNER.search(name)
+        try:
+            if owner:
+                if _owner_alive(int(owner.group(1))):
+                    continue
+            elif time.time() - os.path.getmtime(path) < STALE_AFTER_SECONDS:
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            removed.append(name)
+        except OSError:
+            continue   # vanished meanwhile, or not ours to delete: leave it
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by killed runs in {folder}")
+    return removed
 
 
 @contextlib.contextmanager
@@ -35,7 +95,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     ensure_writable_dir(target.parent)
     # Keep the real suffix last: some writers (paddle.save, savefig) look at it.
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target.stem), suffix=f".tmp{target.suffix}")
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -124,3 +124,38 @@ def test_cmyk_and_nan_float_images(tmp_path):
     Image.fromarray(bad).save(tmp_path / "nan.tif")
     with pytest.raises(UserError, match="NaN"):
         load_image(tmp_path / "nan.tif")
+
+
+def test_masks_of_another_size_or_not_black_and_white_are_refused(tmp_path):
+    half = np.zeros((32, 32), np.uint8)
+    half[:, :16] = 255
+    Image.fromarray(half).save(tmp_path / "ok.png")
+    assert load_mask(tmp_path / "ok.png", 32, 32, image_size=(32, 32)).sum() == 32 * 16
+    with pytest.raises(UserError, match="ok.png' is 32x32, its image 64x64"):
+        load_mask(tmp_path / "ok.png", 32, 32, image_size=(64, 64))
+    Image.fromarray(half // 255).save(tmp_path / "01.png")          # a 0/1 label image
+    assert load_mask(tmp_path / "01.png", 32, 32).sum() == 32 * 16
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[:, :16, 0] = 255
+    Image.fromarray(red).save(tmp_path / "red.png")
+    with pytest.raises(UserError, match="red.png' is not black and white"):
+        load_mask(tmp_path / "red.png", 32, 32)
+
+
+def test_category_names_cannot_leave_the_folders(tiny_root):
+    from models.model_file import model_path
+
+    for name in ("../widget", "/etc", ".hidden", ".."):
+        with pytest.raises(UserError, match="not a plain folder name"):
+            resolve_categories(str(tiny_root), name)
+        with pytest.raises(UserError, match="not a plain folder name"):
+            model_path(str(tiny_root), name)
+
+
+def test_missing_masks_are_reported_once_per_category(tiny_root, capsys):
+    import shutil
+
+    shutil.rmtree(tiny_root / "widget" / "ground_truth")
+    MVTecDataset(str(tiny_root), "widget", "test", DataConfig(resize=32, crop_size=24))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: category 'widget'") and "no mask" in err[0]

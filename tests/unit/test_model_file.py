@@ -17,8 +17,8 @@ def test_version1_patchcore_files_still_load(tmp_path):
     stats = tmp_path / "stats.npz"
     meta = {k: v for k, v in old.items() if k != "memory_bank"}
     np.savez(stats, memory_bank=bank, meta=np.array(json.dumps(dict(meta, params_sha256="0f"))))
-    model, sha = AnomalyModel.load_stats(stats)
-    assert sha == "0f" and model.method == "patchcore"
+    model, binding = AnomalyModel.load_stats(stats)
+    assert binding == {"params_sha256": "0f"} and model.method == "patchcore"
     np.testing.assert_array_equal(model.arrays["memory_bank"], bank)
     padim_without_arrays = dict(old, format="patchcore-paddle/2", arrays={"mean": bank})
     padim_without_arrays["config"]["model"]["method"] = "padim"
@@ -108,3 +108,53 @@ def test_malformed_stats_files_are_one_line_errors(tmp_path):
     np.savez(stats, memory_bank=np.array([object()], dtype=object), meta=np.array(json.dumps(meta)))
     with pytest.raises(UserError, match="cannot read stats file"):
         AnomalyModel.load_stats(stats)
+
+
+def test_stale_temporaries_of_killed_runs_are_removed_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from utils.io import atomic_path, remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / f".part.pid{dead_pid}.x1.tmp.pdparams").write_bytes(b"half")
+    (tmp_path / f".export.pid{dead_pid}.x2").mkdir()
+    old = tmp_path / ".part.x3.tmp.pdparams"        # older versions: no pid, judged by age
+    old.write_bytes(b"half")
+    os.utime(old, (0, 0))
+    live = tmp_path / f".part.pid{os.getpid()}.x4.tmp.pdparams"
+    live.write_bytes(b"in progress")
+    (tmp_path / "part.pdparams").write_bytes(b"a real output")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([f".part.pid{dead_pid}.x1.tmp.pdparams", f".export.pid{dead_pid}.x2",
+                                      ".part.x3.tmp.pdparams"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "part.pdparams"])
+    with atomic_path(tmp_path / "out.txt") as tmp:
+        assert f".pid{os.getpid()}." in tmp.name
+        tmp.write_text("x")
+
+
+def test_stats_binding_covers_program_params_and_arrays(tmp_path):
+    from deploy.predictor import load_exported_model
+
+    model = AnomalyModel.from_dict(_valid_dict())
+    program, params = tmp_path / "model.pdmodel", tmp_path / "model.pdiparams"
+    program.write_bytes(b"program")
+    params.write_bytes(b"params")
+    from utils.io import file_sha256
+
+    stats = tmp_path / "stats.npz"
+    model.save_stats(stats, {"program_sha256": file_sha256(program), "params_sha256": file_sha256(params)})
+    assert load_exported_model(str(stats), str(params), str(program)).category == "part"
+    program.write_bytes(b"another program")
+    with pytest.raises(UserError, match="was not exported with .*model.pdmodel"):
+        load_exported_model(str(stats), str(params), str(program))
+    program.write_bytes(b"program")
+    with np.load(stats) as data:
+        members = {k: data[k] for k in data.files}
+    members["memory_bank"] = members["memory_bank"] * 2   # a bank edited after the export
+    np.savez(stats, **members)
+    with pytest.raises(UserError, match="arrays were changed after export"):
+        load_exported_model(str(stats), str(params), str(program))
