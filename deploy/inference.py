@@ -26,7 +26,7 @@ from models.scoring import Scores
 from models.thresholds import Thresholds
 from utils.config import DataConfig
 from utils.errors import UserError
-from utils.io import atomic_path, ensure_writable_dir, remove_stale_temporaries, temp_prefix
+from utils.io import atomic_path, ensure_writable_dir, output_lock, remove_stale_temporaries, temp_prefix
 from utils.visualize import save_figure
 
 # "error" is empty for scored images; for the others decision is "error" and it says why.
@@ -261,23 +261,25 @@ def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable
     """
     thresholds = Thresholds.from_calibration(model.calibration, image_threshold, pixel_threshold)
     embed, scorer = make_embedder(), model.scorer()
-    writer = ResultWriter(save_path, model.config.data, thresholds, model.calibration, figures, save_maps)
-    complete = False
-    try:
-        for item in iter_scores(paths, model.config.data, embed, scorer, batch_size, timer):
-            if item.error:
-                print(f"error: {item.error}", file=sys.stderr, flush=True)
-                row = {"image": item.path, "image_score": None, "normalized_score": None, "decision": "error",
-                       "defect_area": None, "error": item.error}
-                anomaly_map = None
-            else:
-                anomaly_map = item.scores.anomaly_maps[item.index]
-                row = decision_row(item.path, item.scores.image_scores[item.index], anomaly_map, thresholds)
-            writer.add(row, anomaly_map)
-            _print_row(row, writer.n_rows == 1)
-        complete = True
-    finally:
-        writer.close(complete)
+    # One run at a time per folder: two would remove and mix each other's results.
+    with output_lock(save_path):
+        writer = ResultWriter(save_path, model.config.data, thresholds, model.calibration, figures, save_maps)
+        complete = False
+        try:
+            for item in iter_scores(paths, model.config.data, embed, scorer, batch_size, timer):
+                if item.error:
+                    print(f"error: {item.error}", file=sys.stderr, flush=True)
+                    row = {"image": item.path, "image_score": None, "normalized_score": None, "decision": "error",
+                           "defect_area": None, "error": item.error}
+                    anomaly_map = None
+                else:
+                    anomaly_map = item.scores.anomaly_maps[item.index]
+                    row = decision_row(item.path, item.scores.image_scores[item.index], anomaly_map, thresholds)
+                writer.add(row, anomaly_map)
+                _print_row(row, writer.n_rows == 1)
+            complete = True
+        finally:
+            writer.close(complete)
     if complete:
         print(f"saved results{' and figures' if figures else ''} in {os.path.abspath(save_path)}")
     if writer.n_failed and len(paths) > 1:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -30,6 +31,50 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as err:
         raise UserError(f"cannot write to output folder '{folder}': {err.strerror or err}") from None
     return folder
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold `folder`/.lock while a run writes there: a second run into the same folder is refused
+    (two runs would mix their models, tables and results).
+
+    flock is released by the kernel when the holder exits, even by kill -9, so a killed run never
+    leaves the folder locked; a left-over .lock file is simply taken over by the next run.
+    """
+    ensure_writable_dir(folder)
+    path = os.path.join(folder, LOCK_FILE)
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(f"another run ({owner}) is writing to '{folder}': wait for it to finish "
+                            f"or choose another output folder") from None
+        # The holder before us may have deleted the file between our open and our lock: then the
+        # lock is on a file nobody else will see, so start again on the current one.
+        try:
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        handle.close()
 
 
 def temp_prefix(stem: str) -> str:

@@ -158,3 +158,18 @@ def test_stats_binding_covers_program_params_and_arrays(tmp_path):
     np.savez(stats, **members)
     with pytest.raises(UserError, match="arrays were changed after export"):
         load_exported_model(str(stats), str(params), str(program))
+
+
+def test_one_run_at_a_time_per_output_folder(tmp_path):
+    import os
+
+    from utils.io import output_lock
+
+    with output_lock(tmp_path):
+        with pytest.raises(UserError, match=f"another run \\(pid {os.getpid()}\\) is writing to"):
+            with output_lock(tmp_path):
+                pass
+    assert not any(tmp_path.iterdir())          # the lock file goes with the run
+    (tmp_path / ".lock").write_text("pid 1")    # left by a killed run: not locked any more
+    with output_lock(tmp_path):
+        pass
