@@ -117,6 +117,16 @@ def test_malformed_stats_files(trained, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_random_bytes_among_training_images(synthetic_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root / "part", data / "part")
+    (data / "part" / "train" / "good" / "zz.png").write_bytes(np.random.default_rng(3).bytes(300))
+    done = run_script("train.py", "--data_path", str(data), "--category", "part", "--save_path", str(tmp_path / "o"),
+                      *FAST_TRAIN_ARGS)
+    _one_line_exit_2(done, "zz.png")
+    assert not (tmp_path / "o" / "part.pdparams").exists()
+
+
 def test_bad_and_mode_mixed_images(trained, synthetic_root, tmp_path):
     model = trained / "models" / "part.pdparams"
     folder = tmp_path / "images"

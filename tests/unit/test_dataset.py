@@ -159,3 +159,18 @@ def test_missing_masks_are_reported_once_per_category(tiny_root, capsys):
     MVTecDataset(str(tiny_root), "widget", "test", DataConfig(resize=32, crop_size=24))
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning: category 'widget'") and "no mask" in err[0]
+
+
+def test_48bit_rgb_png_is_reduced_to_8_bits(tmp_path):
+    """Pillow opens 16-bit-per-channel RGB PNGs as 8-bit RGB (high byte): x * 257 gives back x."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rgb8 = np.random.default_rng(3).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    rows = b"".join(b"\x00" + row.tobytes() for row in rgb8.astype(">u2") * 257)
+    (tmp_path / "rgb48.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12, 10, 16, 2, 0, 0, 0))
+                                         + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "rgb48.png")), rgb8)
