@@ -84,6 +84,13 @@ def list_samples(root: str, category: str, split: str) -> list[Sample]:
             samples.append(Sample(path, label, defect, _mask_path(category_dir, defect, path)))
     if not samples:
         raise UserError(f"no images in {split_dir}")
+    if split == "train":
+        good_dir = os.path.join(split_dir, GOOD)
+        nested = sorted(d for d in os.listdir(good_dir) if os.path.isdir(os.path.join(good_dir, d)))
+        if nested:
+            # Training reads train/good itself only (infer.py / predict.py do recurse into folders).
+            print(f"warning: category '{category}': subfolders of {good_dir} are not used for training "
+                  f"({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''})", file=sys.stderr)
     unmasked = [s for s in samples if s.label and s.mask_path is None]
     if unmasked:
         # Said once per category: these images count as all-normal pixels in the pixel metrics.

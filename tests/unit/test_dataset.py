@@ -174,3 +174,10 @@ def test_48bit_rgb_png_is_reduced_to_8_bits(tmp_path):
     (tmp_path / "rgb48.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12, 10, 16, 2, 0, 0, 0))
                                          + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
     np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "rgb48.png")), rgb8)
+
+
+def test_subfolders_of_train_good_are_reported(tiny_root, capsys):
+    (tiny_root / "widget" / "train" / "good" / "extra").mkdir()
+    MVTecDataset(str(tiny_root), "widget", "train", DataConfig(resize=32, crop_size=24))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "subfolders of" in err[0] and "(extra)" in err[0]
