@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli import ARCH_NAMES, add_data_args, add_eval_args, run_cli, select_device
+from engine.cli import ARCH_NAMES, add_data_args, add_eval_args, run_cli, script_parser, select_device
 from engine.trainer import evaluate_saved
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     add_data_args(parser, preprocessing=False)
     add_eval_args(parser)
     parser.add_argument("--model_dir", default=None, help="folder of <category>.pdparams (default: --save_path)")

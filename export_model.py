@@ -13,14 +13,14 @@ import os
 import sys
 
 # engine.cli loads no Paddle: the program format below is still ours to choose.
-from engine.cli import run_cli
+from engine.cli import run_cli, script_parser
 
 # Paddle 3 writes the new PIR program (.json) unless this is set before paddle is imported.
 PROGRAM_FORMATS = {"pdmodel": "0", "json": "1"}
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--model_path", required=True, help="a <category>.pdparams written by train.py")
     parser.add_argument("--save_dir", required=True)
     parser.add_argument("--pretrained", default=None, help="override where the backbone weights come from")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from deploy.cli import add_decision_args, add_predictor_args, run_cli
+from deploy.cli import add_batch_size_arg, add_decision_args, add_predictor_args, run_cli, script_parser
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     add_predictor_args(parser)
     parser.add_argument("--input_file", required=True, help="an image file or a folder of images")
-    parser.add_argument("--batch_size", type=int, default=1)
+    add_batch_size_arg(parser)
     parser.add_argument("--save_path", default="output/infer")
     add_decision_args(parser)
     return parser.parse_args()
@@ -32,23 +32,24 @@ def main() -> int:
     from deploy.predictor import FeaturePredictor, load_exported_model, scoring_backend
 
     backend = scoring_backend(args.use_gpu)
-    model = load_exported_model(args.stats, args.params_file)
+    model = load_exported_model(args.stats, args.params_file, args.model_file)
     images = collect_images(args.input_file)
     model_name = f"{model.title}-{model.config.model.arch}"
     # Warm-up batches are left out of the timing, but at least one batch is always timed.
     n_batches = -(-len(images) // args.batch_size)
     warmup = min(args.warmup, n_batches - 1) if args.enable_benchmark else 0
     timer = make_timer(args.enable_benchmark, warmup, model_name, args.batch_size, args.precision, args.use_gpu)
-    run_inference(images, model,
-                  lambda: FeaturePredictor(args.model_file, args.params_file, args.use_gpu, args.enable_mkldnn,
-                                           args.cpu_threads, args.precision, args.use_tensorrt),
-                  args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
-                  figures=not args.no_pictures, save_maps=args.save_maps, timer=timer, backend=backend)
+    failed = run_inference(images, model,
+                           lambda: FeaturePredictor(args.model_file, args.params_file, args.use_gpu, args.enable_mkldnn,
+                                                    args.cpu_threads, args.precision, args.use_tensorrt),
+                           args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
+                           figures=not args.no_pictures, save_maps=args.save_maps, timer=timer, backend=backend)
     if args.enable_benchmark:
         report_benchmark(timer, args.save_path, model_name=model_name, batch_size=args.batch_size,
                          precision=args.precision, device="gpu" if args.use_gpu else "cpu",
                          cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn)
-    return 0
+    # Some images could not be scored: their rows say why, and the exit code tells scripts.
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli import add_data_args, add_eval_args, add_model_args, config_from_args, run_cli, select_device
+from engine.cli import add_data_args, add_eval_args, add_model_args, config_from_args, run_cli, script_parser, select_device
 from engine.trainer import train
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     add_data_args(parser)
     add_model_args(parser)
     add_eval_args(parser)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,7 @@ from paddle.io import Dataset
 from datasets.preprocess import IMAGE_EXTENSIONS, list_images, load_image, load_mask, preprocess_image
 from utils.config import DataConfig
 from utils.errors import UserError
+from utils.io import is_safe_name
 
 TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
 OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw",
@@ -36,6 +38,9 @@ def resolve_categories(root: str, name: str) -> list[str]:
         if not found:
             raise UserError(f"none of the MVTec {name} ({', '.join(group)}) is under {root}")
         return found
+    if not is_safe_name(name):
+        # Category names become file names under --save_path: '../x' would write outside it.
+        raise UserError(f"category '{name}' is not a plain folder name (no '/', '..' or leading '.')")
     folder = os.path.join(root, name)
     if not os.path.isdir(folder):
         raise UserError(f"unknown category '{name}': no folder {folder}")
@@ -79,6 +84,19 @@ def list_samples(root: str, category: str, split: str) -> list[Sample]:
             samples.append(Sample(path, label, defect, _mask_path(category_dir, defect, path)))
     if not samples:
         raise UserError(f"no images in {split_dir}")
+    if split == "train":
+        good_dir = os.path.join(split_dir, GOOD)
+        nested = sorted(d for d in os.listdir(good_dir) if os.path.isdir(os.path.join(good_dir, d)))
+        if nested:
+            # Training reads train/good itself only (infer.py / predict.py do recurse into folders).
+            print(f"warning: category '{category}': subfolders of {good_dir} are not used for training "
+                  f"({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''})", file=sys.stderr)
+    unmasked = [s for s in samples if s.label and s.mask_path is None]
+    if unmasked:
+        # Said once per category: these images count as all-normal pixels in the pixel metrics.
+        print(f"warning: category '{category}': {len(unmasked)} of {sum(s.label for s in samples)} defect images "
+              f"have no mask in {os.path.join(category_dir, 'ground_truth')} (e.g. {unmasked[0].path}); "
+              f"their masks are taken as empty", file=sys.stderr)
     return samples
 
 
@@ -100,8 +118,9 @@ class MVTecDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         sample = self.samples[index]
         cfg = self.cfg
-        image = preprocess_image(load_image(sample.path), cfg.resize, cfg.crop_size, cfg.mean, cfg.std)
-        mask = load_mask(sample.mask_path, cfg.resize, cfg.crop_size)
+        rgb = load_image(sample.path)
+        image = preprocess_image(rgb, cfg.resize, cfg.crop_size, cfg.mean, cfg.std)
+        mask = load_mask(sample.mask_path, cfg.resize, cfg.crop_size, image_size=rgb.size)
         return image, mask, sample.label
 
     @property

@@ -16,16 +16,49 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image as RGB: grayscale, palette and RGBA inputs all become three channels."""
+    """Decode an image as 8-bit RGB, whatever its mode (see `to_rgb8` for the bit-depth rule)."""
     try:
         with Image.open(path) as img:
             img.load()
-            # convert() copies even when nothing changes: 4 ms for a 900x900 image.
-            return img if img.mode == "RGB" else img.convert("RGB")
+            return to_rgb8(img, path)
     except FileNotFoundError:
         raise UserError(f"image not found: {path}") from None
+    except PermissionError:
+        raise UserError(f"cannot read image '{path}': permission denied") from None
+    except Image.DecompressionBombError as err:
+        # Pillow refuses images above twice Image.MAX_IMAGE_PIXELS before decoding them.
+        raise UserError(f"image '{path}' is too large to decode safely: {err}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"cannot decode image '{path}': {err}") from None
+
+
+def to_rgb8(img: Image.Image, path: str | os.PathLike = "image") -> Image.Image:
+    """Any PIL mode -> 8-bit RGB. The rule for deep images (fixed, never per image, so scores stay comparable):
+
+    - 16-bit integer modes (I;16*, and I as Pillow opens 16-bit PNG/TIFF): value / 257, rounded, so
+      65535 -> 255 and an 8-bit image saved as 16-bit (x * 257) gives back exactly x. Values outside
+      0..65535 (32-bit I) are clipped. 12-bit data stored in 16 bits keeps its scale (it looks dark):
+      shift it left by 4 bits first if it is not already MSB-aligned.
+    - F (32-bit float): values in [0, 1] are scaled by 255; otherwise the image is taken as 0..255
+      (clipped). NaN/inf pixels are refused.
+    - Everything else (1, L, P, LA, PA, RGBA, CMYK, YCbCr, 16-bit RGB, which Pillow reduces to 8
+      bits itself) goes through PIL's own conversion; alpha is dropped.
+    """
+    if img.mode.startswith("I") or img.mode == "F":
+        values = np.asarray(img)
+        if values.ndim != 2:
+            raise UserError(f"cannot decode image '{path}': unsupported {img.mode} layout {values.shape}")
+        values = values.astype(np.float64)
+        if img.mode == "F":
+            if not np.isfinite(values).all():
+                raise UserError(f"image '{path}' has NaN or infinite pixels")
+            scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+            gray = np.clip(values * scale, 0, 255)
+        else:
+            gray = np.clip(values, 0, 65535) / 257.0
+        img = Image.fromarray(np.rint(gray).astype(np.uint8), mode="L")
+    # convert() copies even when nothing changes: 4 ms for a 900x900 image.
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _resize_and_crop(img: Image.Image, resize: int, crop_size: int, resample: int) -> Image.Image:
@@ -46,17 +79,39 @@ def preprocess_image(img: Image.Image, resize: int, crop_size: int,
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def load_mask(path: str | os.PathLike | None, resize: int, crop_size: int) -> np.ndarray:
-    """Ground-truth mask with the image's geometry, binary uint8 (1 = defect); None -> all zero."""
+# A mask is binary-like if nearly all its pixels are black or white: JPEG noise and anti-aliased
+# edges are tolerated, a coloured (e.g. pure red, gray 76 once converted) or gray-scale map is not.
+MASK_TOLERANCE = 10          # gray levels counted as black (<= 10) or white (>= 245)
+MASK_MAX_UNSURE = 0.01       # share of pixels allowed in between
+
+
+def load_mask(path: str | os.PathLike | None, resize: int, crop_size: int,
+              image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Ground-truth mask with the image's geometry, binary uint8 (1 = defect); None -> all zero.
+
+    Refused with a one-line error naming the file: a mask whose size differs from its image's
+    (`image_size`, width x height: it would be stretched onto the wrong pixels) or whose values are
+    not binary-like (see MASK_TOLERANCE). 0/1-valued masks are read as such.
+    """
     if path is None:
         return np.zeros((crop_size, crop_size), dtype=np.uint8)
     try:
         with Image.open(path) as img:
-            mask = img.convert("L")
-    except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as err:
+            img.load()
+            mask = to_rgb8(img, path).convert("L") if img.mode != "L" else img.copy()
+    except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise UserError(f"cannot read mask '{path}': {err}") from None
+    if image_size is not None and mask.size != tuple(image_size):
+        raise UserError(f"mask '{path}' is {mask.size[0]}x{mask.size[1]}, its image {image_size[0]}x{image_size[1]}")
+    values = np.asarray(mask)
+    if values.max() <= 1:
+        values = values * 255   # a 0/1 label image
+    else:
+        unsure = ((values > MASK_TOLERANCE) & (values < 255 - MASK_TOLERANCE)).mean()
+        if unsure > MASK_MAX_UNSURE:
+            raise UserError(f"mask '{path}' is not black and white ({unsure:.0%} of its pixels are neither)")
     # Nearest neighbour keeps the mask binary and its edges where the annotator put them.
-    mask = _resize_and_crop(mask, resize, crop_size, Image.NEAREST)
+    mask = _resize_and_crop(Image.fromarray(values.astype(np.uint8), mode="L"), resize, crop_size, Image.NEAREST)
     return (np.asarray(mask) > 127).astype(np.uint8)
 
 

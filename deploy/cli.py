@@ -3,20 +3,29 @@ from __future__ import annotations
 
 import argparse
 
-from utils.config import str2bool
-from utils.errors import run_cli
+from utils.errors import install_interrupt_hook
 
-__all__ = ["add_decision_args", "add_predictor_args", "run_cli"]
+# First thing the entry scripts import: Ctrl-C during the slow imports that follow is one line too.
+install_interrupt_hook()
+
+from utils.config import finite_float, non_negative_int, positive_int, str2bool
+from utils.errors import run_cli, script_parser
+
+__all__ = ["add_batch_size_arg", "add_decision_args", "add_predictor_args", "run_cli", "script_parser"]
 
 
 def add_decision_args(parser: argparse.ArgumentParser) -> None:
     """Overrides of the calibrated thresholds (raw score units) and what to write."""
-    parser.add_argument("--image_threshold", type=float, default=None,
+    parser.add_argument("--image_threshold", type=finite_float, default=None,
                         help="raw image score at which a part is anomalous (default: the model's calibrated one)")
-    parser.add_argument("--pixel_threshold", type=float, default=None,
+    parser.add_argument("--pixel_threshold", type=finite_float, default=None,
                         help="raw anomaly-map value outlined as defect (default: the model's calibrated one)")
     parser.add_argument("--no_pictures", action="store_true", help="write only the CSV/JSON results")
     parser.add_argument("--save_maps", action="store_true", help="also write the raw anomaly maps (anomaly_maps.npz)")
+
+
+def add_batch_size_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch_size", type=positive_int, default=1)
 
 
 def add_predictor_args(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +35,8 @@ def add_predictor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats", required=True, help="stats.npz written by export_model.py")
     parser.add_argument("--use_gpu", type=str2bool, default=False)
     parser.add_argument("--enable_mkldnn", type=str2bool, default=False)
-    parser.add_argument("--cpu_threads", type=int, default=2)
+    parser.add_argument("--cpu_threads", type=positive_int, default=2)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     parser.add_argument("--use_tensorrt", type=str2bool, default=False)
     parser.add_argument("--enable_benchmark", type=str2bool, default=False)
-    parser.add_argument("--warmup", type=int, default=1, help="batches left out of the benchmark timing")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="batches left out of the benchmark timing")

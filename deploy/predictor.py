@@ -6,7 +6,7 @@ import os
 import numpy as np
 from paddle import inference
 
-from models.model_file import AnomalyModel
+from models.model_file import AnomalyModel, arrays_sha256
 from utils.errors import UserError
 from utils.io import file_sha256
 from utils.runtime import select_device
@@ -18,14 +18,27 @@ def scoring_backend(use_gpu: bool) -> str:
     return select_device("gpu" if use_gpu else "cpu")
 
 
-def load_exported_model(stats_path: str, params_path: str) -> AnomalyModel:
-    """The model of a stats.npz, refused unless it was written by the same export as `params_path`."""
-    model, params_sha256 = AnomalyModel.load_stats(stats_path)
-    if not os.path.isfile(params_path):
-        raise UserError(f"file not found: {params_path}")
-    if params_sha256 != file_sha256(params_path):
-        raise UserError(f"stats file {stats_path} was not exported with {params_path}: "
-                        f"use the stats.npz from the same export_model.py run")
+def load_exported_model(stats_path: str, params_path: str, program_path: str | None = None) -> AnomalyModel:
+    """The model of a stats.npz, refused unless it was written by the same export as the program
+    and parameters files, and its arrays are the ones exported.
+
+    The tie is by content (SHA-256 recorded at export): another export whose program, parameters and
+    arrays are byte-identical is the same model and is accepted. Stats files written before the
+    program and arrays hashes existed are checked against the parameters only.
+    """
+    model, binding = AnomalyModel.load_stats(stats_path)
+    for path, key in ((params_path, "params_sha256"), (program_path, "program_sha256")):
+        if path is None:
+            continue
+        if not os.path.isfile(path):
+            raise UserError(f"file not found: {path}")
+        if key in binding and binding[key] != file_sha256(path):
+            raise UserError(f"stats file {stats_path} was not exported with {path}: "
+                            f"use the stats.npz from the same export_model.py run")
+    if "params_sha256" not in binding:
+        raise UserError(f"stats file {stats_path}: field 'params_sha256' is missing")
+    if "arrays_sha256" in binding and binding["arrays_sha256"] != arrays_sha256(model.arrays):
+        raise UserError(f"stats file {stats_path}: its arrays were changed after export")
     return model
 
 

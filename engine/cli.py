@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import argparse
 
+from utils.errors import install_interrupt_hook
+
+# First thing the entry scripts import: Ctrl-C during the slow imports below is one line too.
+install_interrupt_hook()
+
 from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
-from utils.config import AGGREGATIONS, Config, DataConfig, ModelConfig, str2bool
-from utils.errors import run_cli
+from utils.config import (AGGREGATIONS, Config, DataConfig, ModelConfig, finite_float,
+                          non_negative_int, positive_int, resize_int, str2bool)
+from utils.errors import UserError, run_cli, script_parser
 from utils.runtime import DEVICES, select_device
 
 __all__ = ["ARCH_NAMES", "add_data_args", "add_device_arg", "add_eval_args", "add_model_args", "config_from_args",
-           "run_cli", "select_device"]
+           "run_cli", "script_parser", "select_device"]
 
 ARCH_NAMES = tuple(ARCHS)
 
@@ -19,11 +25,11 @@ def add_data_args(parser: argparse.ArgumentParser, preprocessing: bool = True) -
     d = DataConfig()
     parser.add_argument("--data_path", required=True, help="MVTec-layout root: ROOT/CATEGORY/{train,test,ground_truth}")
     parser.add_argument("--category", default="all", help="all | objects | textures | a category folder name")
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", type=positive_int, default=8)
     if not preprocessing:
         return
-    parser.add_argument("--resize", type=int, default=d.resize)
-    parser.add_argument("--crop_size", type=int, default=d.crop_size,
+    parser.add_argument("--resize", type=resize_int, default=d.resize)
+    parser.add_argument("--crop_size", type=positive_int, default=d.crop_size,
                         help="centre crop after resizing; equal to --resize means no crop")
 
 
@@ -34,21 +40,21 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=m.pretrained,
                         help="imagenet (paddle.vision download/cache) | none (random init) | PATH.pdparams")
     k_help = "; ".join(f"{'/'.join(spec.aliases)}: {spec.k_help}" for spec in METHODS.values())
-    parser.add_argument("--k", type=float, default=None, help=k_help)
+    parser.add_argument("--k", type=finite_float, default=None, help=k_help)
     parser.add_argument("--local_aggregation", type=str2bool, default=None,
                         help="3x3 average of each stage's features (default: True for coreset, False for padim)")
     parser.add_argument("--aggregation", default=m.aggregation, choices=AGGREGATIONS,
                         help="coreset only: avgpool = 3x3 average of each stage, concatenated; unfold = the official "
                              "PatchCore's (3x3 neighbourhoods pooled to --pretrain_embed_dim per stage, then to "
                              "--target_embed_dim); padim refuses unfold")
-    parser.add_argument("--pretrain_embed_dim", type=int, default=m.pretrain_embed_dim,
+    parser.add_argument("--pretrain_embed_dim", type=positive_int, default=m.pretrain_embed_dim,
                         help="unfold only: length each stage's neighbourhood vector is pooled to")
-    parser.add_argument("--target_embed_dim", type=int, default=m.target_embed_dim,
+    parser.add_argument("--target_embed_dim", type=positive_int, default=m.target_embed_dim,
                         help="unfold only: length of the final patch embedding")
-    parser.add_argument("--num_neighbors", type=int, default=m.num_neighbors, help="coreset only: b of the eq. 7 re-weighting")
+    parser.add_argument("--num_neighbors", type=positive_int, default=m.num_neighbors, help="coreset only: b of the eq. 7 re-weighting")
     parser.add_argument("--image_score", default=m.image_score, choices=("reweighted", "max"),
                         help="coreset only (padim's image score is the maximum of its anomaly map)")
-    parser.add_argument("--seed", type=int, default=m.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=m.seed)
 
 
 def add_eval_args(parser: argparse.ArgumentParser) -> None:
@@ -73,4 +79,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
                         pretrain_embed_dim=args.pretrain_embed_dim, target_embed_dim=args.target_embed_dim,
                         **settings)
     check_aggregation(model)
-    return Config(data=data, model=model)
+    config = Config(data=data, model=model)
+    try:
+        # Ranges that depend on other options (crop vs resize, --k per method) are checked here.
+        config.check()
+    except ValueError as err:
+        raise UserError(f"--{err}") from None
+    return config

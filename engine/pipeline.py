@@ -99,7 +99,7 @@ def score_batches(model: AnomalyModel, extractor: PatchFeatureExtractor, dataset
     parts, masks, labels = [], [], []
     for images, batch_masks, batch_labels in iterate_batches(dataset, batch_size, f"{model.category}: scoring",
                                                              progress):
-        parts.append(scorer(extract(extractor, images)))
+        parts.append(scorer(extract(extractor, images)).check_finite())
         masks.append(batch_masks)
         labels.append(batch_labels)
     scores = Scores.concatenate(parts)

@@ -1,6 +1,7 @@
 """Per-category training and evaluation, results tables: what train.py and eval.py run."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -19,7 +20,7 @@ from models.scoring import Scores
 from models.sharding import Shard
 from utils.config import Config
 from utils.errors import UserError
-from utils.io import ensure_writable_dir
+from utils.io import output_lock, remove_stale_temporaries
 from utils.metrics import compute_metrics
 from utils.table import format_table, with_mean_row, write_csv
 from utils.visualize import save_figure
@@ -123,14 +124,19 @@ def train(config: Config, data_path: str, category: str, save_path: str, batch_s
           with_pro: bool, progress: bool = True, backend: str = "numpy") -> list[dict[str, Any]]:
     """train.py: fit (and evaluate) every category `category` names, print and save the table."""
     categories = resolve_categories(data_path, category)
-    ensure_writable_dir(save_path)
-    rows = [train_category(config, data_path, name, save_path, batch_size, run_eval, with_pro, progress, backend)
-            for name in categories]
-    if not is_main_process():
-        return rows             # rank 0 prints and saves the table
-    columns = (("category",) + (METRIC_COLUMNS if run_eval else ())
-               + ("fit_seconds", METHODS[config.model.method].size_column))
-    report(rows, columns, os.path.join(save_path, "train_results.csv"))
+    main = is_main_process()
+    # One run at a time per folder: two would mix their models and tables. Only worker 0 of a
+    # distributed fit writes, so only it holds the folder.
+    with output_lock(save_path) if main else contextlib.nullcontext():
+        if main:
+            remove_stale_temporaries(save_path)
+        rows = [train_category(config, data_path, name, save_path, batch_size, run_eval, with_pro, progress, backend)
+                for name in categories]
+        if not main:
+            return rows             # worker 0 prints and saves the table
+        columns = (("category",) + (METRIC_COLUMNS if run_eval else ())
+                   + ("fit_seconds", METHODS[config.model.method].size_column))
+        report(rows, columns, os.path.join(save_path, "train_results.csv"))
     return rows
 
 
@@ -143,13 +149,15 @@ def evaluate_saved(data_path: str, category: str, model_dir: str, save_path: str
     missing = [p for p in paths.values() if not os.path.isfile(p)]
     if missing:
         raise UserError(f"no trained model {missing[0]}: run train.py for that category first")
-    ensure_writable_dir(save_path)
-    rows = []
-    for path in paths.values():
-        model = AnomalyModel.load(path)
-        model.check_arch(arch)
-        extractor = rebuild_extractor(model, pretrained)
-        row, _ = evaluate(model, extractor, data_path, batch_size, with_pro, save_path, figures, progress, backend)
-        rows.append(row)
-    report(rows, ("category",) + METRIC_COLUMNS, os.path.join(save_path, "eval_results.csv"))
+    with output_lock(save_path):
+        remove_stale_temporaries(save_path)
+        rows = []
+        for path in paths.values():
+            model = AnomalyModel.load(path)
+            model.check_arch(arch)
+            extractor = rebuild_extractor(model, pretrained)
+            row, _ = evaluate(model, extractor, data_path, batch_size, with_pro, save_path, figures, progress,
+                              backend)
+            rows.append(row)
+        report(rows, ("category",) + METRIC_COLUMNS, os.path.join(save_path, "eval_results.csv"))
     return rows

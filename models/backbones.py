@@ -19,6 +19,7 @@ from paddle.vision import models as vision_models
 
 from models.registry import ArchSpec, StagePart, arch_spec
 from utils.errors import UserError
+from utils.safe_pickle import load_plain_pickle
 
 
 def _assemble(net: nn.Layer, part: StagePart) -> nn.Layer:
@@ -31,10 +32,8 @@ def _assemble(net: nn.Layer, part: StagePart) -> nn.Layer:
 def _load_local_weights(net: nn.Layer, path: str, spec: ArchSpec) -> None:
     if not os.path.isfile(path):
         raise UserError(f"weights file not found: {path} (use --pretrained imagenet|none|PATH.pdparams)")
-    try:
-        state = paddle.load(path, return_numpy=True)
-    except Exception as err:  # paddle raises a variety of types for a bad file
-        raise UserError(f"cannot read weights file '{path}': {err}") from None
+    # Not paddle.load (plain pickle): a downloaded weights file could run code when loaded.
+    state = load_plain_pickle(path, "weights file")
     if not isinstance(state, dict):
         raise UserError(f"weights file '{path}' does not hold a state dict")
     expected = net.state_dict()

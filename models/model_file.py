@@ -7,6 +7,7 @@ bank, PaDiM a mean [P, C] and an inverse covariance [P, C, C] per feature-grid p
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ import paddle
 from models.registry import METHODS
 from models.scoring import Scores
 from utils.config import Config
-from utils.errors import UserError
-from utils.io import atomic_path
+from utils.errors import UserError, first_line
+from utils.io import atomic_path, is_safe_name
+from utils.safe_pickle import load_plain_pickle
 
 FORMAT = "patchcore-paddle/2"
 # Version 1 (PatchCore only) stored the memory bank at the top level; such files still load.
@@ -27,9 +29,25 @@ LEGACY_FORMAT = "patchcore-paddle/1"
 
 Scorer = Callable[[np.ndarray], Scores]
 
+# What ties a stats file to its export: SHA-256 of the exported program file, of the parameters
+# file, and of the method's arrays (arrays_sha256).
+BINDING_KEYS = ("program_sha256", "params_sha256", "arrays_sha256")
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """Hash of a model's arrays (names, shapes and float32 values), as stored in the stats file."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name], dtype=np.float32)
+        digest.update(f"{name}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
 
 def model_path(save_path: str | os.PathLike, category: str) -> str:
     """Where train.py writes, and eval / predict / export look for, a category's model."""
+    if not is_safe_name(category):
+        raise UserError(f"category '{category}' is not a plain folder name (no '/', '..' or leading '.')")
     return os.path.join(save_path, f"{category}.pdparams")
 
 
@@ -82,22 +100,42 @@ class AnomalyModel:
                 "fit_stats": dict(self.fit_stats)}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "model") -> "AnomalyModel":
+    def from_dict(cls, raw: Any, source: str = "model") -> "AnomalyModel":
+        """Build a model from a stored dict, checking every field: a bad one is a UserError naming it."""
         if not isinstance(raw, dict) or raw.get("format") not in (FORMAT, LEGACY_FORMAT):
             raise UserError(f"{source} is not a PatchCore-Paddle model file")
-        config = Config.from_dict(raw["config"])
+
+        def bad(name: str, problem: str) -> UserError:
+            return UserError(f"{source}: field '{name}' {problem}")
+
+        for name in ("category", "extractor_fingerprint"):
+            if not isinstance(raw.get(name), str) or not raw[name]:
+                raise bad(name, "is missing or not a non-empty string")
+        if not is_safe_name(raw["category"]):
+            raise bad("category", f"is not a plain folder name: {raw['category']!r:.60}")
+        if "config" not in raw:
+            raise bad("config", "is missing")
+        try:
+            config = Config.from_dict(raw["config"])
+        except ValueError as err:
+            raise bad("config", f"is invalid: {err}") from None
         if config.model.method not in METHODS:
             raise UserError(f"{source} is a model of unknown method '{config.model.method}'")
-        stored = raw.get("arrays") or {"memory_bank": raw.get("memory_bank")}
-        names = METHODS[config.model.method].arrays
-        missing = [name for name in names if stored.get(name) is None]
-        if missing:
-            raise UserError(f"{source} lacks the {config.model.method} array '{missing[0]}'")
-        return cls(config=config, category=raw["category"],
-                   arrays={name: np.asarray(stored[name], dtype=np.float32) for name in names},
-                   extractor_fingerprint=raw["extractor_fingerprint"],
-                   feature_grid=tuple(raw["feature_grid"]), calibration=dict(raw.get("calibration", {})),
-                   fit_stats=dict(raw.get("fit_stats", {})))
+        grid = raw.get("feature_grid")
+        if (not isinstance(grid, (list, tuple)) or len(grid) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in grid)):
+            raise bad("feature_grid", "is missing or not two positive integers")
+        tables = {name: _number_table(raw.get(name, {}), name, bad) for name in ("calibration", "fit_stats")}
+        spec = METHODS[config.model.method]
+        stored = raw["arrays"] if "arrays" in raw else {"memory_bank": raw.get("memory_bank")}
+        if not isinstance(stored, dict):
+            raise bad("arrays", "is missing or not a dict")
+        arrays = {}
+        for name, rank in zip(spec.arrays, spec.array_ranks or (None,) * len(spec.arrays)):
+            arrays[name] = _checked_array(stored.get(name), rank, f"arrays.{name}", bad)
+        return cls(config=config, category=raw["category"], arrays=arrays,
+                   extractor_fingerprint=raw["extractor_fingerprint"], feature_grid=(int(grid[0]), int(grid[1])),
+                   calibration=tables["calibration"], fit_stats=tables["fit_stats"])
 
     def save(self, path: str | os.PathLike) -> None:
         with atomic_path(path) as tmp:
@@ -107,36 +145,82 @@ class AnomalyModel:
     def load(cls, path: str | os.PathLike) -> "AnomalyModel":
         if not os.path.isfile(path):
             raise UserError(f"model file not found: {path}")
-        try:
-            raw = paddle.load(str(path), return_numpy=True)
-        except Exception as err:
-            raise UserError(f"cannot read model file '{path}': {str(err).splitlines()[0][:160]}") from None
-        return cls.from_dict(raw, source=f"'{path}'")
+        # Not paddle.load: that is plain pickle, and a downloaded model file could run code.
+        return cls.from_dict(load_plain_pickle(path, "model file"), source=f"model file '{path}'")
 
     def check_arch(self, arch: str | None) -> None:
         if arch and arch != self.config.model.arch:
             raise UserError(f"model for category '{self.category}' was trained with --arch "
                                  f"{self.config.model.arch}, not {arch}")
 
-    def save_stats(self, path: str | os.PathLike, params_sha256: str) -> None:
-        """The deployment stats file; `params_sha256` ties it to one exported model.pdiparams."""
+    def save_stats(self, path: str | os.PathLike, binding: dict[str, str]) -> None:
+        """The deployment stats file; `binding` (BINDING_KEYS but arrays_sha256, added here) ties it to
+        one export's program and parameters files."""
         meta = {k: v for k, v in self.to_dict().items() if k != "arrays"}
-        meta["params_sha256"] = params_sha256
+        meta.update(binding, arrays_sha256=arrays_sha256(self.arrays))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 # Each array is its own npz member (a PatchCore file keeps the version 1 layout).
                 np.savez(f, **self.arrays, meta=np.array(json.dumps(meta)))
 
     @classmethod
-    def load_stats(cls, path: str | os.PathLike) -> tuple["AnomalyModel", str]:
-        """(model, params_sha256) from a stats file written by save_stats."""
+    def load_stats(cls, path: str | os.PathLike) -> tuple["AnomalyModel", dict[str, str]]:
+        """(model, binding) from a stats file written by save_stats; binding holds the BINDING_KEYS
+        the file has (stats files written before program/arrays hashes existed hold only params_sha256)."""
         if not os.path.isfile(path):
             raise UserError(f"stats file not found: {path}")
+        source = f"stats file '{path}'"
         try:
+            # allow_pickle=False: an npz member holding pickled objects is refused, never unpickled.
             with np.load(path, allow_pickle=False) as data:
+                if "meta" not in data.files:
+                    raise UserError(f"{source}: field 'meta' is missing")
                 meta = json.loads(str(data["meta"]))
                 arrays = {name: data[name] for name in data.files if name != "meta"}
+        except UserError:
+            raise
         except Exception as err:
-            raise UserError(f"cannot read stats file '{path}': {str(err).splitlines()[0][:160]}") from None
+            raise UserError(f"cannot read {source}: {first_line(err)}") from None
+        if not isinstance(meta, dict):
+            raise UserError(f"{source}: field 'meta' is not a JSON object")
+        for key in BINDING_KEYS:
+            if not isinstance(meta.get(key, ""), str):
+                raise UserError(f"{source}: field '{key}' is not a string")
+        binding = {key: meta[key] for key in BINDING_KEYS if meta.get(key)}
         meta["arrays"] = arrays
-        return cls.from_dict(meta, source=f"'{path}'"), str(meta.get("params_sha256", ""))
+        return cls.from_dict(meta, source=source), binding
+
+
+def _number_table(value: Any, name: str, bad: Callable[[str, str], UserError]) -> dict[str, Any]:
+    """A {str: finite number or text} field (calibration, fit_stats); numbers come back as float."""
+    if not isinstance(value, dict):
+        raise bad(name, "is not a dict")
+    table: dict[str, Any] = {}
+    for key, entry in value.items():
+        if not isinstance(key, str):
+            raise bad(name, f"has a non-text key {key!r:.60}")
+        if isinstance(entry, str):   # e.g. calibration's image_rule
+            table[key] = entry
+        elif isinstance(entry, (int, float, np.number)) and not isinstance(entry, bool) and np.isfinite(entry):
+            table[key] = float(entry)
+        else:
+            # A NaN threshold would make every comparison false: every image 'normal'.
+            raise bad(f"{name}.{key}", f"is not a finite number: {entry!r:.60}")
+    return table
+
+
+def _checked_array(value: Any, rank: int | None, name: str, bad: Callable[[str, str], UserError]) -> np.ndarray:
+    """A non-empty, finite float array of the expected rank, as float32."""
+    if value is None:
+        raise bad(name, "is missing")
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+        raise bad(name, f"is not a numeric array ({type(value).__name__})")
+    if rank is not None and value.ndim != rank:
+        raise bad(name, f"has {value.ndim} dimensions, expected {rank} (shape {value.shape})")
+    if value.size == 0:
+        raise bad(name, f"is empty (shape {value.shape})")
+    array = value.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        # One NaN would make every distance NaN and every image silently 'normal'.
+        raise bad(name, "holds NaN or infinite values")
+    return array

@@ -81,6 +81,7 @@ class MethodSpec:
     size_column: str                              # fit_stats entry shown beside the fit time
     k_help: str = ""
     aggregations: tuple[str, ...] = ("avgpool",)  # --aggregation values it accepts (utils.config.AGGREGATIONS)
+    array_ranks: tuple[int, ...] = ()             # ndim of each of `arrays`, checked when a model loads
 
     def build_scorer(self, arrays: dict[str, Any], config: Any, backend: str = "numpy") -> Callable[[Any], Any]:
         return _resolve(self.scorer)(arrays, config, backend)
@@ -113,11 +114,13 @@ def _padim_defaults(arch: str) -> dict[str, Any]:
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("patchcore", "PatchCore", ("patchcore", "coreset"), _patchcore_defaults, ("memory_bank",),
                "models.patchcore.scorer:build_scorer", "models.patchcore.fit:fit_memory_bank", "bank_size",
-               k_help="percentage of training patches kept (default 10)", aggregations=AGGREGATIONS),
+               k_help="percentage of training patches kept (default 10)", aggregations=AGGREGATIONS,
+               array_ranks=(2,)),
     MethodSpec("padim", "PaDiM", ("padim",), _padim_defaults, ("mean", "inv_covariance"),
                "models.padim.scorer:build_scorer", "models.padim.fit:fit_gaussians", "channels",
                k_help="number of channels kept by a seeded random selection, 0 = all (default "
-                      + ", ".join(f"{arch} {n or 'all'}" for arch, n in PADIM_CHANNELS.items()) + ")"),
+                      + ", ".join(f"{arch} {n or 'all'}" for arch, n in PADIM_CHANNELS.items()) + ")",
+               array_ranks=(2, 3)),
 )}
 
 # The seed projects call PatchCore's method "coreset"; every alias names its method.

@@ -8,12 +8,20 @@ import paddle
 import paddle.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from utils.errors import UserError
+
 
 @dataclass
 class Scores:
     image_scores: np.ndarray   # [B]
     anomaly_maps: np.ndarray   # [B, H, W] float32
     patch_scores: np.ndarray   # [B, h, w]
+
+    def check_finite(self) -> "Scores":
+        """Refuse NaN/inf scores: compared with a threshold they would silently read as 'normal'."""
+        if not (np.isfinite(self.image_scores).all() and np.isfinite(self.anomaly_maps).all()):
+            raise UserError("the model produced NaN or infinite scores (corrupt model file or features?)")
+        return self
 
     @classmethod
     def concatenate(cls, parts: "list[Scores]") -> "Scores":

@@ -8,8 +8,11 @@ the settings that differ per method live in that method's record in models.regis
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,6 +28,27 @@ def str2bool(value: str) -> bool:
     if value.lower() in ("false", "0", "no", "n"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def _number_type(kind: type, minimum: float, name: str) -> Callable[[str], Any]:
+    """An argparse `type=`: parses `kind`, refuses NaN/inf and values below `minimum`."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}")
+        return value
+    parse.__name__ = name   # argparse names the type in its messages
+    return parse
+
+
+# Command-line number types: every numeric option is range-checked when it is parsed.
+positive_int = _number_type(int, 1, "a positive integer")
+resize_int = _number_type(int, 2, "an integer >= 2")
+non_negative_int = _number_type(int, 0, "an integer >= 0")
+finite_float = _number_type(float, -math.inf, "a finite number")
 
 
 @dataclass
@@ -74,9 +98,37 @@ class Config:
         return {"data": _plain(asdict(self.data)), "model": _plain(asdict(self.model))}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Config":
-        return cls(data=_build(DataConfig, raw.get("data", {})),
-                   model=_build(ModelConfig, raw.get("model", {})))
+    def from_dict(cls, raw: Any) -> "Config":
+        """The settings a model file stores; ValueError naming the field if one is missing a sane value."""
+        if not isinstance(raw, dict):
+            raise ValueError("config: expected a dict")
+        config = cls(data=_build(DataConfig, raw.get("data", {}), "config.data"),
+                     model=_build(ModelConfig, raw.get("model", {}), "config.model"))
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Range checks shared by the command line and model files; ValueError naming the setting."""
+        d, m = self.data, self.model
+        _require(d.resize >= 2, "resize", d.resize, "at least 2")
+        _require(1 <= d.crop_size <= d.resize, "crop_size", d.crop_size, f"between 1 and resize ({d.resize})")
+        _require(len(d.mean) == 3, "mean", d.mean, "3 numbers")
+        _require(len(d.std) == 3 and all(v > 0 for v in d.std), "std", d.std, "3 positive numbers")
+        if m.method == "padim":
+            # PaDiM's k is a channel count (0 = all channels).
+            _require(m.k >= 0 and m.k == int(m.k), "k", m.k, "a whole number of channels >= 0 for padim")
+        else:
+            _require(0 < m.k <= 100, "k", m.k, "a percentage in (0, 100]")
+        _require(len(m.layers) >= 1, "layers", m.layers, "at least one layer")
+        _require(m.projection_dim >= 1, "projection_dim", m.projection_dim, "at least 1")
+        _require(m.num_neighbors >= 1, "num_neighbors", m.num_neighbors, "at least 1")
+        _require(m.image_score in ("reweighted", "max"), "image_score", m.image_score, "reweighted or max")
+        _require(m.sigma >= 0, "sigma", m.sigma, ">= 0")
+
+
+def _require(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +136,28 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-def _build(kind: type, raw: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(kind)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
+def _checked_value(default: Any, value: Any, name: str) -> Any:
+    """`value` if it has the type of the field's default (ints accepted for floats), else ValueError."""
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"{name}: expected a non-empty list, got {type(value).__name__}")
+        return tuple(_checked_value(default[0], v, name) for v in value)
+    if isinstance(default, bool) or isinstance(default, str):
+        ok = isinstance(value, type(default))
+    elif isinstance(default, int):
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    else:   # float (model files may hold NumPy scalars)
+        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok:
+        raise ValueError(f"{name}: expected {type(default).__name__}, got {value!r:.60}")
+    return type(default)(value)
+
+
+def _build(kind: type, raw: Any, where: str) -> Any:
+    """A dataclass from a stored dict: every known field type-checked, unknown ones ignored (newer files)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a dict, got {type(raw).__name__}")
+    defaults = kind()
+    values = {f.name: _checked_value(getattr(defaults, f.name), raw[f.name], f"{where}.{f.name}")
+              for f in fields(kind) if f.name in raw}
     return kind(**values)

@@ -2,13 +2,23 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 from utils.errors import UserError
+
+
+def is_safe_name(name: str) -> bool:
+    """A name usable as one file or folder inside another: no separator, no '..', nothing hidden."""
+    return (bool(name) and name not in (".", "..") and not name.startswith(".")
+            and "/" not in name and "\\" not in name and "\0" not in name)
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -16,11 +26,112 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=temp_prefix("write-test"), suffix=".tmp"):
             pass
     except OSError as err:
         raise UserError(f"cannot write to output folder '{folder}': {err.strerror or err}") from None
     return folder
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold `folder`/.lock while a run writes there: a second run into the same folder is refused
+    (two runs would mix their models, tables and results).
+
+    flock is released by the kernel when the holder exits, even by kill -9, so a killed run never
+    leaves the folder locked; a left-over .lock file is simply taken over by the next run.
+    """
+    ensure_writable_dir(folder)
+    path = os.path.join(folder, LOCK_FILE)
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(f"another run ({owner}) is writing to '{folder}': wait for it to finish "
+                            f"or choose another output folder") from None
+        # The holder before us may have deleted the file between our open and our lock: then the
+        # lock is on a file nobody else will see, so start again on the current one.
+        try:
+            current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        handle.close()
+
+
+def temp_prefix(stem: str) -> str:
+    """Prefix of a temporary file or folder beside the outputs: hidden, and naming the process that
+    owns it, so a later run can tell a killed run's leftovers from a live run's work in progress."""
+    return f".{stem}.pid{os.getpid()}."
+
+
+# Temporaries of this module (.<stem>.pid<N>.<random>.tmp<.ext>) and of the export
+# (.export.pid<N>.<random>); older versions wrote the same names without the pid<N> part.
+_TEMPORARY = re.compile(r"^\.(?:export[.-]|.*\.tmp(?:\.[^.]*)?$)")
+_OWNER = re.compile(r"\.pid(\d+)\.")
+# Without an owner pid (older versions), a temporary this old is taken as left by a killed run.
+STALE_AFTER_SECONDS = 3600
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True    # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete temporaries left in `folder` by killed runs (their owner process is gone); returns their names.
+
+    Temporaries of live runs, including concurrent ones writing to the same folder, are kept.
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not _TEMPORARY.match(name):
+            continue
+        path = os.path.join(folder, name)
+        owner = _OWNER.search(name)
+        try:
+            if owner:
+                if _owner_alive(int(owner.group(1))):
+                    continue
+            elif time.time() - os.path.getmtime(path) < STALE_AFTER_SECONDS:
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            removed.append(name)
+        except OSError:
+            continue   # vanished meanwhile, or not ours to delete: leave it
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by killed runs in {folder}")
+    return removed
 
 
 @contextlib.contextmanager
@@ -29,7 +140,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     ensure_writable_dir(target.parent)
     # Keep the real suffix last: some writers (paddle.save, savefig) look at it.
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target.stem), suffix=f".tmp{target.suffix}")
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -48,7 +48,8 @@ def test_infer_bad_input(exported, synthetic_root, tmp_path):
     _one_line_error(run_script(*infer_args(part, input_file=tmp_path / "empty", save_path=tmp_path / "x")),
                     "no images")
     bad = write_corrupt_image(tmp_path / "bad.png")
-    _one_line_error(run_script(*infer_args(part, input_file=bad, save_path=tmp_path / "x")), "cannot decode image")
+    # A bad image is reported (and has its row in the results); alone, it is the only line.
+    _one_line_error(run_script(*infer_args(part, input_file=bad, save_path=tmp_path / "bad")), "cannot decode image")
     missing = infer_args(part, input_file=image, save_path=tmp_path / "x")
     missing[missing.index("--stats") + 1] = str(tmp_path / "none.npz")
     _one_line_error(run_script(*missing), "stats file not found")
@@ -58,3 +59,27 @@ def test_infer_bad_input(exported, synthetic_root, tmp_path):
     assert not (tmp_path / "x").exists()
     _one_line_error(run_script("predict.py", str(image), "--model_path", str(tmp_path / "none.pdparams")),
                     "model file not found")
+
+
+def test_infer_streams_past_a_bad_image_and_keeps_same_named_figures_apart(exported, synthetic_root, tmp_path):
+    import csv
+    import shutil
+
+    good = sorted((synthetic_root / "part" / "test" / "good").iterdir())[:2]
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder / "good").mkdir(parents=True)
+        shutil.copy(good[0], tmp_path / "in" / folder / "good" / "x.png")
+    shutil.copy(good[1], tmp_path / "in" / "a" / "good" / "z.png")
+    write_corrupt_image(tmp_path / "in" / "a" / "good" / "y.png", truncated=True)
+    out = tmp_path / "out"
+    done = run_script(*infer_args(exported / "part_infer", input_file=tmp_path / "in", save_path=out, batch_size=2),
+                      "--save_maps")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and "y.png" in lines[0] and "1 of 4 images" in lines[1], done.stderr
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["decision"] == "error" for r in rows] == [False, True, False, False]
+    assert all(r["image_score"] for r in rows if r["decision"] != "error")
+    assert sorted(p.name for p in out.iterdir()) == ["anomaly_maps.npz", "b_good_x.png", "good_x.png", "good_z.png",
+                                                     "results.csv", "results.json"]

@@ -55,5 +55,5 @@ def test_bad_channel_count_is_a_one_line_error(synthetic_root, tmp_path):
     done = run_script("train.py", "--data_path", str(synthetic_root), "--category", "part",
                       "--save_path", str(tmp_path / "out"), *PADIM_ARGS, "--k", "2.5")
     lines = done.stderr.strip().splitlines()
-    assert done.returncode != 0 and len(lines) == 1 and "--k for padim is a number of channels" in lines[0]
+    assert done.returncode != 0 and len(lines) == 1 and "--k must be a whole number of channels" in lines[0]
 

@@ -48,26 +48,26 @@ def test_autolog_timer_stamps_in_autologs_order():
     assert calls == ["start", "stamp", "stamp", "end:True"]
 
 
-def test_reading_ahead_keeps_order_and_reports_a_bad_image_at_its_batch(tmp_path):
+def test_reading_ahead_keeps_order_and_reports_a_bad_image_in_its_batch(tmp_path):
     import numpy as np
-    import pytest
     from PIL import Image
 
     from deploy.inference import preprocessed_batches
     from utils.config import DataConfig
-    from utils.errors import UserError
 
     paths = []
     for i in range(5):
         path = tmp_path / f"{i}.png"
         Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(path)
         paths.append(str(path))
-    (tmp_path / "bad.png").write_bytes(b"not an image")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    paths.insert(3, str(bad))
     data = DataConfig(resize=32, crop_size=32)
-    seen = []
-    with pytest.raises(UserError, match="bad.png"):
-        for batch, images in preprocessed_batches(paths + [str(tmp_path / "bad.png")], data, batch_size=2):
-            seen.append((batch, images))
-    assert [b for b, _ in seen] == [paths[0:2], paths[2:4]]       # the batches before the bad one
-    expected = (40 * np.arange(4) / 255.0 - data.mean[0]) / data.std[0]
-    np.testing.assert_allclose([images[j, 0, 0, 0] for _, images in seen for j in range(2)], expected, rtol=1e-5)
+    seen = list(preprocessed_batches(paths, data, batch_size=2))
+    assert [batch for batch, _, _ in seen] == [paths[0:2], paths[2:4], paths[4:6]]
+    assert [sorted(errors) for _, _, errors in seen] == [[], [str(bad)], []]
+    assert "bad.png" in seen[1][2][str(bad)]
+    values = [image[0, 0, 0] for _, images, _ in seen for image in images]
+    expected = (40 * np.arange(5) / 255.0 - data.mean[0]) / data.std[0]
+    np.testing.assert_allclose(values, expected, rtol=1e-5)

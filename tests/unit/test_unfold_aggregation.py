@@ -123,7 +123,7 @@ def test_model_file_round_trip_and_older_files_load_as_avgpool(tmp_path):
     model.save(tmp_path / "m.pdparams")
     loaded = AnomalyModel.load(tmp_path / "m.pdparams").config.model
     assert (loaded.aggregation, loaded.pretrain_embed_dim, loaded.target_embed_dim) == ("unfold", 64, 32)
-    model.save_stats(tmp_path / "stats.npz", "0f")
+    model.save_stats(tmp_path / "stats.npz", {"program_sha256": "0f", "params_sha256": "0f"})
     assert AnomalyModel.load_stats(tmp_path / "stats.npz")[0].config == config
     old = Config().to_dict()
     for name in ("aggregation", "pretrain_embed_dim", "target_embed_dim"):

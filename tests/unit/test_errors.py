@@ -1,0 +1,51 @@
+"""The central error handling: every failure an entry script can meet is one line and a status."""
+import errno
+import math
+
+import pytest
+
+from utils.config import Config, DataConfig, ModelConfig, finite_float, positive_int, resize_int
+from utils.errors import run_cli, script_parser
+
+
+def _run(exception, capsys):
+    def main():
+        raise exception
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    return exit_info.value.code, lines[0]
+
+
+def test_os_errors_interrupts_and_memory_are_one_line(capsys):
+    code, line = _run(OSError(errno.ENOSPC, "No space left on device", "/out/part.pdparams"), capsys)
+    assert code == 2 and line == "error: no space left on device while writing: /out/part.pdparams"
+    code, line = _run(PermissionError(errno.EACCES, "Permission denied", "/m/model.pdiparams"), capsys)
+    assert code == 2 and line == "error: permission denied: /m/model.pdiparams"
+    code, line = _run(KeyboardInterrupt(), capsys)
+    assert code == 130 and line == "error: interrupted"
+    code, line = _run(MemoryError(), capsys)
+    assert code == 2 and "out of memory" in line
+
+
+@pytest.mark.parametrize("parse, text", [(positive_int, "0"), (positive_int, "-1"), (positive_int, "1.5"),
+                                         (resize_int, "1"), (finite_float, "nan"), (finite_float, "inf"),
+                                         (finite_float, "-inf"), (finite_float, "x")])
+def test_number_types_refuse(parse, text, capsys):
+    parser = script_parser("test")
+    parser.add_argument("--value", type=parse)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--value", text])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and "--value" in lines[0]
+
+
+@pytest.mark.parametrize("data, model, name", [
+    ({"resize": 64, "crop_size": 65}, {}, "crop_size"), ({}, {"k": 0.0}, "k"), ({}, {"k": 100.5}, "k"),
+    ({}, {"method": "padim", "k": 2.5}, "k"), ({}, {"num_neighbors": 0}, "num_neighbors"),
+    ({}, {"sigma": -1.0}, "sigma"), ({"std": (1.0, 0.0, 1.0)}, {}, "std")])
+def test_config_ranges(data, model, name):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        Config(DataConfig(**data), ModelConfig(**model)).check()
+    assert math.isfinite(ModelConfig().k)

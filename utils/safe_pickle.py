@@ -1,0 +1,97 @@
+"""Reading pickles the project wrote (paddle.save of plain dicts) without letting them run code.
+
+pickle calls whatever callable a file names, so a plain `paddle.load` of a downloaded model file
+can execute arbitrary commands. What paddle.save of our dicts actually emits (checked with
+pickletools on files written by Paddle 3.x and NumPy 1.x / 2.x) is: dicts, lists, tuples, str,
+bytes, int, float, bool, None, and four NumPy globals -- ndarray, dtype, and from
+numpy(._)core.multiarray `_reconstruct` (arrays) and `scalar` (NumPy scalars such as a float32
+threshold); paddle.save(..., protocol=2 or 3) adds `_codecs.encode`, spelling bytes as latin-1
+text. Only those globals are resolved; every other one (os.system, builtins.eval, a class
+with a __reduce__, ...) is refused before anything is called, and so are persistent ids.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from typing import Any
+
+import numpy as np
+
+from utils.errors import UserError, first_line
+
+# paddle.save (protocol 4) pickles at most this much per file for the models we write; the limit
+# only bounds how much a hostile file can make us read before the unpickler even starts.
+_MAX_BYTES = 8 * 2**30
+
+
+class RefusedContent(pickle.UnpicklingError):
+    """The pickle names something a project file never holds (as opposed to being corrupt)."""
+
+
+def _plain_dtype(*args: Any) -> np.dtype:
+    """np.dtype, except object dtypes: their items are arbitrary pickled objects, never ours."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise RefusedContent("object arrays are not allowed")
+    return dtype
+
+
+def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
+    """_codecs.encode as protocol 2/3 pickles use it (array bytes spelt as latin-1 text), nothing else."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise RefusedContent("only latin-1 byte strings are allowed")
+    return text.encode("latin1")
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    # Taken from NumPy's own reductions rather than named, so they are right for any NumPy version.
+    reconstruct = np.zeros(1).__reduce__()[0]
+    scalar = np.float32(0).__reduce__()[0]
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _plain_dtype,
+               ("_codecs", "encode"): _latin1_bytes}
+    # Files written under NumPy 1.x name numpy.core, under 2.x numpy._core; both still load.
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")] = reconstruct
+        allowed[(module, "scalar")] = scalar
+    return allowed
+
+
+_ALLOWED = _numpy_globals()
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise RefusedContent(f"it names {module}.{name}, which a project file never holds") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise RefusedContent("it uses persistent ids, which a project file never holds")
+
+
+def loads_plain(data: bytes) -> Any:
+    """Unpickle `data`, allowing only plain containers, scalars and NumPy arrays (see module doc)."""
+    return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+def load_plain_pickle(path: str | os.PathLike, what: str = "file") -> Any:
+    """The object in the pickle at `path`; one-line UserError naming `what` and the path otherwise."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise UserError(f"cannot read {what} '{path}': {err.strerror or err}") from None
+    if len(data) > _MAX_BYTES:
+        raise UserError(f"{what} '{path}' is larger than {_MAX_BYTES // 2**30} GiB")
+    if not data:
+        raise UserError(f"{what} '{path}' is empty")
+    try:
+        return loads_plain(data)
+    except RefusedContent as err:
+        raise UserError(f"refusing {what} '{path}': {err}") from None
+    except Exception as err:  # a truncated or corrupt pickle raises many types (EOFError, ValueError, ...)
+        raise UserError(f"cannot read {what} '{path}': corrupt or truncated ({first_line(err)})") from None
