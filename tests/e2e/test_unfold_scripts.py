@@ -55,5 +55,5 @@ def test_unfold_settings_the_method_cannot_use_are_one_line_errors(synthetic_roo
     _one_line_error(run_script(*common, *UNFOLD_ARGS, "--local_aggregation", "False"),
                     "cannot go with --local_aggregation False")
     _one_line_error(run_script(*common, *FAST_TRAIN_ARGS, "--aggregation", "unfold", "--pretrain_embed_dim", "0"),
-                    "must be at least 1")
+                    "expected a positive integer")
     assert not out.exists()
