@@ -1,9 +1,11 @@
 """MVTec AD layout: ROOT/CAT/train/good, ROOT/CAT/test/<defect|good>, ROOT/CAT/ground_truth/<defect>/."""
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from paddle.io import Dataset
@@ -126,3 +128,30 @@ class MVTecDataset(Dataset):
     @property
     def labels(self) -> np.ndarray:
         return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    @classmethod
+    def good_images(cls, folder: str, category: str, data_cfg: DataConfig | None = None) -> "MVTecDataset":
+        """The images of a plain folder (not an MVTec tree) as good training images of `category`."""
+        if not os.path.isdir(folder):
+            raise UserError(f"folder not found: {folder}")
+        samples = [Sample(path, 0, GOOD, None) for path in list_images(folder)]
+        if not samples:
+            raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        dataset = cls.__new__(cls)
+        Dataset.__init__(dataset)
+        dataset.cfg, dataset.category, dataset.split, dataset.samples = data_cfg or DataConfig(), category, "train", samples
+        return dataset
+
+    def subset(self, indices: Sequence[int]) -> "MVTecDataset":
+        """The same dataset restricted to `indices` (in that order)."""
+        part = copy.copy(self)
+        part.samples = [self.samples[i] for i in indices]
+        return part
+
+
+def held_out_split(n_images: int, ratio: float, seed: int) -> tuple[list[int], list[int]]:
+    """(indices fitted, indices held out), each ascending: round(ratio * n) images picked by a seeded
+    permutation, at least one when ratio > 0, and never all of them (nothing held out of 1 image)."""
+    n_held = min(n_images - 1, max(1, round(ratio * n_images))) if ratio > 0 else 0
+    held = set(np.random.default_rng(seed).permutation(n_images)[:max(n_held, 0)].tolist())
+    return [i for i in range(n_images) if i not in held], sorted(held)

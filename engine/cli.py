@@ -9,7 +9,7 @@ from utils.errors import install_interrupt_hook
 install_interrupt_hook()
 
 from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
-from utils.config import (AGGREGATIONS, Config, DataConfig, ModelConfig, finite_float,
+from utils.config import (AGGREGATIONS, DEFAULT_VAL_RATIO, Config, DataConfig, ModelConfig, finite_float,
                           non_negative_int, positive_int, resize_int, str2bool)
 from utils.errors import UserError, run_cli, script_parser
 from utils.runtime import DEVICES, select_device
@@ -37,8 +37,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     m = ModelConfig()
     parser.add_argument("--method", default="coreset", choices=sorted(METHOD_ALIASES))
     parser.add_argument("--arch", default=m.arch, choices=ARCH_NAMES)
-    parser.add_argument("--pretrained", default=m.pretrained,
-                        help="imagenet (paddle.vision download/cache) | none (random init) | PATH.pdparams")
+    parser.add_argument("--pretrained", default=None,
+                        help=f"imagenet (paddle.vision download/cache) | none (random init) | PATH.pdparams (default "
+                             f"{m.pretrained}; with --update: the model's own)")
     k_help = "; ".join(f"{'/'.join(spec.aliases)}: {spec.k_help}" for spec in METHODS.values())
     parser.add_argument("--k", type=finite_float, default=None, help=k_help)
     parser.add_argument("--local_aggregation", type=str2bool, default=None,
@@ -55,6 +56,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image_score", default=m.image_score, choices=("reweighted", "max"),
                         help="coreset only (padim's image score is the maximum of its anomaly map)")
     parser.add_argument("--seed", type=non_negative_int, default=m.seed)
+    parser.add_argument("--val_ratio", type=finite_float, default=DEFAULT_VAL_RATIO,
+                        help="fraction of train/good held out of the fit (seeded) and scored to set the thresholds "
+                             f"from good images only (default {DEFAULT_VAL_RATIO}; 0 = thresholds from the test "
+                             "split with --eval, else the highest score of a training image)")
+    parser.add_argument("--max_false_reject", type=finite_float, default=m.max_false_reject,
+                        help="with --val_ratio: fraction of good images the image threshold may flag")
+    parser.add_argument("--pixel_false_reject", type=finite_float, default=m.pixel_false_reject,
+                        help="with --val_ratio: fraction of good pixels the pixel threshold may flag")
 
 
 def add_eval_args(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +83,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
     spec = method_spec(args.method)
     chosen = {"k": args.k, "local_aggregation": args.local_aggregation}
     settings = {**spec.defaults(args.arch), **{k: v for k, v in chosen.items() if v is not None}}
-    model = ModelConfig(method=spec.name, arch=args.arch, pretrained=args.pretrained, num_neighbors=args.num_neighbors,
+    model = ModelConfig(method=spec.name, arch=args.arch, pretrained=args.pretrained or ModelConfig.pretrained,
+                        num_neighbors=args.num_neighbors,
                         image_score=args.image_score, seed=args.seed, aggregation=args.aggregation,
+                        val_ratio=args.val_ratio, max_false_reject=args.max_false_reject,
+                        pixel_false_reject=args.pixel_false_reject,
                         pretrain_embed_dim=args.pretrain_embed_dim, target_embed_dim=args.target_embed_dim,
                         **settings)
     check_aggregation(model)

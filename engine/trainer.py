@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from datasets.mvtec import MVTecDataset, resolve_categories
+from datasets.mvtec import MVTecDataset, held_out_split, resolve_categories
 from datasets.preprocess import load_image, resized_rgb
 from engine.distributed import is_main_process, make_shard
-from engine.pipeline import fit, rebuild_extractor, score_batches, shard_images
-from models.calibration import calibrate
-from models.feature_extractor import PatchFeatureExtractor, build_extractor
-from models.model_file import AnomalyModel, model_path
+from engine.pipeline import fit, iterate_batches, rebuild_extractor, score_batches, shard_images
+from models.calibration import calibrate, calibrate_held_out
+from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
+from models.model_file import AnomalyModel, EmbeddingStream, model_path
+from models.patchcore.fit import extend_memory_bank
 from models.registry import METHODS
 from models.scoring import Scores
 from models.sharding import Shard
@@ -25,7 +27,7 @@ from utils.metrics import compute_metrics
 from utils.table import format_table, with_mean_row, write_csv
 from utils.visualize import save_figure
 
-METRIC_COLUMNS = ("Image_AUROC", "Pixel_AUROC", "PRO_score")
+METRIC_COLUMNS = ("Image_AUROC", "Pixel_AUROC", "PRO_score", "false_reject_rate", "miss_rate")
 
 
 def evaluate(model: AnomalyModel, extractor: PatchFeatureExtractor, data_path: str, batch_size: int,
@@ -33,12 +35,18 @@ def evaluate(model: AnomalyModel, extractor: PatchFeatureExtractor, data_path: s
              progress: bool = True, backend: str = "numpy") -> tuple[dict[str, Any], dict[str, Any]]:
     """Score the test split, write per-image scores (and figures).
 
-    Returns the metrics row and the calibration the labelled test split implies.
+    Returns the metrics row and the calibration the labelled test split implies. The row's
+    false_reject_rate (good images flagged) and miss_rate (defective images passed) are at the
+    model's stored image threshold, or at the test split's own (F1-optimal) one when it has none.
     """
     test_set = MVTecDataset(data_path, model.category, "test", model.config.data)
     scores, masks, labels = score_batches(model, extractor, test_set, batch_size, progress, backend)
     metrics = compute_metrics(scores.image_scores, labels, scores.anomaly_maps, masks, with_pro)
     test_calibration = calibrate(scores.image_scores, scores.anomaly_maps, labels, masks)
+    threshold = model.calibration.get("image_threshold", test_calibration["image_threshold"])
+    flagged = scores.image_scores >= threshold
+    metrics["false_reject_rate"] = float(flagged[labels == 0].mean()) if (labels == 0).any() else float("nan")
+    metrics["miss_rate"] = float((~flagged[labels == 1]).mean()) if (labels == 1).any() else float("nan")
     rows = [{"path": s.path, "defect": s.defect, "label": s.label, "image_score": float(v)}
             for s, v in zip(test_set.samples, scores.image_scores)]
     write_csv(os.path.join(save_path, f"{model.category}_test_scores.csv"), rows,
@@ -66,11 +74,27 @@ def save_test_figures(model: AnomalyModel, test_set: MVTecDataset, maps: np.ndar
 def train_category(config: Config, data_path: str, category: str, save_path: str, batch_size: int,
                    run_eval: bool, with_pro: bool, progress: bool = True, backend: str = "numpy") -> dict[str, Any]:
     extractor = build_extractor(config.model)
-    train_set = MVTecDataset(data_path, category, "train", config.data)
+    m = config.model
+    good = MVTecDataset(data_path, category, "train", config.data)
+    fitted, held_out = held_out_split(len(good), m.val_ratio, m.seed)
+    train_set = good.subset(fitted)
     shard = make_shard(len(train_set))
     model, training_embeddings = fit(extractor, train_set, config, category, batch_size, progress, backend)
     row: dict[str, Any] = {"category": category}
-    if run_eval:
+    if held_out:
+        # Thresholds from good images the model has not seen; evaluation (if asked) reports how
+        # they do on the test split.
+        training_embeddings = None
+        if not shard.is_main:
+            return row          # rank 0 calibrates, evaluates and writes
+        scores = score_batches(model, extractor, good.subset(held_out), batch_size, progress, backend)[0]
+        model.calibration = calibrate_held_out(scores.image_scores, scores.anomaly_maps, m.max_false_reject,
+                                               m.pixel_false_reject)
+        model.fit_stats["held_out_images"] = float(len(held_out))
+        if run_eval:
+            row, _ = evaluate(model, extractor, data_path, batch_size, with_pro, save_path, progress=progress,
+                              backend=backend)
+    elif run_eval:
         # The kept training features (as large as the whole fit) are not needed for evaluation.
         training_embeddings = None
         if not shard.is_main:
@@ -138,6 +162,65 @@ def train(config: Config, data_path: str, category: str, save_path: str, batch_s
                    + ("fit_seconds", METHODS[config.model.method].size_column))
         report(rows, columns, os.path.join(save_path, "train_results.csv"))
     return rows
+
+
+def update(model_file: str, data_path: str, category: str | None, save_path: str, batch_size: int,
+           run_eval: bool, with_pro: bool, pretrained: str | None = None, progress: bool = True,
+           backend: str = "numpy") -> dict[str, Any]:
+    """train.py --update: add good images to a trained PatchCore model (see extend_memory_bank).
+
+    New images: ROOT/CATEGORY/train/good when `data_path` is an MVTec tree, else every image of the
+    folder `data_path`. The model's own settings apply (extractor, k, seed, val_ratio): the seeded
+    held-out part of the new images recalibrates the thresholds (model trained with --val_ratio > 0);
+    otherwise --eval recalibrates on the test split, or the image threshold becomes the larger of
+    the old one and the new images' highest score. The result replaces <save_path>/<category>.pdparams.
+    """
+    model = AnomalyModel.load(model_file)
+    if model.method != "patchcore":
+        raise UserError(f"--update adds images to PatchCore models; {model_file} is a {model.title} model: "
+                        f"fit it again on all images")
+    if category and category != model.category:
+        raise UserError(f"{model_file} is the model of category '{model.category}', not '{category}'")
+    m = model.config.model
+    previous = dict(model.calibration)
+    tree = os.path.join(data_path, model.category, "train")
+    good = (MVTecDataset(data_path, model.category, "train", model.config.data) if os.path.isdir(tree)
+            else MVTecDataset.good_images(data_path, model.category, model.config.data))
+    fitted, held_out = held_out_split(len(good), m.val_ratio, m.seed)
+    extractor = rebuild_extractor(model, pretrained)
+    with output_lock(save_path):
+        remove_stale_temporaries(save_path)
+        embeddings = (extract(extractor, images) for images, _, _ in
+                      iterate_batches(good.subset(fitted), batch_size, f"{model.category}: new features", progress))
+        bank, stats = extend_memory_bank(model.arrays["memory_bank"], EmbeddingStream(embeddings, len(fitted)), m,
+                                         progress)
+        model.arrays["memory_bank"] = bank
+        seen = model.fit_stats
+        stats.update(train_images=seen.get("train_images", 0.0) + len(fitted), bank_size=float(len(bank)),
+                     train_patches=seen.get("train_patches", 0.0) + stats["update_patches"],
+                     held_out_images=seen.get("held_out_images", 0.0) + len(held_out),
+                     updates=seen.get("updates", 0.0) + 1, updated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        seen.update(stats)
+        row: dict[str, Any] = {"category": model.category}
+        if held_out:
+            scores = score_batches(model, extractor, good.subset(held_out), batch_size, progress, backend)[0]
+            model.calibration = calibrate_held_out(scores.image_scores, scores.anomaly_maps, m.max_false_reject,
+                                                   m.pixel_false_reject)
+        if run_eval:
+            row, test_calibration = evaluate(model, extractor, data_path, batch_size, with_pro, save_path,
+                                             progress=progress, backend=backend)
+            if not held_out:
+                model.calibration = test_calibration
+        elif not held_out:
+            scores = score_batches(model, extractor, good.subset(fitted), batch_size, progress, backend)[0]
+            model.calibration = calibrate(scores.image_scores, scores.anomaly_maps)
+            for key in ("image_threshold", "pixel_threshold", "image_max", "pixel_max"):
+                # The old images' own scores are not recomputed: their old maxima still bound them.
+                model.calibration[key] = max(model.calibration[key], previous.get(key, -np.inf))
+        model.save(model_path(save_path, model.category))
+        row.update({"added_images": len(fitted), "bank_size": len(bank), "train_images": int(seen["train_images"])})
+        report([row], tuple(row), os.path.join(save_path, "update_results.csv"))
+    return row
 
 
 def evaluate_saved(data_path: str, category: str, model_dir: str, save_path: str, batch_size: int,

@@ -13,8 +13,8 @@ from typing import Iterator
 import numpy as np
 
 from models.model_file import EmbeddingStream, FitResult
-from models.patchcore.sampling import (coreset_size, greedy_coreset, greedy_coreset_paddle, greedy_coreset_sharded,
-                                       projection_matrix)
+from models.patchcore.sampling import (coreset_size, greedy_coreset, greedy_coreset_continued, greedy_coreset_paddle,
+                                       greedy_coreset_sharded, projection_matrix)
 from models.sharding import Shard
 from utils.config import ModelConfig
 from utils.errors import UserError
@@ -118,3 +118,25 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
             yield grid[first_image:first_image + batch_size].transpose(0, 3, 1, 2)
 
     return FitResult({"memory_bank": bank}, (height, width), stats, training_embeddings)
+
+
+def extend_memory_bank(bank: np.ndarray, stream: EmbeddingStream, cfg: ModelConfig,
+                       progress: bool = True) -> tuple[np.ndarray, dict[str, float]]:
+    """The bank with `cfg.k` percent of the new images' patches added: the greedy selection goes on
+    (greedy_coreset_continued, on the model's own seeded projection) with every bank entry as an
+    already-chosen centre, so the new entries are the new patches least covered by the bank."""
+    start = time.perf_counter()
+    parts = [image.reshape(image.shape[0], -1).T for batch in stream.batches for image in batch]
+    if not parts:
+        raise UserError("no new images to add")
+    features = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    if features.shape[1] != bank.shape[1]:
+        raise UserError(f"new features have {features.shape[1]} channels but the memory bank has {bank.shape[1]}")
+    extracted = time.perf_counter()
+    matrix = projection_matrix(bank.shape[1], cfg.projection_dim, cfg.seed)
+    n_add = coreset_size(len(features), cfg.k)
+    picks = greedy_coreset_continued(features @ matrix, bank @ matrix, n_add, progress=progress)
+    extended = np.concatenate([bank, features[np.sort(picks)]])
+    stats = {"update_patches": float(len(features)), "update_added": float(n_add),
+             "update_feature_seconds": extracted - start, "update_coreset_seconds": time.perf_counter() - extracted}
+    return extended, stats

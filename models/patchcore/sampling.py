@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from tqdm import tqdm
 
+from models.knn import MemoryBank
+
 if TYPE_CHECKING:
     import paddle
 
@@ -358,6 +360,32 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
         state = _Selection(points, n_select, pool, workers)
         state.add_local_centre(0, _start_index(n_points, seed))
         return _select(state, mode, progress, state.add_local_centre)
+
+
+def greedy_coreset_continued(points: np.ndarray, centres: np.ndarray, n_select: int,
+                             progress: bool = False) -> np.ndarray:
+    """The farthest-point selection continued: `centres` [M, d] are already chosen, pick `n_select`
+    of `points` (indices, in order of choice).
+
+    The first pick is the point farthest from every given centre (lowest index on ties), then the
+    rule goes on as in greedy_coreset. Mat-vec steps only: the pruned steps' clusters assume every
+    point's nearest centre is one of the selection's own.
+    """
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    centres = np.ascontiguousarray(centres, dtype=np.float32)
+    n_select = min(n_select, len(points))
+    if n_select == 0:
+        return np.empty(0, dtype=np.int64)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = cores if len(points) >= THREADED_MIN_POINTS else 1
+    with ThreadPoolExecutor(workers) as pool:
+        state = _Selection(points, n_select, pool, workers)
+        # Distance to the nearest given centre, recomputed exactly (float64) by the kNN search, so it
+        # does not depend on how BLAS blocks the products: the same inputs give the same picks.
+        nearest = MemoryBank(centres).search(points, k=1)[0][:, 0].astype(np.float64)
+        state.min_dist[:] = (nearest * nearest).astype(np.float32)
+        state.add_local_centre(0)
+        return _select(state, "matvec", progress, state.add_local_centre)
 
 
 def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[int], None]) -> np.ndarray:

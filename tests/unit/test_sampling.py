@@ -105,3 +105,16 @@ def test_coreset_size_and_projection_are_deterministic():
     assert a.shape == (10, 128) and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, random_projection(x, 128, 4))
+
+
+def test_continued_selection_equals_one_selection_split_in_two():
+    # Continuing from the first picks of a selection, on the remaining points, gives its later picks
+    # (the order of the points does not matter to the rule except for ties, absent in random data).
+    from models.patchcore.sampling import greedy_coreset_continued
+
+    points = np.random.default_rng(21).standard_normal((3000, 12)).astype(np.float32)
+    whole = greedy_coreset(points, 120, seed=5)
+    first, later = whole[:40], whole[40:]
+    rest = np.setdiff1d(np.arange(len(points)), first)
+    continued = greedy_coreset_continued(points[rest], points[first], 80)
+    np.testing.assert_array_equal(rest[continued], later)
