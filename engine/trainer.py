@@ -186,6 +186,9 @@ def update(model_file: str, data_path: str, category: str | None, save_path: str
     tree = os.path.join(data_path, model.category, "train")
     good = (MVTecDataset(data_path, model.category, "train", model.config.data) if os.path.isdir(tree)
             else MVTecDataset.good_images(data_path, model.category, model.config.data))
+    if run_eval and not os.path.isdir(os.path.join(data_path, model.category, "test")):
+        raise UserError(f"--eval needs an MVTec tree with {model.category}/test under --data_path; "
+                        f"update from the folder, then run eval.py on the tree")
     fitted, held_out = held_out_split(len(good), m.val_ratio, m.seed)
     extractor = rebuild_extractor(model, pretrained)
     with output_lock(save_path):
