@@ -121,7 +121,7 @@ class MVTecDataset(Dataset):
         sample = self.samples[index]
         cfg = self.cfg
         rgb = load_image(sample.path)
-        image = preprocess_image(rgb, cfg.resize, cfg.crop_size, cfg.mean, cfg.std)
+        image = preprocess_image(rgb, cfg.resize, cfg.crop_size, cfg.mean, cfg.std, cfg.interpolation)
         mask = load_mask(sample.mask_path, cfg.resize, cfg.crop_size, image_size=rgb.size)
         return image, mask, sample.label
 

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from utils.config import hw
 from utils.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -61,19 +62,43 @@ def to_rgb8(img: Image.Image, path: str | os.PathLike = "image") -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _resize_and_crop(img: Image.Image, resize: int, crop_size: int, resample: int) -> Image.Image:
-    if crop_size > resize:
+def _plain_bilinear(img: Image.Image, width: int, height: int) -> Image.Image:
+    """Two-tap bilinear resampling (pixel centres aligned, no widening of the filter when shrinking),
+    as OpenCV's INTER_LINEAR does; rounded back to 8 bits."""
+    values = np.asarray(img, dtype=np.float32)
+
+    def taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        source = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        low = np.floor(source).astype(np.int64)
+        return low, np.minimum(low + 1, n_in - 1), (source - low).astype(np.float32)
+
+    y0, y1, wy = taps(height, values.shape[0])
+    x0, x1, wx = taps(width, values.shape[1])
+    wy = wy.reshape((-1, 1) + (1,) * (values.ndim - 2))
+    wx = wx.reshape((1, -1) + (1,) * (values.ndim - 2))
+    rows = values[y0] * (1 - wy) + values[y1] * wy
+    out = rows[:, x0] * (1 - wx) + rows[:, x1] * wx
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode=img.mode)
+
+
+def _resize_and_crop(img: Image.Image, resize: int | tuple[int, int], crop_size: int | tuple[int, int],
+                     resample: int, interpolation: str = "antialias") -> Image.Image:
+    (height, width), (crop_h, crop_w) = hw(resize), hw(crop_size)
+    if crop_h > height or crop_w > width:
         raise UserError(f"crop_size ({crop_size}) must not exceed resize ({resize})")
-    img = img.resize((resize, resize), resample=resample)
+    if interpolation == "bilinear" and resample == Image.BILINEAR:
+        img = _plain_bilinear(img, width, height)
+    else:
+        img = img.resize((width, height), resample=resample)     # PIL sizes are width x height
     # Same rounding as the usual centre crop: the extra pixel of an odd margin goes right/bottom.
-    offset = int(round((resize - crop_size) / 2.0))
-    return img.crop((offset, offset, offset + crop_size, offset + crop_size))
+    top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+    return img.crop((left, top, left + crop_w, top + crop_h))
 
 
-def preprocess_image(img: Image.Image, resize: int, crop_size: int,
-                     mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """RGB image -> normalised float32 CHW array of size crop_size x crop_size."""
-    img = _resize_and_crop(img, resize, crop_size, Image.BILINEAR)
+def preprocess_image(img: Image.Image, resize: int | tuple[int, int], crop_size: int | tuple[int, int],
+                     mean: Sequence[float], std: Sequence[float], interpolation: str = "antialias") -> np.ndarray:
+    """RGB image -> normalised float32 CHW array of size crop_size (height x width)."""
+    img = _resize_and_crop(img, resize, crop_size, Image.BILINEAR, interpolation)
     array = np.asarray(img, dtype=np.float32) / 255.0
     array = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -85,7 +110,7 @@ MASK_TOLERANCE = 10          # gray levels counted as black (<= 10) or white (>=
 MASK_MAX_UNSURE = 0.01       # share of pixels allowed in between
 
 
-def load_mask(path: str | os.PathLike | None, resize: int, crop_size: int,
+def load_mask(path: str | os.PathLike | None, resize: int | tuple[int, int], crop_size: int | tuple[int, int],
               image_size: tuple[int, int] | None = None) -> np.ndarray:
     """Ground-truth mask with the image's geometry, binary uint8 (1 = defect); None -> all zero.
 
@@ -94,7 +119,7 @@ def load_mask(path: str | os.PathLike | None, resize: int, crop_size: int,
     not binary-like (see MASK_TOLERANCE). 0/1-valued masks are read as such.
     """
     if path is None:
-        return np.zeros((crop_size, crop_size), dtype=np.uint8)
+        return np.zeros(hw(crop_size), dtype=np.uint8)
     try:
         with Image.open(path) as img:
             img.load()
@@ -115,9 +140,10 @@ def load_mask(path: str | os.PathLike | None, resize: int, crop_size: int,
     return (np.asarray(mask) > 127).astype(np.uint8)
 
 
-def resized_rgb(img: Image.Image, resize: int, crop_size: int) -> np.ndarray:
+def resized_rgb(img: Image.Image, resize: int | tuple[int, int], crop_size: int | tuple[int, int],
+                interpolation: str = "antialias") -> np.ndarray:
     """The uint8 RGB image the model actually saw, for visualisations."""
-    return np.asarray(_resize_and_crop(img, resize, crop_size, Image.BILINEAR))
+    return np.asarray(_resize_and_crop(img, resize, crop_size, Image.BILINEAR, interpolation))
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:

@@ -66,7 +66,8 @@ def preprocessed_batches(paths: list[str], data: DataConfig, batch_size: int,
         images, errors = [], {}
         for path in batch:
             try:
-                images.append(preprocess_image(load_image(path), data.resize, data.crop_size, data.mean, data.std))
+                images.append(preprocess_image(load_image(path), data.resize, data.crop_size, data.mean, data.std,
+                                               data.interpolation))
             except UserError as err:
                 errors[path] = str(err)
         return images, errors
@@ -227,7 +228,7 @@ class ResultWriter:
         vmin, vmax = self.value_range
         vmin = float(anomaly_map.min()) if vmin is None else vmin
         vmax = float(anomaly_map.max()) if vmax is None else vmax
-        image = resized_rgb(load_image(row["image"]), self.data.resize, self.data.crop_size)
+        image = resized_rgb(load_image(row["image"]), self.data.resize, self.data.crop_size, self.data.interpolation)
         save_figure(os.path.join(self.save_path, figure_name(row["image"], self.figure_names)), image, anomaly_map,
                     self.thresholds.pixel, vmin, vmax,
                     title=f"{row['image']}: {row['decision']} (score {row['image_score']:.3f}, "
@@ -263,7 +264,8 @@ class ResultWriter:
             with zf.open("anomaly_maps.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
                                                               "fortran_order": False,
-                                                              "shape": (len(self.map_images), size, size)})
+                                                              "shape": (len(self.map_images),
+                                                                        *self.data.crop_hw)})
                 with open(self.raw_maps_path, "rb") as raw:
                     shutil.copyfileobj(raw, member, 2**20)
 

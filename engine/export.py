@@ -18,8 +18,8 @@ def export(model_path: str, save_dir: str, pretrained: str | None = None) -> lis
     """Write model.pdmodel (or model.json) + model.pdiparams + stats.npz into save_dir."""
     model = AnomalyModel.load(model_path)
     extractor = rebuild_extractor(model, pretrained)
-    size = model.config.data.crop_size
-    spec = [paddle.static.InputSpec([None, 3, size, size], "float32", "images")]
+    height, width = model.config.data.crop_hw
+    spec = [paddle.static.InputSpec([None, 3, height, width], "float32", "images")]
     with output_lock(save_dir):
         # Everything is written into a scratch folder first and moved in only once complete.
         remove_stale_temporaries(save_dir)

@@ -65,7 +65,7 @@ def save_test_figures(model: AnomalyModel, test_set: MVTecDataset, maps: np.ndar
     for sample, amap, mask in tqdm(list(zip(test_set.samples, maps, masks)), desc=f"{model.category}: figures",
                                    disable=not progress, leave=False):
         name = f"{sample.defect}_{os.path.splitext(os.path.basename(sample.path))[0]}.png"
-        image = resized_rgb(load_image(sample.path), data.resize, data.crop_size)
+        image = resized_rgb(load_image(sample.path), data.resize, data.crop_size, data.interpolation)
         save_figure(os.path.join(folder, name), image, amap, threshold, vmin, vmax,
                     title=f"{model.category}/{sample.defect}/{os.path.basename(sample.path)}",
                     mask=mask if sample.label else None)

@@ -8,6 +8,8 @@ import paddle
 import paddle.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from utils.config import hw
+
 from utils.errors import UserError
 
 
@@ -29,10 +31,11 @@ class Scores:
         return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
-def upsample_and_smooth(patch_scores: np.ndarray, size: int, sigma: float) -> np.ndarray:
-    """Patch grid -> image-sized anomaly maps: bilinear upsampling then Gaussian smoothing."""
+def upsample_and_smooth(patch_scores: np.ndarray, size: int | tuple[int, int], sigma: float) -> np.ndarray:
+    """Patch grid -> image-sized anomaly maps (size: square side or height, width): bilinear
+    upsampling then Gaussian smoothing."""
     grid = paddle.to_tensor(patch_scores[:, None].astype(np.float32))
-    maps = F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False).numpy()[:, 0]
+    maps = F.interpolate(grid, size=hw(size), mode="bilinear", align_corners=False).numpy()[:, 0]
     if sigma > 0:
         # truncate=4 gives the usual 33-tap kernel for sigma 4.
         maps = np.stack([gaussian_filter(m, sigma=sigma, mode="reflect", truncate=4.0) for m in maps])

@@ -48,7 +48,9 @@ def metrics_of(outputs: dict[str, np.ndarray], data_path: str, category: str, wi
     if missing:
         raise UserError(f"{missing[0]} is not a test image of {category}")
     chosen = [samples[p] for p in outputs["images"]]
-    resize, crop = int(outputs["resize"]), int(outputs["crop_size"])
+    # One number (square) or height, width.
+    resize, crop = (tuple(int(v) for v in np.ravel(outputs[key])) for key in ("resize", "crop_size"))
+    resize, crop = (size[0] if len(size) == 1 else size for size in (resize, crop))
     masks = np.stack([load_mask(s.mask_path, resize, crop) for s in chosen])
     labels = np.array([s.label for s in chosen])
     return compute_metrics(outputs["image_scores"], labels, outputs["anomaly_maps"], masks, with_pro)

@@ -44,19 +44,57 @@ def _number_type(kind: type, minimum: float, name: str) -> Callable[[str], Any]:
     return parse
 
 
+INTERPOLATIONS = ("antialias", "bilinear")
+
+
+def hw(size: "int | tuple[int, int] | list[int]") -> tuple[int, int]:
+    """(height, width) of a size given as one number (square) or as height, width."""
+    if isinstance(size, (tuple, list)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def _size_type(minimum: int, name: str) -> Callable[[str], Any]:
+    """An argparse `type=` for sizes: "256" (square) or "256,320" (height,width); a square pair is
+    stored as one number, so square settings and model files stay as they always were."""
+    number = _number_type(int, minimum, name)
+
+    def parse(text: str) -> Any:
+        parts = [number(part) for part in text.split(",")]
+        if len(parts) not in (1, 2):
+            raise argparse.ArgumentTypeError(f"expected {name} or height,width, got {text!r}")
+        return parts[0] if len(parts) == 1 or parts[0] == parts[1] else (parts[0], parts[1])
+    parse.__name__ = name
+    return parse
+
+
 # Command-line number types: every numeric option is range-checked when it is parsed.
 positive_int = _number_type(int, 1, "a positive integer")
 resize_int = _number_type(int, 2, "an integer >= 2")
 non_negative_int = _number_type(int, 0, "an integer >= 0")
 finite_float = _number_type(float, -math.inf, "a finite number")
+resize_size = _size_type(2, "an integer >= 2")
+crop_size_type = _size_type(1, "a positive integer")
 
 
 @dataclass
 class DataConfig:
-    resize: int = 256
-    crop_size: int = 224
+    # One number (square) or (height, width): resize to it, then centre-crop to crop_size.
+    resize: int | tuple[int, int] = 256
+    crop_size: int | tuple[int, int] = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # Image downscaling: "antialias" (PIL bilinear, its filter widened by the scale factor) or
+    # "bilinear" (plain two-tap bilinear, as OpenCV's INTER_LINEAR; keeps thin structures sharper).
+    interpolation: str = "antialias"
+
+    @property
+    def resize_hw(self) -> tuple[int, int]:
+        return hw(self.resize)
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        return hw(self.crop_size)
 
 
 # train.py's --val_ratio: a tenth of the good images is enough to place the thresholds on bottle-
@@ -122,8 +160,10 @@ class Config:
     def check(self) -> None:
         """Range checks shared by the command line and model files; ValueError naming the setting."""
         d, m = self.data, self.model
-        _require(d.resize >= 2, "resize", d.resize, "at least 2")
-        _require(1 <= d.crop_size <= d.resize, "crop_size", d.crop_size, f"between 1 and resize ({d.resize})")
+        _require(min(d.resize_hw) >= 2, "resize", d.resize, "at least 2")
+        _require(all(1 <= c <= r for c, r in zip(d.crop_hw, d.resize_hw)), "crop_size", d.crop_size,
+                 f"between 1 and resize ({d.resize}) on each side")
+        _require(d.interpolation in INTERPOLATIONS, "interpolation", d.interpolation, " or ".join(INTERPOLATIONS))
         _require(len(d.mean) == 3, "mean", d.mean, "3 numbers")
         _require(len(d.std) == 3 and all(v > 0 for v in d.std), "std", d.std, "3 positive numbers")
         if m.method == "padim":
@@ -168,11 +208,25 @@ def _checked_value(default: Any, value: Any, name: str) -> Any:
     return type(default)(value)
 
 
+SIZE_FIELDS = ("resize", "crop_size")
+
+
+def _checked_size(value: Any, name: str) -> int | tuple[int, int]:
+    """A stored size: one integer (square; every file before rectangular sizes) or [height, width]."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        height, width = (_checked_value(0, v, name) for v in value)
+        return height if height == width else (height, width)
+    return _checked_value(0, value, name)
+
+
 def _build(kind: type, raw: Any, where: str) -> Any:
     """A dataclass from a stored dict: every known field type-checked, unknown ones ignored (newer files)."""
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a dict, got {type(raw).__name__}")
     defaults = kind()
     values = {f.name: _checked_value(getattr(defaults, f.name), raw[f.name], f"{where}.{f.name}")
-              for f in fields(kind) if f.name in raw}
+              for f in fields(kind) if f.name in raw and f.name not in SIZE_FIELDS}
+    for name in SIZE_FIELDS:
+        if name in raw and name in {f.name for f in fields(kind)}:
+            values[name] = _checked_size(raw[name], f"{where}.{name}")
     return kind(**values)

@@ -41,7 +41,9 @@ def save_figure(path: str | os.PathLike, image: np.ndarray, anomaly_map: np.ndar
         panels.append(("ground truth", outlined(image, mask.astype(bool), (0, 255, 0))))
     panels += [("heat map", overlay(image, anomaly_map, vmin, vmax)),
                ("predicted region", outlined(image, region))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
+    # Panels as wide as the image's aspect ratio (imshow keeps the pixels square).
+    aspect = min(max(image.shape[1] / image.shape[0], 0.25), 4.0)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * aspect * len(panels), 3.3))
     for ax, (name, picture) in zip(np.atleast_1d(axes), panels):
         ax.imshow(picture)
         ax.set_title(name, fontsize=9)
