@@ -40,9 +40,12 @@ def test_two_workers_fit_the_single_process_model(synthetic_root, tmp_path, meth
 def test_a_failing_worker_ends_the_run_with_one_line(tmp_path):
     done = launch("--data_path", str(tmp_path / "missing"), "--category", "x", *FAST_TRAIN_ARGS,
                   "--save_path", str(tmp_path / "out"), log_dir=tmp_path / "log")
-    assert done.returncode == 2
-    worker_log = (tmp_path / "log" / "workerlog.0").read_text()
-    assert "Traceback" not in worker_log and "error:" in worker_log
+    # The launcher stops the other worker once one has failed, and reports whichever exit it saw
+    # first (2 from a worker, or the stopped one's signal), so only "failed" is certain.
+    assert done.returncode != 0
+    logs = [p.read_text() for p in sorted((tmp_path / "log").glob("workerlog.*"))]
+    assert logs and not any("Traceback" in log for log in logs)
+    assert any("error: data path not found" in log for log in logs)
 
 
 if __name__ == "__main__":
