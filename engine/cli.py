@@ -68,6 +68,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="with --val_ratio: fraction of good images the image threshold may flag")
     parser.add_argument("--pixel_false_reject", type=finite_float, default=m.pixel_false_reject,
                         help="with --val_ratio: fraction of good pixels the pixel threshold may flag")
+    parser.add_argument("--keep_sums", action="store_true",
+                        help="padim only: keep the float64 running sums in the model file (positions x channels^2 "
+                             "x 8 bytes more) so that train.py --update can add images exactly")
 
 
 def add_eval_args(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                         num_neighbors=args.num_neighbors,
                         image_score=args.image_score, seed=args.seed, aggregation=args.aggregation,
                         val_ratio=args.val_ratio, max_false_reject=args.max_false_reject,
-                        pixel_false_reject=args.pixel_false_reject,
+                        pixel_false_reject=args.pixel_false_reject, keep_sums=args.keep_sums,
                         pretrain_embed_dim=args.pretrain_embed_dim, target_embed_dim=args.target_embed_dim,
                         **settings)
     check_aggregation(model)

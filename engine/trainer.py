@@ -16,7 +16,6 @@ from engine.pipeline import fit, iterate_batches, rebuild_extractor, score_batch
 from models.calibration import calibrate, calibrate_held_out
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
 from models.model_file import AnomalyModel, EmbeddingStream, model_path
-from models.patchcore.fit import extend_memory_bank
 from models.registry import METHODS
 from models.scoring import Scores
 from models.sharding import Shard
@@ -167,7 +166,8 @@ def train(config: Config, data_path: str, category: str, save_path: str, batch_s
 def update(model_file: str, data_path: str, category: str | None, save_path: str, batch_size: int,
            run_eval: bool, with_pro: bool, pretrained: str | None = None, progress: bool = True,
            backend: str = "numpy") -> dict[str, Any]:
-    """train.py --update: add good images to a trained PatchCore model (see extend_memory_bank).
+    """train.py --update: add good images to a trained model (PatchCore: extend_memory_bank; PaDiM
+    trained with --keep_sums: extend_gaussians).
 
     New images: ROOT/CATEGORY/train/good when `data_path` is an MVTec tree, else every image of the
     folder `data_path`. The model's own settings apply (extractor, k, seed, val_ratio): the seeded
@@ -176,9 +176,10 @@ def update(model_file: str, data_path: str, category: str | None, save_path: str
     the old one and the new images' highest score. The result replaces <save_path>/<category>.pdparams.
     """
     model = AnomalyModel.load(model_file)
-    if model.method != "patchcore":
-        raise UserError(f"--update adds images to PatchCore models; {model_file} is a {model.title} model: "
-                        f"fit it again on all images")
+    spec = METHODS[model.method]
+    if model.method == "padim" and "sum_outer" not in model.arrays:
+        raise UserError(f"{model_file} is a PaDiM model without running sums: train it with --keep_sums to "
+                        f"update it, or fit again on all images")
     if category and category != model.category:
         raise UserError(f"{model_file} is the model of category '{model.category}', not '{category}'")
     m = model.config.model
@@ -195,12 +196,12 @@ def update(model_file: str, data_path: str, category: str | None, save_path: str
         remove_stale_temporaries(save_path)
         embeddings = (extract(extractor, images) for images, _, _ in
                       iterate_batches(good.subset(fitted), batch_size, f"{model.category}: new features", progress))
-        bank, stats = extend_memory_bank(model.arrays["memory_bank"], EmbeddingStream(embeddings, len(fitted)), m,
-                                         progress)
-        model.arrays["memory_bank"] = bank
+        arrays, stats = spec.update_function()(model.arrays, EmbeddingStream(embeddings, len(fitted)), m, progress)
+        model.arrays.update(arrays)
         seen = model.fit_stats
-        stats.update(train_images=seen.get("train_images", 0.0) + len(fitted), bank_size=float(len(bank)),
-                     train_patches=seen.get("train_patches", 0.0) + stats["update_patches"],
+        if "train_patches" in stats:
+            stats["train_patches"] += seen.get("train_patches", 0.0)
+        stats.update(train_images=seen.get("train_images", 0.0) + len(fitted),
                      held_out_images=seen.get("held_out_images", 0.0) + len(held_out),
                      updates=seen.get("updates", 0.0) + 1, updated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         seen.update(stats)
@@ -221,7 +222,9 @@ def update(model_file: str, data_path: str, category: str | None, save_path: str
                 # The old images' own scores are not recomputed: their old maxima still bound them.
                 model.calibration[key] = max(model.calibration[key], previous.get(key, -np.inf))
         model.save(model_path(save_path, model.category))
-        row.update({"added_images": len(fitted), "bank_size": len(bank), "train_images": int(seen["train_images"])})
+        row.update({"added_images": len(fitted), "train_images": int(seen["train_images"])})
+        if spec.size_column in seen:
+            row[spec.size_column] = int(seen[spec.size_column])
         report([row], tuple(row), os.path.join(save_path, "update_results.csv"))
     return row
 

@@ -133,6 +133,9 @@ class AnomalyModel:
         arrays = {}
         for name, rank in zip(spec.arrays, spec.array_ranks or (None,) * len(spec.arrays)):
             arrays[name] = _checked_array(stored.get(name), rank, f"arrays.{name}", bad)
+        for name, rank in spec.update_arrays:
+            if name in stored:
+                arrays[name] = _checked_array(stored[name], rank, f"arrays.{name}", bad, dtype=np.float64)
         return cls(config=config, category=raw["category"], arrays=arrays,
                    extractor_fingerprint=raw["extractor_fingerprint"], feature_grid=(int(grid[0]), int(grid[1])),
                    calibration=tables["calibration"], fit_stats=tables["fit_stats"])
@@ -157,11 +160,13 @@ class AnomalyModel:
         """The deployment stats file; `binding` (BINDING_KEYS but arrays_sha256, added here) ties it to
         one export's program and parameters files."""
         meta = {k: v for k, v in self.to_dict().items() if k != "arrays"}
-        meta.update(binding, arrays_sha256=arrays_sha256(self.arrays))
+        # Only what scoring needs: the running sums kept for updates stay in the training file.
+        scoring = {name: self.arrays[name] for name in METHODS[self.method].arrays}
+        meta.update(binding, arrays_sha256=arrays_sha256(scoring))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 # Each array is its own npz member (a PatchCore file keeps the version 1 layout).
-                np.savez(f, **self.arrays, meta=np.array(json.dumps(meta)))
+                np.savez(f, **scoring, meta=np.array(json.dumps(meta)))
 
     @classmethod
     def load_stats(cls, path: str | os.PathLike) -> tuple["AnomalyModel", dict[str, str]]:
@@ -209,8 +214,9 @@ def _number_table(value: Any, name: str, bad: Callable[[str, str], UserError]) -
     return table
 
 
-def _checked_array(value: Any, rank: int | None, name: str, bad: Callable[[str, str], UserError]) -> np.ndarray:
-    """A non-empty, finite float array of the expected rank, as float32."""
+def _checked_array(value: Any, rank: int | None, name: str, bad: Callable[[str, str], UserError],
+                   dtype: type = np.float32) -> np.ndarray:
+    """A non-empty, finite float array of the expected rank, as `dtype`."""
     if value is None:
         raise bad(name, "is missing")
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
@@ -219,7 +225,7 @@ def _checked_array(value: Any, rank: int | None, name: str, bad: Callable[[str, 
         raise bad(name, f"has {value.ndim} dimensions, expected {rank} (shape {value.shape})")
     if value.size == 0:
         raise bad(name, f"is empty (shape {value.shape})")
-    array = value.astype(np.float32, copy=False)
+    array = value.astype(dtype, copy=False)
     if not np.isfinite(array).all():
         # One NaN would make every distance NaN and every image silently 'normal'.
         raise bad(name, "holds NaN or infinite values")

@@ -82,12 +82,20 @@ class MethodSpec:
     k_help: str = ""
     aggregations: tuple[str, ...] = ("avgpool",)  # --aggregation values it accepts (utils.config.AGGREGATIONS)
     array_ranks: tuple[int, ...] = ()             # ndim of each of `arrays`, checked when a model loads
+    # "module:function(arrays, EmbeddingStream, model_config, progress) -> (arrays, stats)": adds
+    # good images to a fitted model (train.py --update)
+    update: str = ""
+    # Arrays kept, float64, only for updates (never exported): name -> ndim
+    update_arrays: tuple[tuple[str, int], ...] = ()
 
     def build_scorer(self, arrays: dict[str, Any], config: Any, backend: str = "numpy") -> Callable[[Any], Any]:
         return _resolve(self.scorer)(arrays, config, backend)
 
     def fit_function(self) -> Callable[..., Any]:
         return _resolve(self.fit)
+
+    def update_function(self) -> Callable[..., Any]:
+        return _resolve(self.update)
 
 
 PATCHCORE_LAYERS = ("layer2", "layer3")
@@ -115,12 +123,13 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("patchcore", "PatchCore", ("patchcore", "coreset"), _patchcore_defaults, ("memory_bank",),
                "models.patchcore.scorer:build_scorer", "models.patchcore.fit:fit_memory_bank", "bank_size",
                k_help="percentage of training patches kept (default 10)", aggregations=AGGREGATIONS,
-               array_ranks=(2,)),
+               array_ranks=(2,), update="models.patchcore.fit:extend_memory_bank"),
     MethodSpec("padim", "PaDiM", ("padim",), _padim_defaults, ("mean", "inv_covariance"),
                "models.padim.scorer:build_scorer", "models.padim.fit:fit_gaussians", "channels",
                k_help="number of channels kept by a seeded random selection, 0 = all (default "
                       + ", ".join(f"{arch} {n or 'all'}" for arch, n in PADIM_CHANNELS.items()) + ")",
-               array_ranks=(2, 3)),
+               array_ranks=(2, 3), update="models.padim.fit:extend_gaussians",
+               update_arrays=(("sum_shift", 2), ("sum", 2), ("sum_outer", 3), ("count", 1))),
 )}
 
 # The seed projects call PatchCore's method "coreset"; every alias names its method.

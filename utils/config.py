@@ -137,6 +137,9 @@ class ModelConfig:
     # (1 - rate) quantile of their scores), the pixel threshold this fraction of their pixels.
     max_false_reject: float = 0.01
     pixel_false_reject: float = 0.001
+    # PaDiM: keep the float64 running sums in the model file so train.py --update can add images
+    # exactly (positions x channels^2 x 8 bytes more; never exported).
+    keep_sums: bool = False
 
 
 @dataclass

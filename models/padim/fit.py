@@ -66,6 +66,19 @@ class GaussianAccumulator:
         self.count = int(shard.all_reduce_sum(np.array([self.count], dtype=np.float64))[0])
         self.shift = shifts[0]
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The running sums, float64 (kept in a model file for updates)."""
+        return {"sum_shift": self.shift, "sum": self.sum, "sum_outer": self.outer,
+                "count": np.array([float(self.count)])}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], grid: tuple[int, int]) -> "GaussianAccumulator":
+        accumulator = cls()
+        accumulator.grid = tuple(grid)
+        accumulator.shift, accumulator.sum = arrays["sum_shift"], arrays["sum"]
+        accumulator.outer, accumulator.count = arrays["sum_outer"], int(arrays["count"][0])
+        return accumulator
+
     def gaussians(self, regularization: float = REGULARIZATION,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(mean [P, C], inverse of cov + regularization I [P, C, C]), float32; unbiased covariance."""
@@ -111,4 +124,31 @@ def fit_gaussians(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = Tr
              # Extraction is included: it is interleaved with the accumulation, batch by batch.
              "positions": float(mean.shape[0]), "accumulate_seconds": accumulated - start,
              "invert_seconds": done - accumulated, **split_stats}
-    return FitResult({"mean": mean, "inv_covariance": inverse}, accumulator.grid, stats)
+    arrays = {"mean": mean, "inv_covariance": inverse}
+    if cfg.keep_sums:
+        arrays.update(accumulator.state())
+    return FitResult(arrays, accumulator.grid, stats)
+
+
+def extend_gaussians(arrays: dict[str, np.ndarray], stream: EmbeddingStream, cfg: ModelConfig,
+                     progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The Gaussians after adding new images to the kept running sums: the same sums, hence the same
+    mean and inverse covariance (up to rounding), as a fit on all the images at once."""
+    if "sum_outer" not in arrays:
+        raise UserError("this PaDiM model file has no running sums to add images to: train it with --keep_sums "
+                        "(or fit again on all images)")
+    start = time.perf_counter()
+    grid = None
+    accumulator = None
+    for embedding in stream.batches:
+        if accumulator is None:
+            grid = embedding.shape[2:]
+            accumulator = GaussianAccumulator.from_state(arrays, grid)
+        accumulator.update(embedding)
+    if accumulator is None:
+        raise UserError("no new images to add")
+    added = time.perf_counter()
+    mean, inverse = accumulator.gaussians(progress=progress)
+    stats = {"update_images": float(stream.n_images), "update_feature_seconds": added - start,
+             "update_invert_seconds": time.perf_counter() - added}
+    return {"mean": mean, "inv_covariance": inverse, **accumulator.state()}, stats

@@ -120,11 +120,12 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     return FitResult({"memory_bank": bank}, (height, width), stats, training_embeddings)
 
 
-def extend_memory_bank(bank: np.ndarray, stream: EmbeddingStream, cfg: ModelConfig,
-                       progress: bool = True) -> tuple[np.ndarray, dict[str, float]]:
+def extend_memory_bank(arrays: dict[str, np.ndarray], stream: EmbeddingStream, cfg: ModelConfig,
+                       progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """The bank with `cfg.k` percent of the new images' patches added: the greedy selection goes on
     (greedy_coreset_continued, on the model's own seeded projection) with every bank entry as an
     already-chosen centre, so the new entries are the new patches least covered by the bank."""
+    bank = arrays["memory_bank"]
     start = time.perf_counter()
     parts = [image.reshape(image.shape[0], -1).T for batch in stream.batches for image in batch]
     if not parts:
@@ -137,6 +138,7 @@ def extend_memory_bank(bank: np.ndarray, stream: EmbeddingStream, cfg: ModelConf
     n_add = coreset_size(len(features), cfg.k)
     picks = greedy_coreset_continued(features @ matrix, bank @ matrix, n_add, progress=progress)
     extended = np.concatenate([bank, features[np.sort(picks)]])
-    stats = {"update_patches": float(len(features)), "update_added": float(n_add),
+    stats = {"update_patches": float(len(features)), "update_added": float(n_add), "bank_size": float(len(extended)),
              "update_feature_seconds": extracted - start, "update_coreset_seconds": time.perf_counter() - extracted}
-    return extended, stats
+    stats["train_patches"] = stats["update_patches"]      # the caller adds the patches seen before
+    return {"memory_bank": extended}, stats

@@ -47,7 +47,7 @@ def test_update_adds_new_patches_deterministically(synthetic_root, tmp_path):
 def test_update_refuses_padim_other_categories_and_missing_folders(synthetic_root, tmp_path):
     _train(synthetic_root, tmp_path / "padim", "--method", "padim")
     for done, message in (
-            (_update(tmp_path / "padim" / "fabric.pdparams", synthetic_root, tmp_path / "o"), "PatchCore models"),
+            (_update(tmp_path / "padim" / "fabric.pdparams", synthetic_root, tmp_path / "o"), "--keep_sums"),
             (_update(tmp_path / "padim" / "fabric.pdparams", tmp_path / "nowhere", tmp_path / "o"), ""),
             (_update(tmp_path / "missing.pdparams", synthetic_root, tmp_path / "o"), "not found")):
         assert done.returncode == 2, done.stderr
@@ -56,3 +56,24 @@ def test_update_refuses_padim_other_categories_and_missing_folders(synthetic_roo
     base = _train(synthetic_root, tmp_path / "core")
     done = _update(tmp_path / "core" / "fabric.pdparams", synthetic_root, tmp_path / "o", "--category", "part")
     assert done.returncode == 2 and f"category '{base.category}'" in done.stderr
+
+
+def test_padim_update_equals_a_fit_on_all_images(synthetic_root, tmp_path):
+    good = sorted((synthetic_root / "fabric" / "train" / "good").iterdir())
+    first = tmp_path / "first" / "fabric"
+    shutil.copytree(synthetic_root / "fabric" / "test", first / "test")
+    (first / "train" / "good").mkdir(parents=True)
+    rest = tmp_path / "rest"
+    rest.mkdir()
+    for i, image in enumerate(good):
+        shutil.copy(image, (first / "train" / "good" if i < 4 else rest) / image.name)
+    args = ("--method", "padim", "--val_ratio", "0", "--keep_sums")
+    whole = _train(synthetic_root, tmp_path / "whole", *args)
+    _train(tmp_path / "first", tmp_path / "part", *args)
+    done = _update(tmp_path / "part" / "fabric.pdparams", rest, tmp_path / "part")
+    assert done.returncode == 0, done.stderr
+    updated = AnomalyModel.load(str(tmp_path / "part" / "fabric.pdparams"))
+    assert updated.fit_stats["train_images"] == whole.fit_stats["train_images"] == 8
+    for name in ("mean", "inv_covariance"):
+        np.testing.assert_allclose(updated.arrays[name], whole.arrays[name], rtol=1e-5, atol=1e-6)
+    assert "sum_outer" in updated.arrays and updated.arrays["sum_outer"].dtype == np.float64
