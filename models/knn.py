@@ -60,8 +60,10 @@ def one_blas_thread() -> ContextManager:
 def product_rounding_bound(dim: int) -> float:
     """Bound, relative to the largest squared norm involved, on the float32 error of |a|^2 - 2ab + |b|^2.
 
-    A d-term dot product errs by at most about d u |a||b| (u = 2^-24) in any summation order, the
-    squared norms likewise, and the additions by u times a few max|a|^2: (4 d + 16) u covers it.
+    Any summation order of a d-term dot product errs by at most about d u |a||b| (u = 2^-24), the
+    squared norms likewise, and the two additions by u times at most 4 max|a|^2 each: in all
+    (4 d + 8) u max|a|^2, rounded up here to (4 d + 16) u. The coreset selector and the grouped
+    search both take their safety margins from it.
     """
     return (4 * dim + 16) * 2.0**-24
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from tqdm import tqdm
 
-from models.knn import MemoryBank
+from models.knn import MemoryBank, product_rounding_bound
 
 if TYPE_CHECKING:
     import paddle
@@ -96,16 +96,6 @@ FILTER_MAX_FRACTION = 1 / 6
 MODES = ("auto", "matvec", "pruned")
 
 
-def _rounding_bound(dim: int) -> float:
-    """Bound, relative to the largest |x|^2, on the float32 error of |x|^2 - 2 x.c + |c|^2.
-
-    Any summation order of a d-term dot product errs by at most about d u |x||c| (u = 2^-24), the
-    squared norms likewise, and the two additions by u times at most 4 max|x|^2 each: in all
-    (4 d + 8) u max|x|^2, rounded up here to (4 d + 16) u.
-    """
-    return (4 * dim + 16) * 2.0**-24
-
-
 class _Selection:
     """State of one farthest-point selection and its two kinds of step; both compute the rule exactly.
 
@@ -115,8 +105,8 @@ class _Selection:
       the largest member distance. For a new centre c', a member x of cluster c satisfies
       |x - c'| >= |c - c'| - |x - c|, so x can only move to c' when |c - c'| < 2 |x - c|: whole
       clusters with |c - c'| >= 2 R_c are skipped, and inside the others so is every such point
-      (with a margin for the rounding of the mat-vec form, see _rounding_bound). Finding the
-      clusters in reach would still cost O(selected) per step, so centres are grouped under the
+      (with a margin for the rounding of the mat-vec form, see models.knn.product_rounding_bound).
+      Finding the clusters in reach would still cost O(selected) per step, so centres are grouped under the
       first LANDMARKS centres: a group whose landmark is farther from c' than its reach (largest
       centre-to-landmark distance) plus twice its largest radius holds no centre in reach.
 
@@ -138,7 +128,7 @@ class _Selection:
         self.owner = np.zeros(n_points, dtype=np.int64)          # index of each point's nearest centre
         self.sq_norms = squared_norms(points)
         # Margin of the pruning tests on squared distances: 12 x the rounding bound (see pruned_step).
-        self.margin = 12.0 * _rounding_bound(dim) * float(self.sq_norms.max())
+        self.margin = 12.0 * product_rounding_bound(dim) * float(self.sq_norms.max())
         # Landmark groups; only pruned steps need them, rebuild_clusters catches up after mat-vec steps.
         self.n_landmarks = min(LANDMARKS, n_select)
         self.group = np.zeros(n_select, dtype=np.int64)
@@ -154,7 +144,7 @@ class _Selection:
         self.farthest: int | None = None                     # argmax of min_dist, when a step found it
         # BLAS filter: its distances and the rule's are each within the rounding bound of the exact
         # value, so a point can only move if the filter puts it within twice that of its distance.
-        self.filter_margin = 2.0 * _rounding_bound(dim) * float(self.sq_norms.max())
+        self.filter_margin = 2.0 * product_rounding_bound(dim) * float(self.sq_norms.max())
         self.filter_next = False
         bounds = np.linspace(0, n_points, workers + 1).astype(int)
         self.row_ranges = list(zip(bounds[:-1], bounds[1:]))
