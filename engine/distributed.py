@@ -13,6 +13,7 @@ import numpy as np
 
 from models.sharding import Shard, shard_bounds
 from utils.errors import UserError
+from utils.runtime import available_cores
 
 _initialised = False
 
@@ -76,8 +77,7 @@ def make_shard(n_images: int) -> Shard:
     if n_images < world_size:
         raise UserError(f"{n_images} training images cannot be split over {world_size} workers")
     _init()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     local_workers = int(os.environ.get("PADDLE_LOCAL_SIZE", world_size))
     bounds = shard_bounds(n_images, world_size)
     return Shard(rank=rank, world_size=world_size, first_image=bounds[rank], total_images=n_images,
-                 threads=max(1, cores // local_workers), all_gather=_all_gather, all_reduce_sum=_all_reduce_sum)
+                 threads=max(1, available_cores() // local_workers), all_gather=_all_gather, all_reduce_sum=_all_reduce_sum)

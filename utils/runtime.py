@@ -39,6 +39,11 @@ def select_device(device: str) -> str:
     return "paddle" if use_gpu else "numpy"
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def peak_memory_mb() -> float:
     """Peak resident memory of this process (Linux reports kB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -12,7 +12,6 @@ mixing two kinds of step, see _Selection) return the same indices.
 from __future__ import annotations
 
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
@@ -21,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.knn import MemoryBank, product_rounding_bound
+from utils.runtime import available_cores
 
 if TYPE_CHECKING:
     import paddle
@@ -331,6 +331,11 @@ class _Selection:
         return True
 
 
+def _workers(n_points: int) -> int:
+    # Threads only pay on passes far larger than a thread hand-off.
+    return available_cores() if n_points >= THREADED_MIN_POINTS else 1
+
+
 def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: bool = False,
                    mode: str = "auto") -> np.ndarray:
     """Farthest-point selection; the same indices as greedy_coreset_reference, in any `mode`.
@@ -343,9 +348,7 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
     points = np.ascontiguousarray(points, dtype=np.float32)
     n_points = len(points)
     n_select = min(n_select, n_points)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    # Threads only pay on passes far larger than a thread hand-off.
-    workers = cores if n_points >= THREADED_MIN_POINTS else 1
+    workers = _workers(n_points)
     with ThreadPoolExecutor(workers) as pool:
         state = _Selection(points, n_select, pool, workers)
         state.add_local_centre(0, _start_index(n_points, seed))
@@ -366,8 +369,7 @@ def greedy_coreset_continued(points: np.ndarray, centres: np.ndarray, n_select: 
     n_select = min(n_select, len(points))
     if n_select == 0:
         return np.empty(0, dtype=np.int64)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = cores if len(points) >= THREADED_MIN_POINTS else 1
+    workers = _workers(len(points))
     with ThreadPoolExecutor(workers) as pool:
         state = _Selection(points, n_select, pool, workers)
         # Distance to the nearest given centre, recomputed exactly (float64) by the kNN search, so it
