@@ -67,16 +67,18 @@ def dynamic_embedder(model: AnomalyModel, pretrained: str | None = None) -> Call
 
 
 def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str, batch_size: int = 8,
-        progress: bool = True, backend: str = "numpy") -> tuple[AnomalyModel, Callable[[int], Iterator[np.ndarray]] | None]:
+        progress: bool = True, backend: str = "numpy",
+        shard: Shard | None = None) -> tuple[AnomalyModel, Callable[[int], Iterator[np.ndarray]] | None]:
     """Fit the configured method on the training images; embeddings are streamed batch by batch.
 
     `backend` (see utils.runtime.select_device): "paddle" runs the method's array work on the device.
+    `shard`: this process's part of a distributed fit (default: from the launcher's environment).
 
     Returns the model and, where the fit kept them, a replay of the training embeddings (see FitResult).
     """
     start = time.perf_counter()
     # Under paddle.distributed.launch this process extracts only its shard of the images.
-    shard = make_shard(len(train_set))
+    shard = shard or make_shard(len(train_set))
     images = shard_images(train_set, shard)
     progress = progress and shard.is_main
     embeddings = (extract(extractor, batch) for batch, _, _ in

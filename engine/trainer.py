@@ -78,7 +78,7 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
     fitted, held_out = held_out_split(len(good), m.val_ratio, m.seed)
     train_set = good.subset(fitted)
     shard = make_shard(len(train_set))
-    model, training_embeddings = fit(extractor, train_set, config, category, batch_size, progress, backend)
+    model, training_embeddings = fit(extractor, train_set, config, category, batch_size, progress, backend, shard)
     row: dict[str, Any] = {"category": category}
     if held_out:
         # Thresholds from good images the model has not seen; evaluation (if asked) reports how
@@ -86,9 +86,8 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
         training_embeddings = None
         if not shard.is_main:
             return row          # rank 0 calibrates, evaluates and writes
-        scores = score_batches(model, extractor, good.subset(held_out), batch_size, progress, backend)[0]
-        model.calibration = calibrate_held_out(scores.image_scores, scores.anomaly_maps, m.max_false_reject,
-                                               m.pixel_false_reject)
+        model.calibration = held_out_calibration(model, extractor, good.subset(held_out), batch_size, progress,
+                                                 backend)
         model.fit_stats["held_out_images"] = float(len(held_out))
         if run_eval:
             row, _ = evaluate(model, extractor, data_path, batch_size, with_pro, save_path, progress=progress,
@@ -117,6 +116,14 @@ def train_category(config: Config, data_path: str, category: str, save_path: str
     size_column = METHODS[model.method].size_column
     row.update({"fit_seconds": model.fit_stats["fit_seconds"], size_column: int(model.fit_stats[size_column])})
     return row
+
+
+def held_out_calibration(model: AnomalyModel, extractor: PatchFeatureExtractor, images: MVTecDataset,
+                         batch_size: int, progress: bool, backend: str) -> dict[str, Any]:
+    """The --val_ratio rule: thresholds from the scores of good images the model has not seen."""
+    m = model.config.model
+    scores = score_batches(model, extractor, images, batch_size, progress, backend)[0]
+    return calibrate_held_out(scores.image_scores, scores.anomaly_maps, m.max_false_reject, m.pixel_false_reject)
 
 
 def calibrate_good_images(scores: Scores, shard: Shard) -> dict[str, Any]:
@@ -207,9 +214,8 @@ def update(model_file: str, data_path: str, category: str | None, save_path: str
         seen.update(stats)
         row: dict[str, Any] = {"category": model.category}
         if held_out:
-            scores = score_batches(model, extractor, good.subset(held_out), batch_size, progress, backend)[0]
-            model.calibration = calibrate_held_out(scores.image_scores, scores.anomaly_maps, m.max_false_reject,
-                                                   m.pixel_false_reject)
+            model.calibration = held_out_calibration(model, extractor, good.subset(held_out), batch_size, progress,
+                                                     backend)
         if run_eval:
             row, test_calibration = evaluate(model, extractor, data_path, batch_size, with_pro, save_path,
                                              progress=progress, backend=backend)

@@ -138,12 +138,10 @@ def extend_gaussians(arrays: dict[str, np.ndarray], stream: EmbeddingStream, cfg
         raise UserError("this PaDiM model file has no running sums to add images to: train it with --keep_sums "
                         "(or fit again on all images)")
     start = time.perf_counter()
-    grid = None
     accumulator = None
     for embedding in stream.batches:
         if accumulator is None:
-            grid = embedding.shape[2:]
-            accumulator = GaussianAccumulator.from_state(arrays, grid)
+            accumulator = GaussianAccumulator.from_state(arrays, embedding.shape[2:])
         accumulator.update(embedding)
     if accumulator is None:
         raise UserError("no new images to add")
