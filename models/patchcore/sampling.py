@@ -73,15 +73,19 @@ def greedy_coreset_reference(points: np.ndarray, n_select: int, seed: int = 0) -
     return np.asarray(selected, dtype=np.int64)
 
 
-# Centres 0..LANDMARKS-1 double as landmarks that group all later centres (see _Selection.pruned_step).
-LANDMARKS = 256
+# Pruned steps bound distances from below in the LOW_DIM leading principal directions of the points
+# (a quarter of the 128 projected dimensions keeps ~98% of the variance of real patch features),
+# estimated from at most PCA_SAMPLE evenly spaced points.
+LOW_DIM = 32
+PCA_SAMPLE = 16384
 # Relative slack on the pruning tests, for the rounding of the float32 centre-to-centre distances.
 SLACK = 1e-4
 # Pruned steps are first tried at this step, and again after twice as many steps each time they lose.
 PROBE_START = 64
-# A pruned step that would have to check more than this fraction of the points is not worth it: a
-# point it checks costs several times a point of the mat-vec pass (gather, then the same sums).
-PRUNED_MAX_FRACTION = 1 / 8
+# A pruned step that would have to check more than this fraction of the points is not worth trying.
+# Most points it checks cost two scalar lookups and a LOW_DIM gather, so on bottle features (163,856
+# x 128) pruned steps already beat mat-vec steps at step ~200, when a third of the points are in reach.
+PRUNED_MAX_FRACTION = 1 / 2
 # Pruned steps are judged against mat-vec steps after this many (a moving average of their times).
 PRUNED_TRIAL_STEPS = 8
 # A single pruned-mode step this many times slower than a mat-vec step ends pruned steps at once.
@@ -106,9 +110,11 @@ class _Selection:
       |x - c'| >= |c - c'| - |x - c|, so x can only move to c' when |c - c'| < 2 |x - c|: whole
       clusters with |c - c'| >= 2 R_c are skipped, and inside the others so is every such point
       (with a margin for the rounding of the mat-vec form, see models.knn.product_rounding_bound).
-      Finding the clusters in reach would still cost O(selected) per step, so centres are grouped under the
-      first LANDMARKS centres: a group whose landmark is farther from c' than its reach (largest
-      centre-to-landmark distance) plus twice its largest radius holds no centre in reach.
+      Both tests use lower bounds of distances from the points' coordinates in their LOW_DIM leading
+      principal directions B (orthonormal columns: |x - y| >= |B^T (x - y)| / |B|), which cost a
+      quarter of the full ones: one small mat-vec over all centres finds the clusters in reach,
+      and a candidate is recomputed exactly only if its low-dimensional distance to c' does not
+      already rule it out.
 
     Pruning pays once clusters are small and well separated (late in the selection, clustered
     data); where distances concentrate (uniform textures, isotropic noise) nearly every cluster
@@ -127,27 +133,64 @@ class _Selection:
         self.centre_sqs = np.empty(n_select, dtype=np.float32)
         self.owner = np.zeros(n_points, dtype=np.int64)          # index of each point's nearest centre
         self.sq_norms = squared_norms(points)
-        # Margin of the pruning tests on squared distances: 12 x the rounding bound (see pruned_step).
-        self.margin = 12.0 * product_rounding_bound(dim) * float(self.sq_norms.max())
-        # Landmark groups; only pruned steps need them, rebuild_clusters catches up after mat-vec steps.
-        self.n_landmarks = min(LANDMARKS, n_select)
-        self.group = np.zeros(n_select, dtype=np.int64)
-        self.group_reach = np.zeros(self.n_landmarks)
-        self.grouped = 0                                     # centres 0..grouped-1 have a group
         # Clusters: only kept while pruned steps run (None otherwise), rebuilt from `owner`.
         self.members: list[np.ndarray] | None = None
         self.sizes = np.zeros(n_select, dtype=np.int64)      # number of members
         self.radius = np.zeros(n_select)                     # sqrt of the largest member distance
-        self.group_radius = np.zeros(self.n_landmarks)       # upper bound of the radii in a group
-        self.centre_gap = np.zeros(n_select)                 # this step's squared centre-to-new-centre distance
+        self.centre_gap = np.zeros(n_select)                 # this step's lower bounds of squared centre gaps
         self.min_dist = np.full(n_points, np.inf, dtype=np.float32)
         self.farthest: int | None = None                     # argmax of min_dist, when a step found it
-        # BLAS filter: its distances and the rule's are each within the rounding bound of the exact
-        # value, so a point can only move if the filter puts it within twice that of its distance.
-        self.filter_margin = 2.0 * product_rounding_bound(dim) * float(self.sq_norms.max())
         self.filter_next = False
+        # Low-dimensional coordinates: built by the first rebuild_clusters (only pruned steps use them).
+        self.basis: np.ndarray | None = None
+        self.low = np.empty((0, 0), dtype=np.float32)
+        self.centre_low = np.empty((0, 0), dtype=np.float32)
+        self.centre_low_sq = np.empty(0, dtype=np.float32)
+        self.low_ready = 0                                   # centres 0..low_ready-1 have theirs
+        self._set_scale(float(self.sq_norms.max()))
         bounds = np.linspace(0, n_points, workers + 1).astype(int)
         self.row_ranges = list(zip(bounds[:-1], bounds[1:]))
+
+    def _set_scale(self, largest_sq_norm: float) -> None:
+        """Rounding margins for points and centres of squared norm at most `largest_sq_norm`."""
+        self.scale_sq = largest_sq_norm
+        dim = self.points.shape[1]
+        bound = product_rounding_bound(dim) * largest_sq_norm
+        # Margin of the pruning tests on squared distances: 12 x the rounding bound (see pruned_step).
+        self.margin = 12.0 * bound
+        # BLAS filter: its distances and the rule's are each within the rounding bound of the exact
+        # value, so a point can only move if the filter puts it within twice that of its distance.
+        self.filter_margin = 2.0 * bound
+        if self.basis is not None:
+            # A low coordinate b.x (|b| ~ 1) errs by at most (d + 2) u |x| whatever the summation
+            # order, so the vector of two points' coordinate differences by sqrt(r) 2 (d + 2) u max|x|;
+            # the mat-vec form over r of them adds product_rounding_bound(r) x the largest |B^T x|^2.
+            low_dim = self.basis.shape[1]
+            self.low_error = math.sqrt(low_dim) * 2 * (dim + 2) * 2.0**-24 * math.sqrt(largest_sq_norm)
+            self.low_gap_margin = product_rounding_bound(low_dim) * self.basis_norm ** 2 * largest_sq_norm * 1.01
+
+    def _build_low(self) -> None:
+        """The points' coordinates in their leading principal directions, and the error margins."""
+        n_points, dim = self.points.shape
+        sample = self.points[:: max(1, n_points // PCA_SAMPLE)].astype(np.float64)
+        sample -= sample.mean(axis=0)
+        _, vectors = np.linalg.eigh(sample.T @ sample)                # ascending eigenvalues
+        low_dim = min(LOW_DIM, dim)
+        self.basis = np.ascontiguousarray(vectors[:, ::-1][:, :low_dim], dtype=np.float32)
+        self.basis_norm = float(np.linalg.norm(self.basis.astype(np.float64), 2)) * (1 + 1e-6)
+        self.low = self.points @ self.basis
+        self.centre_low = np.empty((self.n_select, low_dim), dtype=np.float32)
+        self.centre_low_sq = np.empty(self.n_select, dtype=np.float32)
+        self._set_scale(self.scale_sq)
+
+    def _fill_centre_low(self, n_centres: int) -> None:
+        """Low coordinates of centres low_ready..n_centres-1 (from their vectors: sharded centres
+        may come from another process)."""
+        if n_centres > self.low_ready:
+            new = self.centres[self.low_ready:n_centres] @ self.basis
+            self.centre_low[self.low_ready:n_centres] = new
+            self.centre_low_sq[self.low_ready:n_centres] = squared_norms(new)
+            self.low_ready = n_centres
 
     def local_farthest(self) -> int:
         """Index of the point farthest from its nearest centre (lowest index on ties)."""
@@ -164,6 +207,8 @@ class _Selection:
         self.selected[step] = index
         self.centres[step] = centre
         self.centre_sqs[step] = centre_sq
+        if centre_sq > self.scale_sq:               # a sharded centre longer than any local point
+            self._set_scale(float(centre_sq))
 
     def add_local_centre(self, step: int, index: int | None = None) -> None:
         """Make point `index` (default: the farthest) centre number `step`."""
@@ -172,20 +217,6 @@ class _Selection:
 
     def _centre_sq(self, step: int) -> np.float32:
         return self.centre_sqs[step]
-
-    def _group_centre(self, step: int) -> np.ndarray | None:
-        """Put centre `step` in the group of its nearest landmark; its landmark distances (None for a
-        landmark, which heads its own group)."""
-        self.grouped = step + 1
-        if step < self.n_landmarks:
-            self.group[step] = step
-            return None
-        gaps = self.centres[: self.n_landmarks].astype(np.float64) - self.centres[step].astype(np.float64)
-        to_landmark = np.sqrt(np.einsum("ij,ij->i", gaps, gaps))
-        g = int(np.argmin(to_landmark))
-        self.group[step] = g
-        self.group_reach[g] = max(self.group_reach[g], to_landmark[g])
-        return to_landmark
 
     def matvec_step(self, step: int) -> None:
         """Every point against centre `step`, by whichever full pass is cheaper now.
@@ -214,7 +245,7 @@ class _Selection:
         return np.flatnonzero(bound <= self.min_dist)
 
     def _centre_distances(self, step: int, rows: np.ndarray) -> np.ndarray:
-        return _distances(self.points[rows], self.sq_norms[rows], self.centres[step], self._centre_sq(step))
+        return _distances(np.take(self.points, rows, axis=0), self.sq_norms[rows], self.centres[step], self._centre_sq(step))
 
     def _update(self, step: int, candidates: np.ndarray, new_dist: np.ndarray) -> None:
         """Give the candidates closer to centre `step` to it, and keep the clusters (if any)."""
@@ -272,22 +303,16 @@ class _Selection:
         members.append(moved)
         self.sizes[step] = len(moved)
         self.radius[step] = math.sqrt(max(float(self.min_dist[moved].max()), 0.0)) if len(moved) else 0.0
-        g = self.group[step]
-        self.group_radius[g] = max(self.group_radius[g], self.radius[step])
-        # group_radius stays a valid (loose) upper bound and is tightened now and then.
         for c in losers:
             kept = members[c][self.owner[members[c]] == c]
             members[c] = kept
             self.sizes[c] = len(kept)
             self.radius[c] = math.sqrt(max(float(self.min_dist[kept].max()), 0.0)) if len(kept) else 0.0
-        if step % 512 == 0:
-            self.group_radius[:] = 0.0
-            np.maximum.at(self.group_radius, self.group[: step + 1], self.radius[: step + 1])
 
     def rebuild_clusters(self, n_centres: int) -> None:
-        """Members, radii, groups and group radii of the first `n_centres` centres, from `owner`."""
-        for step in range(self.grouped, n_centres):
-            self._group_centre(step)
+        """Members and radii of the first `n_centres` centres, from `owner`."""
+        if self.basis is None:
+            self._build_low()
         order = np.argsort(self.owner, kind="stable")
         counts = np.bincount(self.owner, minlength=n_centres)
         self.members = np.split(order, np.cumsum(counts)[:-1])
@@ -297,36 +322,42 @@ class _Selection:
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[nonempty]
         largest = np.maximum.reduceat(self.min_dist[order], starts).astype(np.float64)
         self.radius[nonempty] = np.sqrt(np.maximum(largest, 0.0))
-        self.group_radius[:] = 0.0
-        np.maximum.at(self.group_radius, self.group[:n_centres], self.radius[:n_centres])
 
     def pruned_step(self, step: int, max_candidates: int) -> bool:
         """One step touching only clusters in reach; False if more than `max_candidates` points
-        would have to be checked (then only the new centre's group has been set, and a mat-vec
-        step, which keeps the clusters too, does this step).
+        would have to be checked (then a mat-vec step, which keeps the clusters too, does this step).
 
         With m the margin (12 x the rounding bound of a squared distance), a point x of cluster c
-        cannot move when |c - c'|^2 >= 4 d(x) + m, d(x) its stored distance: then its computed
-        distance to c' is at least d(x) whatever the rounding.
+        cannot move when |c - c'|^2 >= 4 d(x) + m, d(x) its stored distance, nor when
+        |x - c'|^2 >= d(x) + m: then its computed distance to c' is at least d(x) whatever the
+        rounding. Both are tested on lower bounds from the low coordinates (see _set_scale).
         """
-        centre = self.centres[step]
-        to_landmark = self._group_centre(step)
-        if to_landmark is None:
-            nearby = np.arange(step)
-        else:
-            # A centre is in reach when |c - c'| < sqrt(4 R_c^2 + margin) (see below).
-            reach = self.group_reach + np.sqrt(4.0 * self.group_radius ** 2 + self.margin)
-            nearby = np.flatnonzero((to_landmark < reach * (1 + SLACK))[self.group[:step]])
-        diff = self.centres[nearby] - centre
-        gap = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
-        reachable = nearby[gap < (4.0 * self.radius[nearby] ** 2 + self.margin) * (1 + SLACK)]
+        self._fill_centre_low(step + 1)
+        low_centre = self.centre_low[step]
+        low_gap_sq = self.centre_low[:step] @ low_centre
+        low_gap_sq *= np.float32(-2)
+        low_gap_sq += self.centre_low_sq[:step]
+        low_gap_sq += self.centre_low_sq[step]
+        low_gap = np.sqrt(np.maximum(low_gap_sq.astype(np.float64) - self.low_gap_margin, 0.0)) - self.low_error
+        gap = np.square(np.maximum(low_gap, 0.0) / self.basis_norm)          # <= |c - c'|^2
+        reach = (4.0 * self.radius[:step] ** 2 + self.margin) * (1 + SLACK)
+        reachable = np.flatnonzero(gap < reach)
+        # The few centres left get their full gaps (a sum of squares: no cancellation to allow for).
+        offsets = np.take(self.centres, reachable, axis=0) - self.centres[step]
+        gap = np.einsum("ij,ij->i", offsets, offsets).astype(np.float64)
+        in_reach = gap < reach[reachable]
+        reachable = reachable[in_reach]
         if self.sizes[reachable].sum() > max_candidates:
             return False
-        self.centre_gap[nearby] = gap
+        self.centre_gap[reachable] = gap[in_reach]
         members = self.members
         candidates = np.concatenate([members[c] for c in reachable]) if len(reachable) else np.empty(0, np.int64)
-        close = self.centre_gap[self.owner[candidates]] < (4.0 * self.min_dist[candidates] + self.margin) * (1 + SLACK)
-        candidates = candidates[close]
+        nearest = self.min_dist[candidates].astype(np.float64)
+        close = self.centre_gap[self.owner[candidates]] < (4.0 * nearest + self.margin) * (1 + SLACK)
+        candidates, nearest = candidates[close], nearest[close]
+        offsets = np.take(self.low, candidates, axis=0) - low_centre  # take: ~2x fancy indexing
+        low_reach = (np.sqrt(nearest + self.margin) * self.basis_norm + self.low_error) * (1 + SLACK)
+        candidates = candidates[np.einsum("ij,ij->i", offsets, offsets) < np.square(low_reach)]
         self._update(step, candidates, self._centre_distances(step, candidates))
         return True
 
