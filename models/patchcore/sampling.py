@@ -78,10 +78,16 @@ def greedy_coreset_reference(points: np.ndarray, n_select: int, seed: int = 0) -
 # estimated from at most PCA_SAMPLE evenly spaced points.
 LOW_DIM = 32
 PCA_SAMPLE = 16384
+# Up to this many rows, exact distances are computed one row at a time.
+SMALL_ROWS = 32
 # Relative slack on the pruning tests, for the rounding of the float32 centre-to-centre distances.
 SLACK = 1e-4
-# Pruned steps are first tried at this step, and again after twice as many steps each time they lose.
-PROBE_START = 64
+# Trying pruned steps (a probe: cluster rebuild, then trial steps) may cost 1/PROBE_BUDGET of the
+# mat-vec time spent since the last probe, doubled after each failed trial; before the first probe
+# its cost is taken as PROBE_COST_STEPS mat-vec steps (rebuild ~ an exact pass, an argsort and, the
+# first time, the low coordinates). Data where pruning never pays thus lose at most a few percent.
+PROBE_BUDGET = 20.0
+PROBE_COST_STEPS = 10
 # A pruned step that would have to check more than this fraction of the points is not worth trying.
 # Most points it checks cost two scalar lookups and a LOW_DIM gather, so on bottle features (163,856
 # x 128) pruned steps already beat mat-vec steps at step ~200, when a third of the points are in reach.
@@ -119,8 +125,8 @@ class _Selection:
     Pruning pays once clusters are small and well separated (late in the selection, clustered
     data); where distances concentrate (uniform textures, isotropic noise) nearly every cluster
     stays in reach and a mat-vec step is cheaper. The selection starts with mat-vec steps, tries
-    pruned ones from step PROBE_START, keeps them while they are measured to be faster, and backs
-    off exponentially when they are not. Timing only chooses the path, never the result.
+    pruned ones once that is cheap against the time spent so far (PROBE_BUDGET), keeps them while
+    they are measured to be faster, and backs off exponentially when they are not. Timing only chooses the path, never the result.
     """
 
     def __init__(self, points: np.ndarray, n_select: int, pool: ThreadPoolExecutor, workers: int):
@@ -141,6 +147,12 @@ class _Selection:
         self.min_dist = np.full(n_points, np.inf, dtype=np.float32)
         self.farthest: int | None = None                     # argmax of min_dist, when a step found it
         self.filter_next = False
+        # Outside pruned steps a point's distance may be left as its BLAS value (approx[i]): within
+        # approx_error of the rule's distance to its owner, which is its nearest centre for sure.
+        self.approx = np.zeros(n_points, dtype=bool)
+        # (|x|^2 - d(x)) / 2, with which one comparison of the BLAS product finds the points in reach.
+        self.half_gap = np.empty(n_points, dtype=np.float32)
+        self.half_gap_valid = False
         # Low-dimensional coordinates: built by the first rebuild_clusters (only pruned steps use them).
         self.basis: np.ndarray | None = None
         self.low = np.empty((0, 0), dtype=np.float32)
@@ -161,6 +173,8 @@ class _Selection:
         # BLAS filter: its distances and the rule's are each within the rounding bound of the exact
         # value, so a point can only move if the filter puts it within twice that of its distance.
         self.filter_margin = 2.0 * bound
+        # A BLAS distance as stored (five more float32 roundings of values <= 4 max|x|^2) vs the rule's.
+        self.approx_error = self.filter_margin + 24 * 2.0**-24 * largest_sq_norm
         if self.basis is not None:
             # A low coordinate b.x (|b| ~ 1) errs by at most (d + 2) u |x| whatever the summation
             # order, so the vector of two points' coordinate differences by sqrt(r) 2 (d + 2) u max|x|;
@@ -194,9 +208,51 @@ class _Selection:
 
     def local_farthest(self) -> int:
         """Index of the point farthest from its nearest centre (lowest index on ties)."""
-        index = self.farthest if self.farthest is not None else int(np.argmax(self.min_dist))
+        index = self.farthest if self.farthest is not None else self._exact_argmax()
         self.farthest = None
         return index
+
+    def set_distances(self, distances: np.ndarray) -> None:
+        """Start from given (exact) distances to the nearest centre, instead of none."""
+        self.min_dist[:] = distances
+        self.approx[:] = False
+        self.half_gap_valid = False
+
+    def rule_distance(self, row: int, centre: int) -> np.float32:
+        """The rule's squared distance of point `row` to centre number `centre` (the same float32
+        operations as _distances, on one row: a few microseconds instead of a vector call's tens)."""
+        dot = np.einsum("ij,j->i", self.points[row:row + 1], self.centres[centre])[0]
+        return dot * np.float32(-2) + self.sq_norms[row] + self.centre_sqs[centre]
+
+    def _resolve(self, rows: np.ndarray) -> None:
+        """Replace the BLAS distances among `rows` by the rule's distances to their owners."""
+        rows = rows[self.approx[rows]]
+        if len(rows) <= SMALL_ROWS:
+            for row in rows.tolist():
+                value = self.rule_distance(row, int(self.owner[row]))
+                self.min_dist[row] = value
+                self.half_gap[row] = (self.sq_norms[row] - value) * np.float32(0.5)
+            self.approx[rows] = False
+            return
+        owners = self.owner[rows]
+        order = np.argsort(owners, kind="stable")
+        rows, owners = rows[order], owners[order]
+        starts = np.flatnonzero(np.concatenate([[True], owners[1:] != owners[:-1]]))
+        for first, last in zip(starts, np.append(starts[1:], len(rows))):
+            part = rows[first:last]
+            self.min_dist[part] = self._centre_distances(int(owners[first]), part)
+        self.approx[rows] = False
+        self.half_gap[rows] = (self.sq_norms[rows] - self.min_dist[rows]) * np.float32(0.5)
+
+    def _exact_argmax(self) -> int:
+        """argmax of the rule's distances: only points whose stored distance is within twice the
+        BLAS error of the largest can be it, and only those get their exact distances."""
+        best = int(np.argmax(self.min_dist))
+        if not self.approx.any():
+            return best
+        top = np.flatnonzero(self.min_dist >= self.min_dist[best] - 2.5 * self.approx_error)
+        self._resolve(top)
+        return int(top[np.argmax(self.min_dist[top])])      # top is sorted: lowest index on ties
 
     def set_centre(self, step: int, index: int, centre: np.ndarray, centre_sq: np.float32) -> None:
         """Make `centre` (point `index`, squared norm `centre_sq`) centre number `step`.
@@ -226,6 +282,9 @@ class _Selection:
         all the others: its values are within twice the rounding bound of the rule's, so only
         points it puts within that margin of their distance are recomputed exactly.
         """
+        if self.members is None:
+            self._blas_step(step)
+            return
         if self.filter_next:
             candidates = self._blas_filter(step)
             if len(candidates) <= FILTER_MAX_FRACTION * len(self.points):
@@ -234,6 +293,53 @@ class _Selection:
                 return
             self.filter_next = False
         self._exact_sweep(step)
+
+    def _blas_step(self, step: int) -> None:
+        """The mat-vec step while no clusters are kept: one BLAS product decides almost every point.
+
+        A point can only move if its BLAS distance v = |x|^2 - 2 p + |c|^2 (p = x.c) is below its
+        stored distance plus twice the error e of either: p > (|x|^2 - d) / 2 + (|c|^2 - 2e) / 2
+        (1.5e for the float32 roundings of that test). Of those, points surely closer (v + e below
+        d minus its error) get v as a BLAS distance, points surely not stay, and the rest get the
+        rule's exact values of both. Costs about the plain greedy's step: no pass of the rule's.
+        """
+        error, centre_sq = self.approx_error, float(self.centre_sqs[step])
+        products = self.points @ self.centres[step]
+        if np.isinf(self.min_dist[0]):                     # no centre yet: every point moves
+            candidates = np.arange(len(products))
+            value = self.sq_norms - np.float32(2) * products
+        else:
+            if not self.half_gap_valid:
+                np.multiply(self.sq_norms - self.min_dist, np.float32(0.5), out=self.half_gap)
+                self.half_gap_valid = True
+            # In place (the cache at 50k x 128 holds the points only if each step touches little else).
+            products -= self.half_gap
+            candidates = np.flatnonzero(products > (centre_sq - 3.5 * error) / 2)
+            value = self.sq_norms[candidates] - np.float32(2) * (products[candidates] + self.half_gap[candidates])
+        value += np.float32(centre_sq)
+        stored = self.min_dist[candidates]
+        stored_error = np.where(self.approx[candidates], np.float32(error), np.float32(0))
+        surely = value + np.float32(error) < stored - stored_error
+        unsure = candidates[~surely & (value - np.float32(error) < stored + stored_error)]
+        moved = candidates[surely]
+        self._set_nearest(moved, value[surely], step)
+        self.approx[moved] = True
+        self._resolve(unsure)
+        if len(unsure) > SMALL_ROWS:
+            exact = self._centre_distances(step, unsure)
+            closer = exact < self.min_dist[unsure]
+            self._set_nearest(unsure[closer], exact[closer], step)
+        else:
+            for row in unsure.tolist():
+                distance = self.rule_distance(row, step)
+                if distance < self.min_dist[row]:
+                    self._set_nearest(row, distance, step)
+        self.farthest = self._exact_argmax()
+
+    def _set_nearest(self, rows: np.ndarray | int, distances: np.ndarray | np.float32, step: int) -> None:
+        self.min_dist[rows] = distances
+        self.owner[rows] = step
+        self.half_gap[rows] = (self.sq_norms[rows] - distances) * np.float32(0.5)
 
     def _blas_filter(self, step: int) -> np.ndarray:
         """Points whose distance to centre `step` may be below their current one."""
@@ -310,9 +416,11 @@ class _Selection:
             self.radius[c] = math.sqrt(max(float(self.min_dist[kept].max()), 0.0)) if len(kept) else 0.0
 
     def rebuild_clusters(self, n_centres: int) -> None:
-        """Members and radii of the first `n_centres` centres, from `owner`."""
+        """Members and radii of the first `n_centres` centres, from `owner` (exact distances)."""
         if self.basis is None:
             self._build_low()
+        self._resolve(np.flatnonzero(self.approx))
+        self.half_gap_valid = False                 # pruned steps do not keep it
         order = np.argsort(self.owner, kind="stable")
         counts = np.bincount(self.owner, minlength=n_centres)
         self.members = np.split(order, np.cumsum(counts)[:-1])
@@ -406,9 +514,31 @@ def greedy_coreset_continued(points: np.ndarray, centres: np.ndarray, n_select: 
         # Distance to the nearest given centre, recomputed exactly (float64) by the kNN search, so it
         # does not depend on how BLAS blocks the products: the same inputs give the same picks.
         nearest = MemoryBank(centres).search(points, k=1)[0][:, 0].astype(np.float64)
-        state.min_dist[:] = (nearest * nearest).astype(np.float32)
+        state.set_distances((nearest * nearest).astype(np.float32))
         state.add_local_centre(0)
         return _select(state, "matvec", progress, state.add_local_centre)
+
+
+class _ProbeSchedule:
+    """When the next probe of pruned steps is due (see PROBE_BUDGET)."""
+
+    def __init__(self) -> None:
+        self.matvec_seconds = math.inf          # moving average of a mat-vec step
+        self.since_probe = 0.0                  # mat-vec seconds since the last probe
+        self.probe_cost: float | None = None    # what the last probe cost beyond mat-vec steps
+        self.budget = PROBE_BUDGET
+
+    def matvec_done(self, elapsed: float) -> None:
+        self.matvec_seconds = elapsed if math.isinf(self.matvec_seconds) else 0.8 * self.matvec_seconds + 0.2 * elapsed
+        self.since_probe += elapsed
+
+    def due(self) -> bool:
+        cost = self.probe_cost if self.probe_cost is not None else PROBE_COST_STEPS * self.matvec_seconds
+        return self.since_probe >= self.budget * cost
+
+    def probe_ended(self, cost: float, failed: bool) -> None:
+        self.probe_cost, self.since_probe = cost, 0.0
+        self.budget = self.budget * 2 if failed else PROBE_BUDGET
 
 
 def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[int], None]) -> np.ndarray:
@@ -419,16 +549,14 @@ def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[
     pruning = mode == "pruned"
     if pruning:
         state.rebuild_clusters(1)
-    next_probe, probe_gap = PROBE_START, PROBE_START
-    matvec_seconds = pruned_seconds = math.inf
-    pruned_steps = 0
+    schedule = _ProbeSchedule()
+    pruned_seconds, pruned_steps, probe_cost = math.inf, 0, 0.0
     max_candidates = n_points if mode == "pruned" else int(PRUNED_MAX_FRACTION * n_points)
 
-    def leave_pruning(step: int) -> None:
-        nonlocal pruning, probe_gap, next_probe
+    def leave_pruning() -> None:
+        nonlocal pruning
         pruning, state.members = False, None
-        probe_gap *= 2
-        next_probe = step + probe_gap
+        schedule.probe_ended(probe_cost, failed=pruned_steps <= 2 * PRUNED_TRIAL_STEPS)
 
     steps = range(1, n_select)
     for step in tqdm(steps, desc="coreset", unit="pt", mininterval=1.0) if progress else steps:
@@ -439,23 +567,25 @@ def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[
                 # Too many points in reach: a mat-vec step instead, which keeps the clusters once
                 # pruning has proven itself, and ends a trial that has not.
                 if pruned_steps < PRUNED_TRIAL_STEPS:
-                    leave_pruning(step)
+                    leave_pruning()
                 state.matvec_step(step)
             elapsed = time.perf_counter() - start
             pruned_seconds = elapsed if math.isinf(pruned_seconds) else 0.8 * pruned_seconds + 0.2 * elapsed
             pruned_steps += 1
-            losing = (pruned_steps >= PRUNED_TRIAL_STEPS and pruned_seconds > matvec_seconds
-                      or elapsed > PRUNED_GIVE_UP * matvec_seconds)
+            probe_cost += max(0.0, elapsed - schedule.matvec_seconds)
+            losing = (pruned_steps >= PRUNED_TRIAL_STEPS and pruned_seconds > schedule.matvec_seconds
+                      or elapsed > PRUNED_GIVE_UP * schedule.matvec_seconds)
             if mode == "auto" and pruning and losing:
-                leave_pruning(step)
+                leave_pruning()
             continue
         start = time.perf_counter()
         state.matvec_step(step)
-        elapsed = time.perf_counter() - start
-        matvec_seconds = elapsed if math.isinf(matvec_seconds) else 0.8 * matvec_seconds + 0.2 * elapsed
-        if mode == "auto" and step + 1 >= next_probe and step + 1 < n_select:
+        schedule.matvec_done(time.perf_counter() - start)
+        if mode == "auto" and step + 1 < n_select and schedule.due():
+            start = time.perf_counter()
             state.rebuild_clusters(step + 1)
             pruning, pruned_seconds, pruned_steps = True, math.inf, 0
+            probe_cost = time.perf_counter() - start
     return state.selected
 
 

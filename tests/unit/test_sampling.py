@@ -44,12 +44,12 @@ def test_same_indices_whatever_the_feature_scale(scale):
 
 
 def test_auto_switches_between_step_kinds_without_changing_the_result(monkeypatch):
-    # Tight clusters plus a uniform cloud, probes from step 2 on, and pruned steps slowed down so
+    # Tight clusters plus a uniform cloud, a probe after every mat-vec step, and pruned steps slowed down so
     # that auto mode keeps leaving them: both kinds of step and several rebuilds must run.
     rng = np.random.default_rng(11)
     points = np.concatenate([clustered(11, n_points=2000, dim=16),
                              rng.uniform(-15, 15, (2000, 16)).astype(np.float32)])
-    monkeypatch.setattr(sampling, "PROBE_START", 2)
+    monkeypatch.setattr(sampling, "PROBE_BUDGET", 0.0)
     monkeypatch.setattr(sampling, "PRUNED_TRIAL_STEPS", 1)
     calls = {"matvec_step": 0, "pruned_step": 0, "rebuild_clusters": 0}
     for name in calls:
@@ -118,3 +118,20 @@ def test_continued_selection_equals_one_selection_split_in_two():
     rest = np.setdiff1d(np.arange(len(points)), first)
     continued = greedy_coreset_continued(points[rest], points[first], 80)
     np.testing.assert_array_equal(rest[continued], later)
+
+
+@pytest.mark.parametrize("dim", [3, 128, 1536])
+def test_one_row_rule_distance_is_bitwise_the_vector_one(dim):
+    # The selector mixes one-row and vector computations of the rule: they must round alike.
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(dim)
+    points = (rng.standard_normal((300, dim)) * rng.uniform(1e-3, 1e3, (300, 1))).astype(np.float32)
+    with ThreadPoolExecutor(1) as pool:
+        state = sampling._Selection(points, 2, pool, 1)
+        state.add_local_centre(0, 17)
+        state.add_local_centre(1, 250)
+        for centre in (0, 1):
+            vector = sampling._distances(points, state.sq_norms, state.centres[centre], state.centre_sqs[centre])
+            one_row = np.array([state.rule_distance(row, centre) for row in range(len(points))], dtype=np.float32)
+            np.testing.assert_array_equal(one_row.view(np.int32), vector.view(np.int32))
