@@ -244,6 +244,11 @@ class _Selection:
         self.approx[rows] = False
         self.half_gap[rows] = (self.sq_norms[rows] - self.min_dist[rows]) * np.float32(0.5)
 
+    def exact_distance(self, row: int) -> float:
+        """The rule's distance of point `row` to its nearest centre."""
+        self._resolve(np.array([row]))
+        return float(self.min_dist[row])
+
     def _exact_argmax(self) -> int:
         """argmax of the rule's distances: only points whose stored distance is within twice the
         BLAS error of the largest can be it, and only those get their exact distances."""
@@ -251,6 +256,8 @@ class _Selection:
         if not self.approx.any():
             return best
         top = np.flatnonzero(self.min_dist >= self.min_dist[best] - 2.5 * self.approx_error)
+        if len(top) == 1:                       # no rival: its exact value does not matter here
+            return best
         self._resolve(top)
         return int(top[np.argmax(self.min_dist[top])])      # top is sorted: lowest index on ties
 
@@ -647,7 +654,7 @@ def greedy_coreset_sharded(points: np.ndarray, first_index: int, n_total: int, n
 
     def add_centre(step: int) -> None:
         local = state.local_farthest()
-        agree(step, local, float(state.min_dist[local]))
+        agree(step, local, state.exact_distance(local))
 
     with ThreadPoolExecutor(workers) as pool:
         state = _Selection(points, n_select, pool, workers)
