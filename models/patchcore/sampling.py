@@ -150,6 +150,7 @@ class _Selection:
         # Outside pruned steps a point's distance may be left as its BLAS value (approx[i]): within
         # approx_error of the rule's distance to its owner, which is its nearest centre for sure.
         self.approx = np.zeros(n_points, dtype=bool)
+        self.any_approx = False                              # False: no point is approx (saves a pass)
         # (|x|^2 - d(x)) / 2, with which one comparison of the BLAS product finds the points in reach.
         self.half_gap = np.empty(n_points, dtype=np.float32)
         self.half_gap_valid = False
@@ -216,6 +217,7 @@ class _Selection:
         """Start from given (exact) distances to the nearest centre, instead of none."""
         self.min_dist[:] = distances
         self.approx[:] = False
+        self.any_approx = False
         self.half_gap_valid = False
 
     def rule_distance(self, row: int, centre: int) -> np.float32:
@@ -253,7 +255,7 @@ class _Selection:
         """argmax of the rule's distances: only points whose stored distance is within twice the
         BLAS error of the largest can be it, and only those get their exact distances."""
         best = int(np.argmax(self.min_dist))
-        if not self.approx.any():
+        if not self.any_approx:
             return best
         top = np.flatnonzero(self.min_dist >= self.min_dist[best] - 2.5 * self.approx_error)
         if len(top) == 1:                       # no rival: its exact value does not matter here
@@ -311,18 +313,18 @@ class _Selection:
         rule's exact values of both. Costs about the plain greedy's step: no pass of the rule's.
         """
         error, centre_sq = self.approx_error, float(self.centre_sqs[step])
+        if np.isinf(self.min_dist[0]):
+            # No centre yet: every point moves, to the rule's exact distance (a pass like the product).
+            self._exact_sweep(step)
+            return
         products = self.points @ self.centres[step]
-        if np.isinf(self.min_dist[0]):                     # no centre yet: every point moves
-            candidates = np.arange(len(products))
-            value = self.sq_norms - np.float32(2) * products
-        else:
-            if not self.half_gap_valid:
-                np.multiply(self.sq_norms - self.min_dist, np.float32(0.5), out=self.half_gap)
-                self.half_gap_valid = True
-            # In place (the cache at 50k x 128 holds the points only if each step touches little else).
-            products -= self.half_gap
-            candidates = np.flatnonzero(products > (centre_sq - 3.5 * error) / 2)
-            value = self.sq_norms[candidates] - np.float32(2) * (products[candidates] + self.half_gap[candidates])
+        if not self.half_gap_valid:
+            np.multiply(self.sq_norms - self.min_dist, np.float32(0.5), out=self.half_gap)
+            self.half_gap_valid = True
+        # In place (the cache at 50k x 128 holds the points only if each step touches little else).
+        products -= self.half_gap
+        candidates = np.flatnonzero(products > (centre_sq - 3.5 * error) / 2)
+        value = self.sq_norms[candidates] - np.float32(2) * (products[candidates] + self.half_gap[candidates])
         value += np.float32(centre_sq)
         stored = self.min_dist[candidates]
         stored_error = np.where(self.approx[candidates], np.float32(error), np.float32(0))
@@ -331,6 +333,7 @@ class _Selection:
         moved = candidates[surely]
         self._set_nearest(moved, value[surely], step)
         self.approx[moved] = True
+        self.any_approx = self.any_approx or len(moved) > 0
         self._resolve(unsure)
         if len(unsure) > SMALL_ROWS:
             exact = self._centre_distances(step, unsure)
@@ -427,6 +430,7 @@ class _Selection:
         if self.basis is None:
             self._build_low()
         self._resolve(np.flatnonzero(self.approx))
+        self.any_approx = False
         self.half_gap_valid = False                 # pruned steps do not keep it
         order = np.argsort(self.owner, kind="stable")
         counts = np.bincount(self.owner, minlength=n_centres)
