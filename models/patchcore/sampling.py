@@ -77,9 +77,10 @@ def greedy_coreset_reference(points: np.ndarray, n_select: int, seed: int = 0) -
 # (a quarter of the 128 projected dimensions keeps ~98% of the variance of real patch features),
 # estimated from at most PCA_SAMPLE evenly spaced points.
 LOW_DIM = 32
-PCA_SAMPLE = 16384
-# Up to this many rows, exact distances are computed one row at a time.
-SMALL_ROWS = 32
+PCA_SAMPLE = 4096
+# The farthest point is decided among the points whose stored distance is within this many BLAS
+# errors of the largest (two would do: one for each of two stored values; the rest is headroom).
+TOP_MARGIN = 2.5
 # Relative slack on the pruning tests, for the rounding of the float32 centre-to-centre distances.
 SLACK = 1e-4
 # Trying pruned steps (a probe: cluster rebuild, then trial steps) may cost 1/PROBE_BUDGET of the
@@ -187,9 +188,11 @@ class _Selection:
     def _build_low(self) -> None:
         """The points' coordinates in their leading principal directions, and the error margins."""
         n_points, dim = self.points.shape
-        sample = self.points[:: max(1, n_points // PCA_SAMPLE)].astype(np.float64)
-        sample -= sample.mean(axis=0)
-        _, vectors = np.linalg.eigh(sample.T @ sample)                # ascending eigenvalues
+        # Any orthonormal basis keeps the bounds valid; the sample and float32 products only decide
+        # how tight they are (a probe that rebuilds must stay cheap against the mat-vec steps).
+        sample = self.points[:: max(1, n_points // PCA_SAMPLE)]
+        sample = sample - sample.mean(axis=0)
+        _, vectors = np.linalg.eigh((sample.T @ sample).astype(np.float64))     # ascending eigenvalues
         low_dim = min(LOW_DIM, dim)
         self.basis = np.ascontiguousarray(vectors[:, ::-1][:, :low_dim], dtype=np.float32)
         self.basis_norm = float(np.linalg.norm(self.basis.astype(np.float64), 2)) * (1 + 1e-6)
@@ -220,31 +223,32 @@ class _Selection:
         self.any_approx = False
         self.half_gap_valid = False
 
-    def rule_distance(self, row: int, centre: int) -> np.float32:
-        """The rule's squared distance of point `row` to centre number `centre` (the same float32
-        operations as _distances, on one row: a few microseconds instead of a vector call's tens)."""
-        dot = np.einsum("ij,j->i", self.points[row:row + 1], self.centres[centre])[0]
-        return dot * np.float32(-2) + self.sq_norms[row] + self.centre_sqs[centre]
+    def rule_distances(self, rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        """The rule's squared distances of points `rows` to centres number `centres` (pairwise).
+
+        einsum's "ij,ij->i" sums each row with the same kernel, in the same order, as the "ij,j->i"
+        of _distances (one operand contiguous along j, one output per row), so a pair's value does
+        not depend on the other pairs in the call nor on which centre they use: one call serves
+        points with different nearest centres.
+        """
+        out = np.empty(len(rows), dtype=np.float32)
+        for start in range(0, len(rows), BLOCK_ROWS):        # bounded gathers for large resolves
+            part, part_centres = rows[start:start + BLOCK_ROWS], centres[start:start + BLOCK_ROWS]
+            block = out[start:start + BLOCK_ROWS]
+            np.einsum("ij,ij->i", np.take(self.points, part, axis=0), np.take(self.centres, part_centres, axis=0),
+                      out=block)
+            block *= np.float32(-2)
+            block += self.sq_norms[part]
+            block += self.centre_sqs[part_centres]
+        return out
 
     def _resolve(self, rows: np.ndarray) -> None:
         """Replace the BLAS distances among `rows` by the rule's distances to their owners."""
         rows = rows[self.approx[rows]]
-        if len(rows) <= SMALL_ROWS:
-            for row in rows.tolist():
-                value = self.rule_distance(row, int(self.owner[row]))
-                self.min_dist[row] = value
-                self.half_gap[row] = (self.sq_norms[row] - value) * np.float32(0.5)
+        if len(rows):
+            self.min_dist[rows] = self.rule_distances(rows, self.owner[rows])
             self.approx[rows] = False
-            return
-        owners = self.owner[rows]
-        order = np.argsort(owners, kind="stable")
-        rows, owners = rows[order], owners[order]
-        starts = np.flatnonzero(np.concatenate([[True], owners[1:] != owners[:-1]]))
-        for first, last in zip(starts, np.append(starts[1:], len(rows))):
-            part = rows[first:last]
-            self.min_dist[part] = self._centre_distances(int(owners[first]), part)
-        self.approx[rows] = False
-        self.half_gap[rows] = (self.sq_norms[rows] - self.min_dist[rows]) * np.float32(0.5)
+            self.half_gap[rows] = (self.sq_norms[rows] - self.min_dist[rows]) * np.float32(0.5)
 
     def exact_distance(self, row: int) -> float:
         """The rule's distance of point `row` to its nearest centre."""
@@ -257,7 +261,7 @@ class _Selection:
         best = int(np.argmax(self.min_dist))
         if not self.any_approx:
             return best
-        top = np.flatnonzero(self.min_dist >= self.min_dist[best] - 2.5 * self.approx_error)
+        top = np.flatnonzero(self.min_dist >= self.min_dist[best] - TOP_MARGIN * self.approx_error)
         if len(top) == 1:                       # no rival: its exact value does not matter here
             return best
         self._resolve(top)
@@ -334,16 +338,17 @@ class _Selection:
         self._set_nearest(moved, value[surely], step)
         self.approx[moved] = True
         self.any_approx = self.any_approx or len(moved) > 0
-        self._resolve(unsure)
-        if len(unsure) > SMALL_ROWS:
-            exact = self._centre_distances(step, unsure)
-            closer = exact < self.min_dist[unsure]
-            self._set_nearest(unsure[closer], exact[closer], step)
-        else:
-            for row in unsure.tolist():
-                distance = self.rule_distance(row, step)
-                if distance < self.min_dist[row]:
-                    self._set_nearest(row, distance, step)
+        if len(unsure):
+            # Exact values of both sides in one call: the distance to the owner where the stored
+            # one is approximate, and the distance to the new centre.
+            resolve = unsure[self.approx[unsure]]
+            exact = self.rule_distances(np.concatenate([unsure, resolve]),
+                                        np.concatenate([np.full(len(unsure), step), self.owner[resolve]]))
+            self.min_dist[resolve] = exact[len(unsure):]
+            self.approx[resolve] = False
+            closer = exact[:len(unsure)] < self.min_dist[unsure]
+            self._set_nearest(unsure[closer], exact[:len(unsure)][closer], step)
+            self.half_gap[resolve] = (self.sq_norms[resolve] - self.min_dist[resolve]) * np.float32(0.5)
         self.farthest = self._exact_argmax()
 
     def _set_nearest(self, rows: np.ndarray | int, distances: np.ndarray | np.float32, step: int) -> None:

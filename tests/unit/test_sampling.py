@@ -120,18 +120,24 @@ def test_continued_selection_equals_one_selection_split_in_two():
     np.testing.assert_array_equal(rest[continued], later)
 
 
-@pytest.mark.parametrize("dim", [3, 128, 1536])
-def test_one_row_rule_distance_is_bitwise_the_vector_one(dim):
-    # The selector mixes one-row and vector computations of the rule: they must round alike.
+@pytest.mark.parametrize("dim", [3, 31, 128, 1536])
+def test_pairwise_rule_distances_are_bitwise_the_vector_ones(dim):
+    # The selector computes the rule for rows with different centres in one call, one row at a
+    # time and for all rows against one centre: every way must round alike.
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(dim)
     points = (rng.standard_normal((300, dim)) * rng.uniform(1e-3, 1e3, (300, 1))).astype(np.float32)
     with ThreadPoolExecutor(1) as pool:
-        state = sampling._Selection(points, 2, pool, 1)
-        state.add_local_centre(0, 17)
-        state.add_local_centre(1, 250)
-        for centre in (0, 1):
-            vector = sampling._distances(points, state.sq_norms, state.centres[centre], state.centre_sqs[centre])
-            one_row = np.array([state.rule_distance(row, centre) for row in range(len(points))], dtype=np.float32)
-            np.testing.assert_array_equal(one_row.view(np.int32), vector.view(np.int32))
+        state = sampling._Selection(points, 3, pool, 1)
+        for step, index in enumerate((17, 250, 3)):
+            state.add_local_centre(step, index)
+        vectors = [sampling._distances(points, state.sq_norms, state.centres[c], state.centre_sqs[c]) for c in range(3)]
+        owners = rng.integers(0, 3, len(points))
+        rows = rng.permutation(len(points))
+        mixed = state.rule_distances(rows, owners[rows])
+        expected = np.array([vectors[owners[row]][row] for row in rows], dtype=np.float32)
+        np.testing.assert_array_equal(mixed.view(np.int32), expected.view(np.int32))
+        for row in rows[:20]:
+            one = state.rule_distances(np.array([row]), owners[row:row + 1])
+            np.testing.assert_array_equal(one.view(np.int32), vectors[owners[row]][row:row + 1].view(np.int32))
