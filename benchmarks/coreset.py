@@ -15,7 +15,8 @@ Data (128-d after the seeded random projection the fit uses):
             images as the size needs (random-init weights unless --weights);
   bottle    MobileNetV2 patch features of MVTec bottle train/good (163,856), plus horizontally,
             vertically and doubly flipped views for more (needs --mvtec_root and --weights).
-Cells whose baseline takes under --repeat_under seconds are run up to --repeats times, the two
+Cells whose baseline would take more than --max_seconds (estimated from 20 of its steps) are listed
+but not run. Cells whose baseline takes under --repeat_under seconds are run up to --repeats times, the two
 selectors alternating, and each keeps its fastest run (timing noise of a shared machine is one-sided).
 Every cell prints a row as soon as it is measured; the table is saved as CSV at the end (and after
 every row, so an interrupted run keeps what it measured).
@@ -40,7 +41,7 @@ from utils.config import DataConfig, ModelConfig  # noqa: E402
 from utils.table import format_table, write_csv  # noqa: E402
 
 COLUMNS = ("data", "points", "keep_%", "picks", "project_s", "matvec_s", "ratio", "project_peak_MB",
-           "matvec_peak_MB", "same")
+           "matvec_peak_MB", "same", "note")
 PATCHES_PER_IMAGE = 28 * 28                   # MobileNetV2 stride 8 on a 224 crop
 
 
@@ -134,6 +135,13 @@ def peak_mb(select, points: np.ndarray, n_select: int) -> float:
     return peak
 
 
+def matvec_step_seconds(points: np.ndarray, steps: int = 20) -> float:
+    """Seconds per pick of the baseline on these points (fastest of a few short runs)."""
+    plain_matvec_greedy(points, 3, 0)
+    runs = [timed(lambda p, n: plain_matvec_greedy(p, n, 0), points, steps + 1)[1] for _ in range(3)]
+    return min(runs) / steps
+
+
 def measure_cell(points: np.ndarray, n_select: int, repeats: int, repeat_under: float, peak_under: float) -> dict:
     """Both selectors on one cell: fastest times over the alternating runs; peaks from one traced
     run each where the baseline takes under `peak_under` seconds (NaN otherwise)."""
@@ -145,7 +153,7 @@ def measure_cell(points: np.ndarray, n_select: int, repeats: int, repeat_under: 
         fast_s = min(fast_s, timed(project, points, n_select)[1])
         plain_s = min(plain_s, timed(baseline, points, n_select)[1])
     small = plain_s < peak_under
-    return {"picks": n_select, "project_s": fast_s, "matvec_s": plain_s, "ratio": fast_s / plain_s,
+    return {"picks": n_select, "note": "", "project_s": fast_s, "matvec_s": plain_s, "ratio": fast_s / plain_s,
             "project_peak_MB": peak_mb(project, points, n_select) if small else float("nan"),
             "matvec_peak_MB": peak_mb(baseline, points, n_select) if small else float("nan"),
             "same": "yes" if np.array_equal(fast, plain) else "no"}
@@ -161,6 +169,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--repeat_under", type=float, default=5.0, help="seconds")
     parser.add_argument("--peak_under", type=float, default=30.0, help="seconds")
+    parser.add_argument("--max_seconds", type=float, default=float("inf"),
+                        help="skip cells whose baseline would take longer (estimated from 20 of its steps)")
     parser.add_argument("--save_path", default="output/bench_coreset")
     args = parser.parse_args()
     os.makedirs(args.save_path, exist_ok=True)
@@ -170,9 +180,14 @@ def main() -> int:
     for kind in args.data.split(","):
         for n_points in (int(n) for n in args.sizes.split(",")):
             points = points_for(kind, n_points, args, cache)
+            step_seconds = matvec_step_seconds(points) if args.max_seconds < float("inf") else 0.0
             for keep in (float(k) for k in args.keep.split(",")):
-                cell = measure_cell(points, coreset_size(len(points), keep), args.repeats, args.repeat_under,
-                                    args.peak_under)
+                n_select = coreset_size(len(points), keep)
+                estimate = step_seconds * n_select
+                if estimate > args.max_seconds:
+                    cell = {"picks": n_select, "note": f"not run: baseline ~{estimate:.0f} s"}
+                else:
+                    cell = measure_cell(points, n_select, args.repeats, args.repeat_under, args.peak_under)
                 rows.append({"data": kind, "points": len(points), "keep_%": keep, **cell})
                 print(format_table(rows[-1:], COLUMNS).splitlines()[-2], flush=True)
                 write_csv(csv_path, rows, COLUMNS)
