@@ -101,6 +101,8 @@ PRUNED_GIVE_UP = 4.0
 # 50k-200k x 128), on all cores when the pass is large enough for a thread hand-off to pay.
 BLOCK_ROWS = 32768
 THREADED_MIN_POINTS = 16384
+# Exact distances of scattered rows gather at most this many rows (and their centres) at a time.
+GATHER_ROWS = 8192
 # Mat-vec steps use the BLAS filter while fewer than this fraction of the points are candidates
 # (measured on 50k x 128: recomputing N/8 gathered rows costs 0.75 of the BLAS pass, N/4 2.3x).
 FILTER_MAX_FRACTION = 1 / 6
@@ -232,9 +234,9 @@ class _Selection:
         points with different nearest centres.
         """
         out = np.empty(len(rows), dtype=np.float32)
-        for start in range(0, len(rows), BLOCK_ROWS):        # bounded gathers for large resolves
-            part, part_centres = rows[start:start + BLOCK_ROWS], centres[start:start + BLOCK_ROWS]
-            block = out[start:start + BLOCK_ROWS]
+        for start in range(0, len(rows), GATHER_ROWS):       # bounded gathers for large resolves
+            part, part_centres = rows[start:start + GATHER_ROWS], centres[start:start + GATHER_ROWS]
+            block = out[start:start + GATHER_ROWS]
             np.einsum("ij,ij->i", np.take(self.points, part, axis=0), np.take(self.centres, part_centres, axis=0),
                       out=block)
             block *= np.float32(-2)
