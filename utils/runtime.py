@@ -15,6 +15,10 @@ def configure_environment() -> None:
     # steal the cores from Paddle's next forward pass: on the 2-core test machine infer.py measured
     # 92 ms/image with the default and 50 ms with a short spin.
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    # Paddle's OpenMP threads (Intel libiomp5) spin 200 ms after each parallel region by default:
+    # between two images they hold the core the reader and the kNN need. 1 ms keeps them awake from
+    # one layer to the next (bottle infer.py, oneDNN, 2 threads: 39.9-45.4 ms/image -> 32.5-36.8).
+    os.environ.setdefault("KMP_BLOCKTIME", "1")
     # `import paddle` warns about a C++ extension cache that this project never compiles with.
     warnings.filterwarnings("ignore", message="No ccache found")
 
