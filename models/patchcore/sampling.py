@@ -258,8 +258,8 @@ class _Selection:
         return float(self.min_dist[row])
 
     def _exact_argmax(self) -> int:
-        """argmax of the rule's distances: only points whose stored distance is within twice the
-        BLAS error of the largest can be it, and only those get their exact distances."""
+        """argmax of the rule's distances: only points whose stored distance is within TOP_MARGIN
+        BLAS errors of the largest can be it, and only those get their exact distances."""
         best = int(np.argmax(self.min_dist))
         if not self.any_approx:
             return best
@@ -341,16 +341,11 @@ class _Selection:
         self.approx[moved] = True
         self.any_approx = self.any_approx or len(moved) > 0
         if len(unsure):
-            # Exact values of both sides in one call: the distance to the owner where the stored
-            # one is approximate, and the distance to the new centre.
-            resolve = unsure[self.approx[unsure]]
-            exact = self.rule_distances(np.concatenate([unsure, resolve]),
-                                        np.concatenate([np.full(len(unsure), step), self.owner[resolve]]))
-            self.min_dist[resolve] = exact[len(unsure):]
-            self.approx[resolve] = False
-            closer = exact[:len(unsure)] < self.min_dist[unsure]
-            self._set_nearest(unsure[closer], exact[:len(unsure)][closer], step)
-            self.half_gap[resolve] = (self.sq_norms[resolve] - self.min_dist[resolve]) * np.float32(0.5)
+            # The rule's values of both sides: the distance to the owner, then to the new centre.
+            self._resolve(unsure)
+            exact = self.rule_distances(unsure, np.full(len(unsure), step))
+            closer = exact < self.min_dist[unsure]
+            self._set_nearest(unsure[closer], exact[closer], step)
         self.farthest = self._exact_argmax()
 
     def _set_nearest(self, rows: np.ndarray | int, distances: np.ndarray | np.float32, step: int) -> None:
