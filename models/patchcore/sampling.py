@@ -81,6 +81,13 @@ PCA_SAMPLE = 4096
 # The farthest point is decided among the points whose stored distance is within this many BLAS
 # errors of the largest (two would do: one for each of two stored values; the rest is headroom).
 TOP_MARGIN = 2.5
+# The farthest point is looked for among about TOP_ROWS points of the largest stored distances (all
+# others are known to be nearer than one of them), found again from a sample of TOP_SAMPLE distances
+# once none of them can be it: a gather of a few hundred values per step instead of passes over all.
+TOP_ROWS = 1024
+TOP_SAMPLE = 8192
+# After a fresh top_rows could not decide, this many searches run over all points.
+TOP_RETRY_STEPS = 64
 # Relative slack on the pruning tests, for the rounding of the float32 centre-to-centre distances.
 SLACK = 1e-4
 # Trying pruned steps (a probe: cluster rebuild, then trial steps) may cost 1/PROBE_BUDGET of the
@@ -149,6 +156,11 @@ class _Selection:
         self.centre_gap = np.zeros(n_select)                 # this step's lower bounds of squared centre gaps
         self.min_dist = np.full(n_points, np.inf, dtype=np.float32)
         self.farthest: int | None = None                     # argmax of min_dist, when a step found it
+        # Points that may be the farthest (sorted), and a bound below which every other point's rule
+        # distance lies (see _top_argmax); None until the first search, and after any change of scale.
+        self.top_rows: np.ndarray | None = None
+        self.top_bound = math.inf
+        self.top_skip = 0
         self.filter_next = False
         # Outside pruned steps a point's distance may be left as its BLAS value (approx[i]): within
         # approx_error of the rule's distance to its owner, which is its nearest centre for sure.
@@ -179,6 +191,7 @@ class _Selection:
         self.filter_margin = 2.0 * bound
         # A BLAS distance as stored (five more float32 roundings of values <= 4 max|x|^2) vs the rule's.
         self.approx_error = self.filter_margin + 24 * 2.0**-24 * largest_sq_norm
+        self.top_rows = None
         if self.basis is not None:
             # A low coordinate b.x (|b| ~ 1) errs by at most (d + 2) u |x| whatever the summation
             # order, so the vector of two points' coordinate differences by sqrt(r) 2 (d + 2) u max|x|;
@@ -224,6 +237,7 @@ class _Selection:
         self.approx[:] = False
         self.any_approx = False
         self.half_gap_valid = False
+        self.top_rows = None
 
     def rule_distances(self, rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
         """The rule's squared distances of points `rows` to centres number `centres` (pairwise).
@@ -258,14 +272,56 @@ class _Selection:
         return float(self.min_dist[row])
 
     def _exact_argmax(self) -> int:
-        """argmax of the rule's distances: only points whose stored distance is within TOP_MARGIN
-        BLAS errors of the largest can be it, and only those get their exact distances."""
-        best = int(np.argmax(self.min_dist))
+        """argmax of the rule's distances (lowest index on ties), among top_rows when it can be there."""
+        if self.top_skip:
+            self.top_skip -= 1
+            return self._argmax_among(None)
+        if self.top_rows is not None:
+            index = self._argmax_among(self.top_rows)
+            if index is not None:
+                return index
+        self._find_top_rows()
+        index = self._argmax_among(self.top_rows) if self.top_rows is not None else None
+        if index is None:
+            # Distances within rounding of each other (or few points): whole passes for a while.
+            self.top_rows, self.top_skip = None, TOP_RETRY_STEPS
+            return self._argmax_among(None)
+        return index
+
+    def _find_top_rows(self) -> None:
+        """top_rows: the points at or above a threshold taken from a sample (about TOP_ROWS of them).
+
+        Every other point's stored distance is below the threshold t, so its rule distance is below
+        t + e (e: the error of a BLAS value), and stays so: a point's rule distance never grows.
+        """
+        n_points = len(self.min_dist)
+        if n_points <= 4 * TOP_ROWS:
+            self.top_rows = None
+            return
+        sample = self.min_dist[:: max(1, n_points // TOP_SAMPLE)]
+        rank = len(sample) - max(1, TOP_ROWS * len(sample) // n_points)
+        threshold = np.partition(sample, rank)[rank]
+        self.top_rows = np.flatnonzero(self.min_dist >= threshold)
+        self.top_bound = float(threshold) + self.approx_error
+
+    def _argmax_among(self, rows: np.ndarray | None) -> int | None:
+        """The farthest point if it is one of `rows` (sorted; None: all points), else None.
+
+        Only points whose stored distance is within TOP_MARGIN BLAS errors of the largest can be it,
+        and only those get their exact distances. Outside `rows` every rule distance is below
+        top_bound, so the largest stored one among them, e below it at worst, must be above that.
+        """
+        values = self.min_dist if rows is None else self.min_dist[rows]
+        best = int(np.argmax(values))
+        if rows is not None and float(values[best]) - self.approx_error <= self.top_bound:
+            return None
         if not self.any_approx:
-            return best
-        top = np.flatnonzero(self.min_dist >= self.min_dist[best] - TOP_MARGIN * self.approx_error)
+            return best if rows is None else int(rows[best])
+        top = np.flatnonzero(values >= values[best] - TOP_MARGIN * self.approx_error)
+        if rows is not None:
+            top = rows[top]
         if len(top) == 1:                       # no rival: its exact value does not matter here
-            return best
+            return int(top[0])
         self._resolve(top)
         return int(top[np.argmax(self.min_dist[top])])      # top is sorted: lowest index on ties
 
@@ -304,7 +360,6 @@ class _Selection:
             candidates = self._blas_filter(step)
             if len(candidates) <= FILTER_MAX_FRACTION * len(self.points):
                 self._update(step, candidates, self._centre_distances(step, candidates))
-                self.farthest = int(np.argmax(self.min_dist))
                 return
             self.filter_next = False
         self._exact_sweep(step)

@@ -13,6 +13,15 @@ def clustered(seed: int, n_points: int = 3000, dim: int = 32, n_clusters: int = 
     return centres[rng.integers(0, n_clusters, n_points)] + rng.standard_normal((n_points, dim)).astype(np.float32) * 0.3
 
 
+@pytest.fixture(autouse=True, params=[None, 4], ids=["top_rows_default", "top_rows_4"])
+def top_rows(request, monkeypatch):
+    """Every test also with a tiny TOP_ROWS, so the farthest-point search runs on top_rows (the
+    default only does so above 4096 points)."""
+    if request.param is not None:
+        monkeypatch.setattr(sampling, "TOP_ROWS", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n_points,dim,n_select,seed", [
     (1, 4, 1, 0), (50, 3, 10, 1), (400, 8, 80, 2), (2000, 16, 200, 3), (3000, 128, 300, 4),
@@ -33,6 +42,33 @@ def test_every_mode_matches_on_clustered_data_with_duplicates_and_ties(mode):
     for n_select in (5, 150, 1500):
         np.testing.assert_array_equal(greedy_coreset(points, n_select, 5, mode=mode),
                                       greedy_coreset_reference(points, n_select, 5))
+
+
+def test_every_mode_matches_when_most_distances_are_equal():
+    # Five distinct points repeated: after five picks every distance is zero and the lowest index wins.
+    rng = np.random.default_rng(8)
+    points = rng.standard_normal((5, 16)).astype(np.float32)[rng.integers(0, 5, 600)]
+    expected = greedy_coreset_reference(points, 60, 2)
+    for mode in MODES:
+        np.testing.assert_array_equal(greedy_coreset(points, 60, 2, mode=mode), expected)
+
+
+def test_farthest_point_is_mostly_found_among_top_rows(monkeypatch):
+    monkeypatch.setattr(sampling, "TOP_ROWS", 64)
+    decided = {"top_rows": 0, "all_points": 0}
+    original = sampling._Selection._argmax_among
+
+    def counted(self, rows):
+        index = original(self, rows)
+        if index is not None:
+            decided["all_points" if rows is None else "top_rows"] += 1
+        return index
+    monkeypatch.setattr(sampling._Selection, "_argmax_among", counted)
+    points = np.random.default_rng(4).standard_normal((6000, 8)).astype(np.float32)
+    for mode in MODES:
+        decided.update(top_rows=0, all_points=0)
+        np.testing.assert_array_equal(greedy_coreset(points, 600, 3, mode=mode), greedy_coreset_reference(points, 600, 3))
+        assert decided["top_rows"] > 10 * decided["all_points"], (mode, decided)
 
 
 @pytest.mark.parametrize("scale", [1e-4, 1e4])
