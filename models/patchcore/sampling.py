@@ -303,6 +303,8 @@ class _Selection:
         threshold = np.partition(sample, rank)[rank]
         self.top_rows = np.flatnonzero(self.min_dist >= threshold)
         self.top_bound = float(threshold) + self.approx_error
+        # Their BLAS values made exact in one call, not a few per step as they come near the top.
+        self._resolve(self.top_rows)
 
     def _argmax_among(self, rows: np.ndarray | None) -> int | None:
         """The farthest point if it is one of `rows` (sorted; None: all points), else None.
