@@ -189,8 +189,12 @@ class _Selection:
         # BLAS filter: its distances and the rule's are each within the rounding bound of the exact
         # value, so a point can only move if the filter puts it within twice that of its distance.
         self.filter_margin = 2.0 * bound
-        # A BLAS distance as stored (five more float32 roundings of values <= 4 max|x|^2) vs the rule's.
-        self.approx_error = self.filter_margin + 24 * 2.0**-24 * largest_sq_norm
+        # A BLAS distance as stored vs the rule's: both use the same squared norms, so they differ by
+        # twice the difference of their dot products (each within d u |x||c| of the exact one) plus
+        # their own float32 roundings of values <= 4 max|x|^2: 7 u for the rule's two additions,
+        # 16 u for the half gap, the product minus it and back, and the additions of _blas_step.
+        # (4 d + 23) u in all; 25 u more for the roundings of the comparisons that use it.
+        self.approx_error = (4 * dim + 48) * 2.0**-24 * largest_sq_norm
         self.top_rows = None
         if self.basis is not None:
             # A low coordinate b.x (|b| ~ 1) errs by at most (d + 2) u |x| whatever the summation
@@ -247,24 +251,32 @@ class _Selection:
         not depend on the other pairs in the call nor on which centre they use: one call serves
         points with different nearest centres.
         """
+        if len(rows) <= GATHER_ROWS:                          # most calls: a few rows, no loop
+            return self._rule_block(rows, centres)
         out = np.empty(len(rows), dtype=np.float32)
         for start in range(0, len(rows), GATHER_ROWS):       # bounded gathers for large resolves
-            part, part_centres = rows[start:start + GATHER_ROWS], centres[start:start + GATHER_ROWS]
-            block = out[start:start + GATHER_ROWS]
-            np.einsum("ij,ij->i", np.take(self.points, part, axis=0), np.take(self.centres, part_centres, axis=0),
-                      out=block)
-            block *= np.float32(-2)
-            block += self.sq_norms[part]
-            block += self.centre_sqs[part_centres]
+            self._rule_block(rows[start:start + GATHER_ROWS], centres[start:start + GATHER_ROWS],
+                             out[start:start + GATHER_ROWS])
+        return out
+
+    def _rule_block(self, rows: np.ndarray, centres: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.einsum("ij,ij->i", np.take(self.points, rows, axis=0), np.take(self.centres, centres, axis=0), out=out)
+        out *= np.float32(-2)
+        out += self.sq_norms[rows]
+        out += self.centre_sqs[centres]
         return out
 
     def _resolve(self, rows: np.ndarray) -> None:
         """Replace the BLAS distances among `rows` by the rule's distances to their owners."""
         rows = rows[self.approx[rows]]
         if len(rows):
-            self.min_dist[rows] = self.rule_distances(rows, self.owner[rows])
-            self.approx[rows] = False
-            self.half_gap[rows] = (self.sq_norms[rows] - self.min_dist[rows]) * np.float32(0.5)
+            self._store_exact(rows, self.rule_distances(rows, self.owner[rows]))
+
+    def _store_exact(self, rows: np.ndarray, distances: np.ndarray) -> None:
+        """The rule's distances of `rows` to their owners."""
+        self.min_dist[rows] = distances
+        self.approx[rows] = False
+        self.half_gap[rows] = (self.sq_norms[rows] - distances) * np.float32(0.5)
 
     def exact_distance(self, row: int) -> float:
         """The rule's distance of point `row` to its nearest centre."""
@@ -398,9 +410,13 @@ class _Selection:
         self.approx[moved] = True
         self.any_approx = self.any_approx or len(moved) > 0
         if len(unsure):
-            # The rule's values of both sides: the distance to the owner, then to the new centre.
-            self._resolve(unsure)
-            exact = self.rule_distances(unsure, np.full(len(unsure), step))
+            # The rule's values of both sides in one call: the distances of the approximate ones to
+            # their owners, and of all to the new centre.
+            stale = unsure[self.approx[unsure]]
+            exact = self.rule_distances(np.concatenate([stale, unsure]),
+                                        np.concatenate([self.owner[stale], np.full(len(unsure), step)]))
+            self._store_exact(stale, exact[:len(stale)])
+            exact = exact[len(stale):]
             closer = exact < self.min_dist[unsure]
             self._set_nearest(unsure[closer], exact[closer], step)
         self.farthest = self._exact_argmax()

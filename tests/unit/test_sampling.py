@@ -156,12 +156,14 @@ def test_continued_selection_equals_one_selection_split_in_two():
     np.testing.assert_array_equal(rest[continued], later)
 
 
+@pytest.mark.parametrize("gather_rows", [8192, 64])
 @pytest.mark.parametrize("dim", [3, 31, 128, 1536])
-def test_pairwise_rule_distances_are_bitwise_the_vector_ones(dim):
-    # The selector computes the rule for rows with different centres in one call, one row at a
-    # time and for all rows against one centre: every way must round alike.
+def test_pairwise_rule_distances_are_bitwise_the_vector_ones(dim, gather_rows, monkeypatch):
+    # The selector computes the rule for rows with different centres in one call (in one gather or
+    # several), one row at a time and for all rows against one centre: every way must round alike.
     from concurrent.futures import ThreadPoolExecutor
 
+    monkeypatch.setattr(sampling, "GATHER_ROWS", gather_rows)
     rng = np.random.default_rng(dim)
     points = (rng.standard_normal((300, dim)) * rng.uniform(1e-3, 1e3, (300, 1))).astype(np.float32)
     with ThreadPoolExecutor(1) as pool:
