@@ -100,6 +100,8 @@ PROBE_COST_STEPS = 10
 # Most points it checks cost two scalar lookups and a LOW_DIM gather, so on bottle features (163,856
 # x 128) pruned steps already beat mat-vec steps at step ~200, when a third of the points are in reach.
 PRUNED_MAX_FRACTION = 1 / 2
+# Before a probe, whether a pruned step could run at all is estimated from every REACH_STRIDE-th point.
+REACH_STRIDE = 16
 # Pruned steps are judged against mat-vec steps after this many (a moving average of their times).
 PRUNED_TRIAL_STEPS = 8
 # A single pruned-mode step this many times slower than a mat-vec step ends pruned steps at once.
@@ -517,6 +519,22 @@ class _Selection:
         largest = np.maximum.reduceat(self.min_dist[order], starts).astype(np.float64)
         self.radius[nonempty] = np.sqrt(np.maximum(largest, 0.0))
 
+    def pruned_reach(self, n_centres: int) -> float:
+        """Estimated fraction of the points a pruned step for the next farthest point would check.
+
+        A look before a probe, from every REACH_STRIDE-th point (its cluster radii are no larger
+        than the true ones, so the estimate errs towards trying): where distances concentrate, every
+        cluster stays in reach of every new centre, and no rebuild is needed to see that.
+        """
+        if self.farthest is None:
+            self.farthest = self._exact_argmax()
+        owner = self.owner[::REACH_STRIDE]
+        radius_sq = np.zeros(n_centres, dtype=np.float32)
+        np.maximum.at(radius_sq, owner, self.min_dist[::REACH_STRIDE])
+        offsets = self.centres[:n_centres] - self.points[self.farthest]
+        in_reach = np.einsum("ij,ij->i", offsets, offsets) < 4 * radius_sq
+        return float(np.count_nonzero(in_reach[owner])) / len(owner)
+
     def pruned_step(self, step: int, max_candidates: int) -> bool:
         """One step touching only clusters in reach; False if more than `max_candidates` points
         would have to be checked (then a mat-vec step, which keeps the clusters too, does this step).
@@ -622,6 +640,10 @@ class _ProbeSchedule:
         cost = self.probe_cost if self.probe_cost is not None else PROBE_COST_STEPS * self.matvec_seconds
         return self.since_probe >= self.budget * cost
 
+    def looked(self) -> None:
+        """A look found pruned steps out of reach (cheap): the next one after as long again."""
+        self.since_probe = 0.0
+
     def probe_ended(self, cost: float, failed: bool) -> None:
         self.probe_cost, self.since_probe = cost, 0.0
         self.budget = self.budget * 2 if failed else PROBE_BUDGET
@@ -668,6 +690,9 @@ def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[
         state.matvec_step(step)
         schedule.matvec_done(time.perf_counter() - start)
         if mode == "auto" and step + 1 < n_select and schedule.due():
+            if state.pruned_reach(step + 1) > PRUNED_MAX_FRACTION:
+                schedule.looked()                   # no pruned step possible yet: no rebuild either
+                continue
             start = time.perf_counter()
             state.rebuild_clusters(step + 1)
             pruning, pruned_seconds, pruned_steps = True, math.inf, 0
