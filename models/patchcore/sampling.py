@@ -12,7 +12,9 @@ mixing two kinds of step, see _Selection) return the same indices.
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
@@ -102,9 +104,9 @@ PROBE_COST_STEPS = 10
 PRUNED_MAX_FRACTION = 1 / 2
 # Before a probe, whether a pruned step could run at all is estimated from every REACH_STRIDE-th point.
 REACH_STRIDE = 16
-# Pruned steps are judged against mat-vec steps after this many (a moving average of their times).
+# Pruned steps are judged against mat-vec steps after this many (the median of the last as many).
 PRUNED_TRIAL_STEPS = 8
-# A single pruned-mode step this many times slower than a mat-vec step ends pruned steps at once.
+# Two pruned-mode steps in a row this many times slower than a mat-vec step end pruned steps at once.
 PRUNED_GIVE_UP = 4.0
 # Mat-vec passes run in row blocks (few NumPy calls per point, measured best at 32k rows on
 # 50k-200k x 128), on all cores when the pass is large enough for a thread hand-off to pay.
@@ -658,7 +660,8 @@ def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[
     if pruning:
         state.rebuild_clusters(1)
     schedule = _ProbeSchedule()
-    pruned_seconds, pruned_steps, probe_cost = math.inf, 0, 0.0
+    pruned_steps, slow_steps, probe_cost = 0, 0, 0.0
+    recent: deque[float] = deque(maxlen=PRUNED_TRIAL_STEPS)   # the last pruned-mode step times
     max_candidates = n_points if mode == "pruned" else int(PRUNED_MAX_FRACTION * n_points)
 
     def leave_pruning() -> None:
@@ -678,11 +681,13 @@ def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[
                     leave_pruning()
                 state.matvec_step(step)
             elapsed = time.perf_counter() - start
-            pruned_seconds = elapsed if math.isinf(pruned_seconds) else 0.8 * pruned_seconds + 0.2 * elapsed
+            recent.append(elapsed)
             pruned_steps += 1
             probe_cost += max(0.0, elapsed - schedule.matvec_seconds)
-            losing = (pruned_steps >= PRUNED_TRIAL_STEPS and pruned_seconds > schedule.matvec_seconds
-                      or elapsed > PRUNED_GIVE_UP * schedule.matvec_seconds)
+            # A median and two slow steps in a row: one step held up by the host is not the data.
+            slow_steps = slow_steps + 1 if elapsed > PRUNED_GIVE_UP * schedule.matvec_seconds else 0
+            losing = (len(recent) == PRUNED_TRIAL_STEPS and statistics.median(recent) > schedule.matvec_seconds
+                      or slow_steps >= 2)
             if mode == "auto" and pruning and losing:
                 leave_pruning()
             continue
@@ -695,7 +700,8 @@ def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[
                 continue
             start = time.perf_counter()
             state.rebuild_clusters(step + 1)
-            pruning, pruned_seconds, pruned_steps = True, math.inf, 0
+            pruning, pruned_steps, slow_steps = True, 0, 0
+            recent.clear()
             probe_cost = time.perf_counter() - start
     return state.selected
 
