@@ -161,7 +161,7 @@ class _Selection:
         self.min_dist = np.full(n_points, np.inf, dtype=np.float32)
         self.farthest: int | None = None                     # argmax of min_dist, when a step found it
         # Points that may be the farthest (sorted), and a bound below which every other point's rule
-        # distance lies (see _top_argmax); None until the first search, and after any change of scale.
+        # distance lies (see _find_top_rows); None until the first search, and after any change of scale.
         self.top_rows: np.ndarray | None = None
         self.top_bound = math.inf
         self.top_skip = 0
