@@ -13,6 +13,9 @@ from utils.config import (AGGREGATIONS, DEFAULT_VAL_RATIO, Config, DataConfig, M
                           INTERPOLATIONS, crop_size_type, non_negative_int, positive_int, resize_size, str2bool)
 from utils.errors import UserError, run_cli, script_parser
 from utils.runtime import DEVICES, select_device
+from engine.distributed import quiet_launched_worker
+
+quiet_launched_worker()
 
 __all__ = ["ARCH_NAMES", "add_data_args", "add_device_arg", "add_eval_args", "add_model_args", "config_from_args",
            "run_cli", "script_parser", "select_device"]

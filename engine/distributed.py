@@ -23,6 +23,15 @@ def launched_world() -> tuple[int, int]:
     return int(os.environ.get("PADDLE_TRAINER_ID", 0)), int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
 
 
+def quiet_launched_worker() -> None:
+    """In a launched worker, no C++ stack dump from Paddle when the launcher stops it (because
+    another worker failed): that worker's one-line error is the message."""
+    if launched_world()[1] > 1:
+        import paddle
+
+        paddle.disable_signal_handler()
+
+
 def is_main_process() -> bool:
     return launched_world()[0] == 0
 

@@ -33,6 +33,12 @@ def script_parser(description: str | None) -> argparse.ArgumentParser:
 
 def fail(message: str, exit_code: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
+    if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1:
+        # A worker of paddle.distributed.launch: the launcher stops the others as soon as one exits,
+        # so leave now rather than after the interpreter's slow teardown (nothing is left to write).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
     raise SystemExit(exit_code)
 
 

@@ -50,3 +50,32 @@ def test_a_failing_worker_ends_the_run_with_one_line(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_a_stopped_worker_prints_no_stack_and_a_failing_one_exits_at_once(tmp_path):
+    # What the launcher does once a worker fails: it stops the other one (SIGTERM), which must not
+    # print Paddle's C++ stack; and the failing worker leaves without the interpreter's teardown, so
+    # it cannot be caught half-way by that signal either.
+    import os
+    import subprocess
+
+    script = tmp_path / "worker.py"
+    script.write_text("import os, signal, sys, time\n"
+                      f"sys.path.insert(0, {str(ROOT)!r})\n"
+                      "import engine.cli, paddle\n"
+                      "paddle.ones([2]).numpy()\n"
+                      "time.sleep(3)  # both workers are set up by now\n"
+                      "if os.environ['PADDLE_TRAINER_ID'] == '1':\n"
+                      "    os.kill(os.getpid(), signal.SIGTERM)\n"
+                      "time.sleep(30)\n")
+    done = run_script("-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log"),
+                      str(script), cwd=ROOT)
+    assert done.returncode != 0
+    logs = [p.read_text() for p in sorted((tmp_path / "log").glob("workerlog.*"))]
+    assert len(logs) == 2 and not any("Traceback" in log for log in logs), logs
+
+    env = dict(os.environ, PADDLE_TRAINERS_NUM="2", PADDLE_TRAINER_ID="1", PYTHONWARNINGS="ignore")
+    failed = subprocess.run([sys.executable, "-c", "import atexit, engine.cli; from utils.errors import fail; "
+                             "atexit.register(print, 'teardown ran'); fail('x')"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert failed.returncode == 2 and failed.stderr.strip().endswith("error: x") and "teardown" not in failed.stdout
