@@ -13,14 +13,10 @@ import numpy as np
 
 from models.sharding import Shard, shard_bounds
 from utils.errors import UserError
+from utils.launch import launched_world
 from utils.runtime import available_cores
 
 _initialised = False
-
-
-def launched_world() -> tuple[int, int]:
-    """(rank, world size) from the launcher's environment; (0, 1) for a plain run."""
-    return int(os.environ.get("PADDLE_TRAINER_ID", 0)), int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
 
 
 def quiet_launched_worker() -> None:

@@ -8,6 +8,8 @@ import sys
 from types import TracebackType
 from typing import Callable, NoReturn
 
+from utils.launch import launched_world
+
 
 class UserError(Exception):
     """A problem with the user's input (paths, files, arguments) that a one-line message explains."""
@@ -33,7 +35,7 @@ def script_parser(description: str | None) -> argparse.ArgumentParser:
 
 def fail(message: str, exit_code: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
-    if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1:
+    if launched_world()[1] > 1:
         # A worker of paddle.distributed.launch: the launcher stops the others as soon as one exits,
         # so leave now rather than after the interpreter's slow teardown (nothing is left to write).
         sys.stdout.flush()
