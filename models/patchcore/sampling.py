@@ -114,10 +114,217 @@ BLOCK_ROWS = 32768
 THREADED_MIN_POINTS = 16384
 # Exact distances of scattered rows gather at most this many rows (and their centres) at a time.
 GATHER_ROWS = 8192
+# _BlasSelection computes the rule's distances of up to this many rows one by one (each against a
+# slice of the centres, no gathers), more in one pairwise call (fewer NumPy calls per row).
+LOOP_ROWS = 16
 # Mat-vec steps use the BLAS filter while fewer than this fraction of the points are candidates
 # (measured on 50k x 128: recomputing N/8 gathered rows costs 0.75 of the BLAS pass, N/4 2.3x).
 FILTER_MAX_FRACTION = 1 / 6
-MODES = ("auto", "matvec", "pruned")
+MODES = ("auto", "blas", "matvec", "pruned")
+# "auto" selects at most this many points with _BlasSelection: before the first probe of pruned
+# steps (PROBE_BUDGET x PROBE_COST_STEPS mat-vec steps) and its trial, pruning has no time to pay.
+BLAS_MAX_PICKS = 512
+
+
+def blas_distance_error(dim: int, largest_sq_norm: float) -> float:
+    """How far a squared distance computed with a BLAS dot product (|x|^2 - 2 p + |c|^2, in any of the
+    selector's forms) may be from the rule's, for points of squared norm at most `largest_sq_norm`.
+
+    Both use the same squared norms, so they differ by twice the difference of their dot products
+    (each within d u |x||c| of the exact one) plus their own float32 roundings of values <= 4 max|x|^2:
+    7 u for the rule's two additions, 16 u at most for the forms of _Selection._blas_step (half gap,
+    the product minus it and back, additions). (4 d + 23) u in all; 25 u more for the roundings of
+    the comparisons that use it. A minimum over centres of such values is as close to the rule's.
+    """
+    return (4 * dim + 48) * 2.0**-24 * largest_sq_norm
+
+
+def rule_pair_distances(points: np.ndarray, sq_norms: np.ndarray, centres: np.ndarray, centre_sqs: np.ndarray,
+                        rows: np.ndarray, centre_ids: np.ndarray) -> np.ndarray:
+    """The rule's squared distances of points[rows] to centres[centre_ids] (pairwise).
+
+    einsum's "ij,ij->i" sums each row with the same kernel, in the same order, as the "ij,j->i"
+    of _distances (one operand contiguous along j, one output per row), so a pair's value does
+    not depend on the other pairs in the call nor on which centre they use: one call serves
+    points with different nearest centres. Gathers at most GATHER_ROWS pairs at a time.
+    """
+    def block(rows: np.ndarray, centre_ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.einsum("ij,ij->i", np.take(points, rows, axis=0), np.take(centres, centre_ids, axis=0), out=out)
+        out *= np.float32(-2)
+        out += sq_norms[rows]
+        out += centre_sqs[centre_ids]
+        return out
+
+    if len(rows) <= GATHER_ROWS:                          # most calls: a few rows, no loop
+        return block(rows, centre_ids)
+    out = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), GATHER_ROWS):
+        block(rows[start:start + GATHER_ROWS], centre_ids[start:start + GATHER_ROWS], out[start:start + GATHER_ROWS])
+    return out
+
+
+class _FarthestSearch:
+    """The farthest point (largest rule distance, lowest index on ties) from stored distances that
+    are the rule's, or within `error` of it where `approximate`.
+
+    The search runs among about TOP_ROWS "top rows": the points at or above a threshold t taken from
+    a sample of the stored distances. Every other point's stored distance is below t, so its rule
+    distance is below t + error, and stays so: a point's rule distance never grows. While the largest
+    stored value among the top rows is above that by more than its own error, the farthest point is
+    one of them: a gather of a few hundred values per step instead of passes over all points.
+    """
+
+    def __init__(self) -> None:
+        self.rows: np.ndarray | None = None     # sorted; None until the first search or after reset
+        self.bound = math.inf                   # every rule distance outside `rows` is below it
+        self.skip = 0                           # searches left over all points (see TOP_RETRY_STEPS)
+
+    def reset(self) -> None:
+        """Forget the top rows (stored distances changed other than by shrinking, or their scale)."""
+        self.rows = None
+
+    def farthest(self, values: np.ndarray, error: float, approximate: bool,
+                 exact: Callable[[np.ndarray], np.ndarray],
+                 prepare: Callable[[np.ndarray], None] | None = None) -> int:
+        """Index of the farthest point. `exact(rows)` gives the rule's distances of sorted `rows`;
+        `prepare(rows)` is told of new top rows (to make their values exact at once, say)."""
+        if self.skip:
+            self.skip -= 1
+            return self._argmax_among(values, None, error, approximate, exact)
+        if self.rows is not None:
+            index = self._argmax_among(values, self.rows, error, approximate, exact)
+            if index is not None:
+                return index
+        self._find_rows(values, error)
+        if self.rows is not None:
+            if prepare is not None:
+                prepare(self.rows)
+            index = self._argmax_among(values, self.rows, error, approximate, exact)
+            if index is not None:
+                return index
+        # Distances within rounding of each other (or few points): whole passes for a while.
+        self.rows, self.skip = None, TOP_RETRY_STEPS
+        return self._argmax_among(values, None, error, approximate, exact)
+
+    def _find_rows(self, values: np.ndarray, error: float) -> None:
+        n_points = len(values)
+        if n_points <= 4 * TOP_ROWS:
+            self.rows = None
+            return
+        sample = values[:: max(1, n_points // TOP_SAMPLE)]
+        rank = len(sample) - max(1, TOP_ROWS * len(sample) // n_points)
+        threshold = np.partition(sample, rank)[rank]
+        self.rows = np.flatnonzero(values >= threshold)
+        self.bound = float(threshold) + error
+
+    def _argmax_among(self, values: np.ndarray, rows: np.ndarray | None, error: float, approximate: bool,
+                      exact: Callable[[np.ndarray], np.ndarray]) -> int | None:
+        """The farthest point if it is one of `rows` (None: all points), else None.
+
+        Only points whose stored distance is within TOP_MARGIN errors of the largest can be it, and
+        only those get their exact distances. Outside `rows` every rule distance is below `bound`, so
+        the largest stored one among them, `error` below it at worst, must be above that.
+        """
+        among = values if rows is None else values[rows]
+        best = int(np.argmax(among))
+        if rows is not None and float(among[best]) - error <= self.bound:
+            return None
+        if not approximate:
+            return best if rows is None else int(rows[best])
+        top = np.flatnonzero(among >= among[best] - TOP_MARGIN * error)
+        if rows is not None:
+            top = rows[top]
+        if len(top) == 1:                       # no rival: its exact value does not matter here
+            return int(top[0])
+        return int(top[np.argmax(exact(top))])  # top is sorted: lowest index on ties
+
+
+class _BlasSelection:
+    """The plain greedy's steps, with the farthest point decided by the rule: for short selections.
+
+    Every point keeps the minimum of its BLAS distances to the centres (one matrix-vector product and
+    a minimum per step, as the plain greedy), each within blas_distance_error of the rule's, and so
+    is their minimum. Only the points within twice that of the largest can be the rule's farthest
+    point; where there is more than one, the rule's distances to every centre so far decide (t x d
+    each at step t). No owners and no clusters, so no pruned steps: for selections too short for
+    them to pay back a probe (BLAS_MAX_PICKS), where the owner bookkeeping of _Selection is what costs.
+    """
+
+    def __init__(self, points: np.ndarray, n_select: int):
+        self.points = points
+        n_points, dim = points.shape
+        self.sq_norms = squared_norms(points)
+        self.error = blas_distance_error(dim, float(self.sq_norms.max()))
+        self.selected = np.empty(n_select, dtype=np.int64)
+        self.centres = np.empty((n_select, dim), dtype=np.float32)
+        self.centre_sqs = np.empty(n_select, dtype=np.float32)
+        self.nearest = np.full(n_points, np.inf, dtype=np.float32)
+        self.product = np.empty(n_points, dtype=np.float32)
+        self.search = _FarthestSearch()
+        # The rule's distance of a point to its nearest of the first exact_done centres (see rule_nearest).
+        self.exact_nearest = np.full(n_points, np.inf, dtype=np.float32)
+        self.exact_done = np.zeros(n_points, dtype=np.int64)
+
+    def add_centre(self, step: int, index: int) -> None:
+        self.selected[step] = index
+        self.centres[step] = self.points[index]
+        self.centre_sqs[step] = self.sq_norms[index]
+
+    def update(self, step: int) -> None:
+        """Every point's BLAS distance to centre `step` into its nearest one."""
+        distance = np.matmul(self.points, self.centres[step], out=self.product)
+        distance *= np.float32(-2)
+        distance += self.sq_norms
+        distance += self.centre_sqs[step]
+        np.minimum(self.nearest, distance, out=self.nearest)
+
+    def farthest(self, n_centres: int) -> int:
+        return self.search.farthest(self.nearest, self.error, True, lambda rows: self.rule_nearest(rows, n_centres))
+
+    def rule_nearest(self, rows: np.ndarray, n_centres: int) -> np.ndarray:
+        """The rule's distances of points `rows` (sorted) to their nearest of the first `n_centres` centres.
+
+        Kept per point with the number of centres it covers: a point near the top is asked again
+        and again (ties, plateaus of equal distances), and then only the newer centres are computed.
+        """
+        if len(rows) > LOOP_ROWS:
+            self._cover_pairwise(rows, n_centres)
+        else:
+            for row in rows:
+                done = int(self.exact_done[row])
+                if done < n_centres:
+                    # The rule's pair values: einsum rounds x.c as c.x, and the additions keep its order.
+                    distance = np.einsum("ij,j->i", self.centres[done:n_centres], self.points[row])
+                    distance *= np.float32(-2)
+                    distance += self.sq_norms[row]
+                    distance += self.centre_sqs[done:n_centres]
+                    self.exact_nearest[row] = min(self.exact_nearest[row], distance.min())
+                    self.exact_done[row] = n_centres
+        return self.exact_nearest[rows]
+
+    def _cover_pairwise(self, rows: np.ndarray, n_centres: int) -> None:
+        """rule_nearest's update for many rows at once: every missing (row, centre) pair in one call."""
+        done = self.exact_done[rows]
+        need = n_centres - done
+        pairs = np.repeat(np.arange(len(rows)), need)
+        if len(pairs):
+            first = np.cumsum(need) - need              # pair k of row i: centre done_i + k - first_i
+            centre_ids = np.arange(len(pairs)) - first[pairs] + done[pairs]
+            values = rule_pair_distances(self.points, self.sq_norms, self.centres, self.centre_sqs, rows[pairs], centre_ids)
+            asked = rows[need > 0]
+            nearest = np.minimum.reduceat(values, first[need > 0])
+            self.exact_nearest[asked] = np.minimum(self.exact_nearest[asked], nearest)
+            self.exact_done[rows] = n_centres
+
+
+def _select_blas(points: np.ndarray, n_select: int, start: int, progress: bool) -> np.ndarray:
+    state = _BlasSelection(points, n_select)
+    state.add_centre(0, start)
+    steps = range(1, n_select)
+    for step in tqdm(steps, desc="coreset", unit="pt", mininterval=1.0) if progress else steps:
+        state.update(step - 1)
+        state.add_centre(step, state.farthest(step))
+    return state.selected
 
 
 class _Selection:
@@ -160,11 +367,7 @@ class _Selection:
         self.centre_gap = np.zeros(n_select)                 # this step's lower bounds of squared centre gaps
         self.min_dist = np.full(n_points, np.inf, dtype=np.float32)
         self.farthest: int | None = None                     # argmax of min_dist, when a step found it
-        # Points that may be the farthest (sorted), and a bound below which every other point's rule
-        # distance lies (see _find_top_rows); None until the first search, and after any change of scale.
-        self.top_rows: np.ndarray | None = None
-        self.top_bound = math.inf
-        self.top_skip = 0
+        self.search = _FarthestSearch()
         self.filter_next = False
         # Outside pruned steps a point's distance may be left as its BLAS value (approx[i]): within
         # approx_error of the rule's distance to its owner, which is its nearest centre for sure.
@@ -193,13 +396,8 @@ class _Selection:
         # BLAS filter: its distances and the rule's are each within the rounding bound of the exact
         # value, so a point can only move if the filter puts it within twice that of its distance.
         self.filter_margin = 2.0 * bound
-        # A BLAS distance as stored vs the rule's: both use the same squared norms, so they differ by
-        # twice the difference of their dot products (each within d u |x||c| of the exact one) plus
-        # their own float32 roundings of values <= 4 max|x|^2: 7 u for the rule's two additions,
-        # 16 u for the half gap, the product minus it and back, and the additions of _blas_step.
-        # (4 d + 23) u in all; 25 u more for the roundings of the comparisons that use it.
-        self.approx_error = (4 * dim + 48) * 2.0**-24 * largest_sq_norm
-        self.top_rows = None
+        self.approx_error = blas_distance_error(dim, largest_sq_norm)
+        self.search.reset()
         if self.basis is not None:
             # A low coordinate b.x (|b| ~ 1) errs by at most (d + 2) u |x| whatever the summation
             # order, so the vector of two points' coordinate differences by sqrt(r) 2 (d + 2) u max|x|;
@@ -245,30 +443,11 @@ class _Selection:
         self.approx[:] = False
         self.any_approx = False
         self.half_gap_valid = False
-        self.top_rows = None
+        self.search.reset()
 
     def rule_distances(self, rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
-        """The rule's squared distances of points `rows` to centres number `centres` (pairwise).
-
-        einsum's "ij,ij->i" sums each row with the same kernel, in the same order, as the "ij,j->i"
-        of _distances (one operand contiguous along j, one output per row), so a pair's value does
-        not depend on the other pairs in the call nor on which centre they use: one call serves
-        points with different nearest centres.
-        """
-        if len(rows) <= GATHER_ROWS:                          # most calls: a few rows, no loop
-            return self._rule_block(rows, centres)
-        out = np.empty(len(rows), dtype=np.float32)
-        for start in range(0, len(rows), GATHER_ROWS):       # bounded gathers for large resolves
-            self._rule_block(rows[start:start + GATHER_ROWS], centres[start:start + GATHER_ROWS],
-                             out[start:start + GATHER_ROWS])
-        return out
-
-    def _rule_block(self, rows: np.ndarray, centres: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        out = np.einsum("ij,ij->i", np.take(self.points, rows, axis=0), np.take(self.centres, centres, axis=0), out=out)
-        out *= np.float32(-2)
-        out += self.sq_norms[rows]
-        out += self.centre_sqs[centres]
-        return out
+        """The rule's squared distances of points `rows` to centres number `centres` (pairwise)."""
+        return rule_pair_distances(self.points, self.sq_norms, self.centres, self.centre_sqs, rows, centres)
 
     def _resolve(self, rows: np.ndarray) -> None:
         """Replace the BLAS distances among `rows` by the rule's distances to their owners."""
@@ -288,60 +467,13 @@ class _Selection:
         return float(self.min_dist[row])
 
     def _exact_argmax(self) -> int:
-        """argmax of the rule's distances (lowest index on ties), among top_rows when it can be there."""
-        if self.top_skip:
-            self.top_skip -= 1
-            return self._argmax_among(None)
-        if self.top_rows is not None:
-            index = self._argmax_among(self.top_rows)
-            if index is not None:
-                return index
-        self._find_top_rows()
-        index = self._argmax_among(self.top_rows) if self.top_rows is not None else None
-        if index is None:
-            # Distances within rounding of each other (or few points): whole passes for a while.
-            self.top_rows, self.top_skip = None, TOP_RETRY_STEPS
-            return self._argmax_among(None)
-        return index
+        """argmax of the rule's distances (lowest index on ties)."""
+        return self.search.farthest(self.min_dist, self.approx_error, self.any_approx, self._exact_values,
+                                    prepare=self._resolve)
 
-    def _find_top_rows(self) -> None:
-        """top_rows: the points at or above a threshold taken from a sample (about TOP_ROWS of them).
-
-        Every other point's stored distance is below the threshold t, so its rule distance is below
-        t + e (e: the error of a BLAS value), and stays so: a point's rule distance never grows.
-        """
-        n_points = len(self.min_dist)
-        if n_points <= 4 * TOP_ROWS:
-            self.top_rows = None
-            return
-        sample = self.min_dist[:: max(1, n_points // TOP_SAMPLE)]
-        rank = len(sample) - max(1, TOP_ROWS * len(sample) // n_points)
-        threshold = np.partition(sample, rank)[rank]
-        self.top_rows = np.flatnonzero(self.min_dist >= threshold)
-        self.top_bound = float(threshold) + self.approx_error
-        # Their BLAS values made exact in one call, not a few per step as they come near the top.
-        self._resolve(self.top_rows)
-
-    def _argmax_among(self, rows: np.ndarray | None) -> int | None:
-        """The farthest point if it is one of `rows` (sorted; None: all points), else None.
-
-        Only points whose stored distance is within TOP_MARGIN BLAS errors of the largest can be it,
-        and only those get their exact distances. Outside `rows` every rule distance is below
-        top_bound, so the largest stored one among them, e below it at worst, must be above that.
-        """
-        values = self.min_dist if rows is None else self.min_dist[rows]
-        best = int(np.argmax(values))
-        if rows is not None and float(values[best]) - self.approx_error <= self.top_bound:
-            return None
-        if not self.any_approx:
-            return best if rows is None else int(rows[best])
-        top = np.flatnonzero(values >= values[best] - TOP_MARGIN * self.approx_error)
-        if rows is not None:
-            top = rows[top]
-        if len(top) == 1:                       # no rival: its exact value does not matter here
-            return int(top[0])
-        self._resolve(top)
-        return int(top[np.argmax(self.min_dist[top])])      # top is sorted: lowest index on ties
+    def _exact_values(self, rows: np.ndarray) -> np.ndarray:
+        self._resolve(rows)
+        return self.min_dist[rows]
 
     def set_centre(self, step: int, index: int, centre: np.ndarray, centre_sq: np.float32) -> None:
         """Make `centre` (point `index`, squared norm `centre_sq`) centre number `step`.
@@ -585,14 +717,17 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
                    mode: str = "auto") -> np.ndarray:
     """Farthest-point selection; the same indices as greedy_coreset_reference, in any `mode`.
 
-    `mode` chooses the steps (see _Selection): "auto" (measured: whichever is faster now),
-    "matvec" (mat-vec steps only) or "pruned" (pruned steps from the second centre on; for tests).
+    `mode` chooses the steps: "auto" (_BlasSelection for at most BLAS_MAX_PICKS points, else
+    _Selection's, measured: whichever is faster now), "blas" (_BlasSelection), "matvec" (_Selection's
+    mat-vec steps only) or "pruned" (pruned steps from the second centre on; for tests).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     points = np.ascontiguousarray(points, dtype=np.float32)
     n_points = len(points)
     n_select = min(n_select, n_points)
+    if mode == "blas" or mode == "auto" and n_select <= BLAS_MAX_PICKS:
+        return _select_blas(points, n_select, _start_index(n_points, seed), progress)
     workers = _workers(n_points)
     with ThreadPoolExecutor(workers) as pool:
         state = _Selection(points, n_select, pool, workers)

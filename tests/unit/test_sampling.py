@@ -56,14 +56,14 @@ def test_every_mode_matches_when_most_distances_are_equal():
 def test_farthest_point_is_mostly_found_among_top_rows(monkeypatch):
     monkeypatch.setattr(sampling, "TOP_ROWS", 64)
     decided = {"top_rows": 0, "all_points": 0}
-    original = sampling._Selection._argmax_among
+    original = sampling._FarthestSearch._argmax_among
 
-    def counted(self, rows):
-        index = original(self, rows)
+    def counted(self, values, rows, *args):
+        index = original(self, values, rows, *args)
         if index is not None:
             decided["all_points" if rows is None else "top_rows"] += 1
         return index
-    monkeypatch.setattr(sampling._Selection, "_argmax_among", counted)
+    monkeypatch.setattr(sampling._FarthestSearch, "_argmax_among", counted)
     points = np.random.default_rng(4).standard_normal((6000, 8)).astype(np.float32)
     for mode in MODES:
         decided.update(top_rows=0, all_points=0)
@@ -179,3 +179,21 @@ def test_pairwise_rule_distances_are_bitwise_the_vector_ones(dim, gather_rows, m
         for row in rows[:20]:
             one = state.rule_distances(np.array([row]), owners[row:row + 1])
             np.testing.assert_array_equal(one.view(np.int32), vectors[owners[row]][row:row + 1].view(np.int32))
+
+
+@pytest.mark.parametrize("loop_rows", [16, 0])
+def test_blas_selection_rule_nearest_is_bitwise_the_reference_minimum(loop_rows, monkeypatch):
+    # The exact nearest distances of rows near the top, asked again as centres are added (only the
+    # new centres are computed then), one row at a time or in one pairwise call.
+    monkeypatch.setattr(sampling, "LOOP_ROWS", loop_rows)
+    rng = np.random.default_rng(12)
+    points = (rng.standard_normal((400, 64)) * rng.uniform(1e-2, 1e2, (400, 1))).astype(np.float32)
+    state = sampling._BlasSelection(points, 9)
+    sq_norms = sampling.squared_norms(points)
+    for step, index in enumerate(rng.choice(len(points), 9, replace=False)):
+        state.add_centre(step, int(index))
+    for n_centres, rows in ((3, [5, 17, 300]), (7, [5, 6, 17, 399]), (9, list(range(0, 400, 7))), (9, [0, 7, 8, 14, 15])):
+        rows = np.array(rows)
+        expected = np.min([sampling._distances(points, sq_norms, points[i], sq_norms[i])
+                           for i in state.selected[:n_centres]], axis=0)
+        np.testing.assert_array_equal(state.rule_nearest(rows, n_centres).view(np.int32), expected[rows].view(np.int32))
