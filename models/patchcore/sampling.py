@@ -376,6 +376,7 @@ class _Selection:
         # (|x|^2 - d(x)) / 2, with which one comparison of the BLAS product finds the points in reach.
         self.half_gap = np.empty(n_points, dtype=np.float32)
         self.half_gap_valid = False
+        self.mask = np.empty(n_points, dtype=bool)
         # Low-dimensional coordinates: built by the first rebuild_clusters (only pruned steps use them).
         self.basis: np.ndarray | None = None
         self.low = np.empty((0, 0), dtype=np.float32)
@@ -533,12 +534,13 @@ class _Selection:
             np.multiply(self.sq_norms - self.min_dist, np.float32(0.5), out=self.half_gap)
             self.half_gap_valid = True
         # In place (the cache at 50k x 128 holds the points only if each step touches little else).
-        products -= self.half_gap
-        candidates = np.flatnonzero(products > (centre_sq - 3.5 * error) / 2)
+        np.subtract(products, self.half_gap, out=products)
+        np.greater(products, np.float32((centre_sq - 3.5 * error) / 2), out=self.mask)
+        candidates = np.flatnonzero(self.mask)
         value = self.sq_norms[candidates] - np.float32(2) * (products[candidates] + self.half_gap[candidates])
         value += np.float32(centre_sq)
         stored = self.min_dist[candidates]
-        stored_error = np.where(self.approx[candidates], np.float32(error), np.float32(0))
+        stored_error = self.approx[candidates] * np.float32(error)
         surely = value + np.float32(error) < stored - stored_error
         unsure = candidates[~surely & (value - np.float32(error) < stored + stored_error)]
         moved = candidates[surely]
