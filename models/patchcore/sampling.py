@@ -114,16 +114,15 @@ BLOCK_ROWS = 32768
 THREADED_MIN_POINTS = 16384
 # Exact distances of scattered rows gather at most this many rows (and their centres) at a time.
 GATHER_ROWS = 8192
-# _BlasSelection computes the rule's distances of up to this many rows one by one (each against a
+# _BatchedSelection computes the rule's distances of up to this many rows one by one (each against a
 # slice of the centres, no gathers), more in one pairwise call (fewer NumPy calls per row).
 LOOP_ROWS = 16
 # Mat-vec steps use the BLAS filter while fewer than this fraction of the points are candidates
 # (measured on 50k x 128: recomputing N/8 gathered rows costs 0.75 of the BLAS pass, N/4 2.3x).
 FILTER_MAX_FRACTION = 1 / 6
-MODES = ("auto", "blas", "matvec", "pruned")
-# "auto" selects at most this many points with _BlasSelection: before the first probe of pruned
-# steps (PROBE_BUDGET x PROBE_COST_STEPS mat-vec steps) and its trial, pruning has no time to pay.
-BLAS_MAX_PICKS = 512
+MODES = ("auto", "batched", "mixed", "matvec", "pruned")
+# _BatchedSelection applies pending centres to blocks of at most about this many (point, centre) pairs.
+FLUSH_ELEMENTS = 1 << 20
 
 
 def blas_distance_error(dim: int, largest_sq_norm: float) -> float:
@@ -207,47 +206,66 @@ class _FarthestSearch:
         return self._argmax_among(values, None, error, approximate, exact)
 
     def _find_rows(self, values: np.ndarray, error: float) -> None:
-        n_points = len(values)
-        if n_points <= 4 * TOP_ROWS:
-            self.rows = None
-            return
-        sample = values[:: max(1, n_points // TOP_SAMPLE)]
-        rank = len(sample) - max(1, TOP_ROWS * len(sample) // n_points)
-        threshold = np.partition(sample, rank)[rank]
-        self.rows = np.flatnonzero(values >= threshold)
-        self.bound = float(threshold) + error
+        self.rows, self.bound = _top_rows(values, TOP_ROWS, error)
 
     def _argmax_among(self, values: np.ndarray, rows: np.ndarray | None, error: float, approximate: bool,
                       exact: Callable[[np.ndarray], np.ndarray]) -> int | None:
-        """The farthest point if it is one of `rows` (None: all points), else None.
-
-        Only points whose stored distance is within TOP_MARGIN errors of the largest can be it, and
-        only those get their exact distances. Outside `rows` every rule distance is below `bound`, so
-        the largest stored one among them, `error` below it at worst, must be above that.
-        """
-        among = values if rows is None else values[rows]
-        best = int(np.argmax(among))
-        if rows is not None and float(among[best]) - error <= self.bound:
-            return None
-        if not approximate:
-            return best if rows is None else int(rows[best])
-        top = np.flatnonzero(among >= among[best] - TOP_MARGIN * error)
-        if rows is not None:
-            top = rows[top]
-        if len(top) == 1:                       # no rival: its exact value does not matter here
-            return int(top[0])
-        return int(top[np.argmax(exact(top))])  # top is sorted: lowest index on ties
+        """The farthest point if it is one of `rows` (None: all points), else None."""
+        if rows is None:
+            return _farthest_among(values, error, -math.inf, exact, approximate)
+        position = _farthest_among(values[rows], error, self.bound, lambda among: exact(rows[among]), approximate)
+        return None if position is None else int(rows[position])
 
 
-class _BlasSelection:
-    """The plain greedy's steps, with the farthest point decided by the rule: for short selections.
+def _top_rows(values: np.ndarray, want: int, error: float) -> tuple[np.ndarray | None, float]:
+    """The points whose stored distance is at or above a threshold taken from a sample of `values`
+    (about `want` of them, sorted), and a bound above the rule distance of every other point (the
+    threshold plus `error`); None and -inf where that would be nearly all points."""
+    n_points = len(values)
+    if n_points <= 4 * want:
+        return None, -math.inf
+    sample = values[:: max(1, n_points // TOP_SAMPLE)]
+    rank = len(sample) - max(1, want * len(sample) // n_points)
+    threshold = np.partition(sample, rank)[rank]
+    return np.flatnonzero(values >= threshold), float(threshold) + error
 
-    Every point keeps the minimum of its BLAS distances to the centres (one matrix-vector product and
-    a minimum per step, as the plain greedy), each within blas_distance_error of the rule's, and so
-    is their minimum. Only the points within twice that of the largest can be the rule's farthest
-    point; where there is more than one, the rule's distances to every centre so far decide (t x d
-    each at step t). No owners and no clusters, so no pruned steps: for selections too short for
-    them to pay back a probe (BLAS_MAX_PICKS), where the owner bookkeeping of _Selection is what costs.
+
+def _farthest_among(values: np.ndarray, error: float, bound: float, exact: Callable[[np.ndarray], np.ndarray],
+                    approximate: bool = True) -> int | None:
+    """Position in `values` of the farthest point (largest rule distance, lowest position on ties),
+    or None if it may be a point outside them, all of whose rule distances are below `bound`.
+
+    `values` are the rule's distances, or within `error` of them where `approximate`. Only those
+    within TOP_MARGIN errors of the largest can be the farthest, and only they get their rule
+    distances, from `exact(positions)` (sorted positions). The largest value is `error` above its
+    rule distance at worst, so it must be above `bound` by more than that.
+    """
+    best = int(np.argmax(values))
+    if float(values[best]) - error <= bound:
+        return None
+    if not approximate:
+        return best
+    top = np.flatnonzero(values >= values[best] - TOP_MARGIN * error)
+    if len(top) == 1:                           # no rival: its exact value does not matter here
+        return int(top[0])
+    return int(top[np.argmax(exact(top))])      # top is sorted: lowest position on ties
+
+
+class _BatchedSelection:
+    """Farthest-point selection that decides picks among the top rows and updates all other points
+    for many centres at once.
+
+    Every point keeps the minimum of its BLAS distances to the centres applied to it (`nearest`),
+    within blas_distance_error e of the rule's. The top rows are the points at or above a threshold
+    t taken from a sample of those values (about TOP_ROWS of them): every other point's rule
+    distance is below t + e, and only shrinks with more centres. So while the largest top-row value
+    is more than its own error above that, the farthest point is a top row, and only the top rows'
+    values need each new centre: a matrix-vector product over their copy, small enough to stay in
+    the cache. When they can no longer decide, the other points get every pending centre in one
+    matrix-matrix product (BLAS runs those near the cores' peak; a matrix-vector product runs at
+    memory speed, and it is all the plain greedy does), and new top rows are drawn. Between the
+    points within twice e of the largest value, the rule's distances decide (rule_nearest).
+    No owners and no clusters: the same rule as _Selection without its per-step bookkeeping.
     """
 
     def __init__(self, points: np.ndarray, n_select: int):
@@ -258,28 +276,67 @@ class _BlasSelection:
         self.selected = np.empty(n_select, dtype=np.int64)
         self.centres = np.empty((n_select, dim), dtype=np.float32)
         self.centre_sqs = np.empty(n_select, dtype=np.float32)
+        self.n_centres = 0
+        self.applied = 0                                   # centres 0..applied-1 are in `nearest`
         self.nearest = np.full(n_points, np.inf, dtype=np.float32)
-        self.product = np.empty(n_points, dtype=np.float32)
-        self.search = _FarthestSearch()
         # The rule's distance of a point to its nearest of the first exact_done centres (see rule_nearest).
         self.exact_nearest = np.full(n_points, np.inf, dtype=np.float32)
         self.exact_done = np.zeros(n_points, dtype=np.int64)
 
-    def add_centre(self, step: int, index: int) -> None:
+    def add_centre(self, index: int) -> None:
+        step = self.n_centres
         self.selected[step] = index
         self.centres[step] = self.points[index]
         self.centre_sqs[step] = self.sq_norms[index]
+        self.n_centres += 1
 
-    def update(self, step: int) -> None:
-        """Every point's BLAS distance to centre `step` into its nearest one."""
-        distance = np.matmul(self.points, self.centres[step], out=self.product)
-        distance *= np.float32(-2)
-        distance += self.sq_norms
-        distance += self.centre_sqs[step]
-        np.minimum(self.nearest, distance, out=self.nearest)
+    def apply_pending(self) -> None:
+        """Every point's BLAS distances to the centres not yet applied, into its nearest one."""
+        first, last = self.applied, self.n_centres
+        if first == last:
+            return
+        centres, centre_sqs = self.centres[first:last], self.centre_sqs[first:last]
+        rows = max(256, FLUSH_ELEMENTS // (last - first))       # a block of products stays in the cache
+        for start in range(0, len(self.points), rows):
+            block = self.points[start:start + rows] @ centres.T
+            block *= np.float32(-2)
+            block += centre_sqs
+            nearest = block.min(axis=1)
+            nearest += self.sq_norms[start:start + rows]
+            np.minimum(self.nearest[start:start + rows], nearest, out=self.nearest[start:start + rows])
+        self.applied = last
 
-    def farthest(self, n_centres: int) -> int:
-        return self.search.farthest(self.nearest, self.error, True, lambda rows: self.rule_nearest(rows, n_centres))
+    def select(self, start: int, progress: bool) -> np.ndarray:
+        n_select = len(self.selected)
+        bar = tqdm(total=n_select, desc="coreset", unit="pt", mininterval=1.0, disable=not progress)
+        self.add_centre(start)
+        want = TOP_ROWS
+        while self.n_centres < n_select:
+            self.apply_pending()
+            rows, bound = _top_rows(self.nearest, want, self.error)
+            if rows is None:                               # every point is a top row: update them in place
+                points, sq_norms, values = self.points, self.sq_norms, self.nearest
+            else:
+                points, sq_norms, values = self.points[rows], self.sq_norms[rows], self.nearest[rows]
+            before = self.n_centres
+            while self.n_centres < n_select:
+                index = _farthest_among(values, self.error, bound, lambda among: self.rule_nearest(
+                    among if rows is None else rows[among], self.n_centres))
+                if index is None:
+                    break
+                self.add_centre(int(index if rows is None else rows[index]))
+                distance = points @ self.centres[self.n_centres - 1]
+                distance *= np.float32(-2)
+                distance += sq_norms
+                distance += self.centre_sqs[self.n_centres - 1]
+                np.minimum(values, distance, out=values)
+                if rows is None:
+                    self.applied = self.n_centres
+            bar.update(self.n_centres - before)
+            # Top rows that decided nothing (values within rounding of each other): four times as many.
+            want = TOP_ROWS if self.n_centres > before else want * 4
+        bar.close()
+        return self.selected
 
     def rule_nearest(self, rows: np.ndarray, n_centres: int) -> np.ndarray:
         """The rule's distances of points `rows` (sorted) to their nearest of the first `n_centres` centres.
@@ -315,16 +372,6 @@ class _BlasSelection:
             nearest = np.minimum.reduceat(values, first[need > 0])
             self.exact_nearest[asked] = np.minimum(self.exact_nearest[asked], nearest)
             self.exact_done[rows] = n_centres
-
-
-def _select_blas(points: np.ndarray, n_select: int, start: int, progress: bool) -> np.ndarray:
-    state = _BlasSelection(points, n_select)
-    state.add_centre(0, start)
-    steps = range(1, n_select)
-    for step in tqdm(steps, desc="coreset", unit="pt", mininterval=1.0) if progress else steps:
-        state.update(step - 1)
-        state.add_centre(step, state.farthest(step))
-    return state.selected
 
 
 class _Selection:
@@ -719,17 +766,17 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
                    mode: str = "auto") -> np.ndarray:
     """Farthest-point selection; the same indices as greedy_coreset_reference, in any `mode`.
 
-    `mode` chooses the steps: "auto" (_BlasSelection for at most BLAS_MAX_PICKS points, else
-    _Selection's, measured: whichever is faster now), "blas" (_BlasSelection), "matvec" (_Selection's
-    mat-vec steps only) or "pruned" (pruned steps from the second centre on; for tests).
+    `mode` chooses how: "auto" and "batched" (_BatchedSelection), "mixed" (_Selection's mat-vec
+    and pruned steps, whichever is measured faster now), "matvec" (_Selection's mat-vec steps only)
+    or "pruned" (pruned steps from the second centre on; for tests).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     points = np.ascontiguousarray(points, dtype=np.float32)
     n_points = len(points)
     n_select = min(n_select, n_points)
-    if mode == "blas" or mode == "auto" and n_select <= BLAS_MAX_PICKS:
-        return _select_blas(points, n_select, _start_index(n_points, seed), progress)
+    if mode in ("auto", "batched"):
+        return _BatchedSelection(points, n_select).select(_start_index(n_points, seed), progress)
     workers = _workers(n_points)
     with ThreadPoolExecutor(workers) as pool:
         state = _Selection(points, n_select, pool, workers)
@@ -825,13 +872,13 @@ def _select(state: _Selection, mode: str, progress: bool, add_centre: Callable[[
             slow_steps = slow_steps + 1 if elapsed > PRUNED_GIVE_UP * schedule.matvec_seconds else 0
             losing = (len(recent) == PRUNED_TRIAL_STEPS and statistics.median(recent) > schedule.matvec_seconds
                       or slow_steps >= 2)
-            if mode == "auto" and pruning and losing:
+            if mode == "mixed" and pruning and losing:
                 leave_pruning()
             continue
         start = time.perf_counter()
         state.matvec_step(step)
         schedule.matvec_done(time.perf_counter() - start)
-        if mode == "auto" and step + 1 < n_select and schedule.due():
+        if mode == "mixed" and step + 1 < n_select and schedule.due():
             if state.pruned_reach(step + 1) > PRUNED_MAX_FRACTION:
                 schedule.looked()                   # no pruned step possible yet: no rebuild either
                 continue
@@ -907,4 +954,4 @@ def greedy_coreset_sharded(points: np.ndarray, first_index: int, n_total: int, n
         state = _Selection(points, n_select, pool, workers)
         start = _start_index(n_total, seed) - first_index
         agree(0, start if 0 <= start < len(points) else None, np.inf)
-        return _select(state, "auto", progress, add_centre)
+        return _select(state, "mixed", progress, add_centre)

