@@ -117,12 +117,20 @@ GATHER_ROWS = 8192
 # _BatchedSelection computes the rule's distances of up to this many rows one by one (each against a
 # slice of the centres, no gathers), more in one pairwise call (fewer NumPy calls per row).
 LOOP_ROWS = 16
+# A point missing at least this many centres gets them by a BLAS product first (see _cover_by_product).
+WIDE_NEED = 256
 # Mat-vec steps use the BLAS filter while fewer than this fraction of the points are candidates
 # (measured on 50k x 128: recomputing N/8 gathered rows costs 0.75 of the BLAS pass, N/4 2.3x).
 FILTER_MAX_FRACTION = 1 / 6
 MODES = ("auto", "batched", "mixed", "matvec", "pruned")
 # _BatchedSelection applies pending centres to blocks of at most about this many (point, centre) pairs.
 FLUSH_ELEMENTS = 1 << 20
+# It groups the points by the nearest of its first GROUPS centres (groups of GROUP_MIN_SIZE points
+# at least, on average), and applies pending centres group by group while at most
+# GROUP_MAX_FRACTION of the (point, centre) pairs stay in reach.
+GROUPS = 128
+GROUP_MIN_SIZE = 256
+GROUP_MAX_FRACTION = 1 / 2
 
 
 def blas_distance_error(dim: int, largest_sq_norm: float) -> float:
@@ -282,6 +290,9 @@ class _BatchedSelection:
         # The rule's distance of a point to its nearest of the first exact_done centres (see rule_nearest).
         self.exact_nearest = np.full(n_points, np.inf, dtype=np.float32)
         self.exact_done = np.zeros(n_points, dtype=np.int64)
+        # Groups of points by pivot (see apply_pending): None until n_groups centres exist.
+        self.n_groups = min(GROUPS, n_points // GROUP_MIN_SIZE, n_select)
+        self.groups: list[np.ndarray] | None = None
 
     def add_centre(self, index: int) -> None:
         step = self.n_centres
@@ -291,20 +302,90 @@ class _BatchedSelection:
         self.n_centres += 1
 
     def apply_pending(self) -> None:
-        """Every point's BLAS distances to the centres not yet applied, into its nearest one."""
+        """Every point's BLAS distances to the centres not yet applied, into its nearest one.
+
+        Once GROUPS centres are chosen, the points are grouped by the nearest of them (their pivots),
+        and a pending centre c skips every group g whose points are provably too far from it:
+        |x - c| >= |q_g - c| - r_g (q_g the pivot, r_g the group's radius), so if that bound squared
+        exceeds the largest stored value in g by 3e, c is farther from each x in g than its nearest
+        applied centre by the rule and by BLAS (a rule value within e of the exact one, BLAS ones
+        within e of the rule's). Where most (group, centre) pairs stay in reach (uniform data) one
+        product over all points is cheaper than a product per group.
+        """
         first, last = self.applied, self.n_centres
         if first == last:
             return
-        centres, centre_sqs = self.centres[first:last], self.centre_sqs[first:last]
-        rows = max(256, FLUSH_ELEMENTS // (last - first))       # a block of products stays in the cache
-        for start in range(0, len(self.points), rows):
-            block = self.points[start:start + rows] @ centres.T
+        if self.groups is None and last >= self.n_groups > 0:
+            self._build_groups()
+        pending = np.arange(first, last)
+        if self.groups is None:
+            self._apply(slice(None), pending)
+        else:
+            in_reach = self._groups_in_reach(pending)
+            sizes = np.array([len(members) for members in self.groups])
+            if (sizes @ in_reach.sum(axis=1)) > GROUP_MAX_FRACTION * len(self.points) * len(pending):
+                self._apply(slice(None), pending)
+            else:
+                for group in np.flatnonzero(in_reach.any(axis=1)):
+                    self._apply(self.groups[group], pending[in_reach[group]])
+        self.applied = last
+
+    def _apply(self, rows: slice | np.ndarray, centre_ids: np.ndarray) -> None:
+        """BLAS distances of points `rows` to centres `centre_ids`, into their nearest ones."""
+        points, sq_norms = self.points[rows], self.sq_norms[rows]
+        centres, centre_sqs = self.centres[centre_ids], self.centre_sqs[centre_ids]
+        nearest = self.nearest[rows]                  # a view for a slice, a copy for indices
+        block_rows = max(256, FLUSH_ELEMENTS // len(centre_ids))    # a block of products stays in the cache
+        for start in range(0, len(points), block_rows):
+            stop = start + block_rows
+            block = points[start:stop] @ centres.T
             block *= np.float32(-2)
             block += centre_sqs
-            nearest = block.min(axis=1)
-            nearest += self.sq_norms[start:start + rows]
-            np.minimum(self.nearest[start:start + rows], nearest, out=self.nearest[start:start + rows])
-        self.applied = last
+            closest = block.min(axis=1)
+            closest += sq_norms[start:stop]
+            np.minimum(nearest[start:stop], closest, out=nearest[start:stop])
+        if not isinstance(rows, slice):
+            self.nearest[rows] = nearest
+
+    def _build_groups(self) -> None:
+        """The points grouped by the nearest of the first n_groups centres, and the groups' radii."""
+        n_points, n_groups = len(self.points), self.n_groups
+        # Evenly spaced points as pivots: groups follow the density (the first centres would be
+        # outliers, leaving most points in a few wide groups). Any pivots keep the bounds valid.
+        pivot_ids = np.linspace(0, n_points - 1, n_groups).astype(np.int64)
+        pivots, pivot_sqs = self.points[pivot_ids], self.sq_norms[pivot_ids]
+        owner = np.empty(n_points, dtype=np.int64)
+        distance = np.empty(n_points, dtype=np.float32)
+        block_rows = max(256, FLUSH_ELEMENTS // n_groups)
+        for start in range(0, n_points, block_rows):
+            stop = min(start + block_rows, n_points)
+            block = self.points[start:stop] @ pivots.T
+            block *= np.float32(-2)
+            block += pivot_sqs
+            owner[start:stop] = block.argmin(axis=1)
+            distance[start:stop] = block[np.arange(stop - start), owner[start:stop]] + self.sq_norms[start:stop]
+        order = np.argsort(owner, kind="stable")                  # members in index order
+        counts = np.bincount(owner, minlength=n_groups)
+        nonempty = np.flatnonzero(counts)
+        starts = (np.cumsum(counts) - counts)[nonempty]
+        self.groups = np.split(order, starts[1:])
+        # A BLAS distance is within e of the rule's, which is within e of the exact one.
+        largest = np.maximum.reduceat(distance[order], starts).astype(np.float64) + 2 * self.error
+        self.group_radius = np.sqrt(np.maximum(largest, 0.0))
+        self.group_starts = starts
+        self.group_order = order
+        self.pivots = pivots[nonempty].astype(np.float64)
+
+    def _groups_in_reach(self, pending: np.ndarray) -> np.ndarray:
+        """[groups, pending] whether a pending centre may come nearer some point of a group."""
+        centres = self.centres[pending].astype(np.float64)
+        norms = np.einsum("ij,ij->i", self.pivots, self.pivots)[:, None] + np.einsum("ij,ij->i", centres, centres)[None, :]
+        gap_sq = norms - 2 * self.pivots @ centres.T
+        # float64 rounding of that difference: well under 1e-12 of the squared norms (d u64 each).
+        gap = np.sqrt(np.maximum(gap_sq - 1e-12 * norms, 0.0))
+        lower = np.square(np.maximum(gap - self.group_radius[:, None], 0.0))
+        largest = np.maximum.reduceat(self.nearest[self.group_order], self.group_starts).astype(np.float64)
+        return lower <= largest[:, None] + 3 * self.error
 
     def select(self, start: int, progress: bool) -> np.ndarray:
         n_select = len(self.selected)
@@ -332,6 +413,8 @@ class _BatchedSelection:
                 np.minimum(values, distance, out=values)
                 if rows is None:
                     self.applied = self.n_centres
+                    if len(self.points) > 4 * TOP_ROWS and self.n_centres - before >= TOP_RETRY_STEPS:
+                        break                               # widened to all points: top rows again
             bar.update(self.n_centres - before)
             # Top rows that decided nothing (values within rounding of each other): four times as many.
             want = TOP_ROWS if self.n_centres > before else want * 4
@@ -344,20 +427,37 @@ class _BatchedSelection:
         Kept per point with the number of centres it covers: a point near the top is asked again
         and again (ties, plateaus of equal distances), and then only the newer centres are computed.
         """
-        if len(rows) > LOOP_ROWS:
-            self._cover_pairwise(rows, n_centres)
+        need = n_centres - self.exact_done[rows]
+        for row in rows[need >= WIDE_NEED]:
+            self._cover_by_product(int(row), n_centres)
+        narrow = rows[(need > 0) & (need < WIDE_NEED)]
+        if len(narrow) > LOOP_ROWS:
+            self._cover_pairwise(narrow, n_centres)
         else:
-            for row in rows:
+            for row in narrow:
                 done = int(self.exact_done[row])
-                if done < n_centres:
-                    # The rule's pair values: einsum rounds x.c as c.x, and the additions keep its order.
-                    distance = np.einsum("ij,j->i", self.centres[done:n_centres], self.points[row])
-                    distance *= np.float32(-2)
-                    distance += self.sq_norms[row]
-                    distance += self.centre_sqs[done:n_centres]
-                    self.exact_nearest[row] = min(self.exact_nearest[row], distance.min())
-                    self.exact_done[row] = n_centres
+                # The rule's pair values: einsum rounds x.c as c.x, and the additions keep its order.
+                distance = np.einsum("ij,j->i", self.centres[done:n_centres], self.points[row])
+                distance *= np.float32(-2)
+                distance += self.sq_norms[row]
+                distance += self.centre_sqs[done:n_centres]
+                self.exact_nearest[row] = min(self.exact_nearest[row], distance.min())
+                self.exact_done[row] = n_centres
         return self.exact_nearest[rows]
+
+    def _cover_by_product(self, row: int, n_centres: int) -> None:
+        """rule_nearest's update of one point against many centres: BLAS distances to all of them,
+        the rule's only to those within TOP_MARGIN errors of the nearest (only they can be it)."""
+        done = int(self.exact_done[row])
+        # |x|^2 is left out: the same for every centre, it shifts the values but not their order.
+        shifted = self.centres[done:n_centres] @ self.points[row]
+        shifted *= np.float32(-2)
+        shifted += self.centre_sqs[done:n_centres]
+        near = done + np.flatnonzero(shifted <= shifted.min() + np.float32(TOP_MARGIN * self.error))
+        distance = rule_pair_distances(self.points, self.sq_norms, self.centres, self.centre_sqs,
+                                       np.full(len(near), row), near)
+        self.exact_nearest[row] = min(self.exact_nearest[row], distance.min())
+        self.exact_done[row] = n_centres
 
     def _cover_pairwise(self, rows: np.ndarray, n_centres: int) -> None:
         """rule_nearest's update for many rows at once: every missing (row, centre) pair in one call."""

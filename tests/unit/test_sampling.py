@@ -189,11 +189,13 @@ def test_pairwise_rule_distances_are_bitwise_the_vector_ones(dim, gather_rows, m
             np.testing.assert_array_equal(one.view(np.int32), vectors[owners[row]][row:row + 1].view(np.int32))
 
 
-@pytest.mark.parametrize("loop_rows", [16, 0])
-def test_blas_selection_rule_nearest_is_bitwise_the_reference_minimum(loop_rows, monkeypatch):
+@pytest.mark.parametrize("loop_rows,wide_need", [(16, 256), (0, 256), (16, 1)])
+def test_batched_selection_rule_nearest_is_bitwise_the_reference_minimum(loop_rows, wide_need, monkeypatch):
     # The exact nearest distances of rows near the top, asked again as centres are added (only the
-    # new centres are computed then), one row at a time or in one pairwise call.
+    # new centres are computed then): one row at a time, in one pairwise call, or by a BLAS product
+    # over the centres and the rule only for those near its minimum.
     monkeypatch.setattr(sampling, "LOOP_ROWS", loop_rows)
+    monkeypatch.setattr(sampling, "WIDE_NEED", wide_need)
     rng = np.random.default_rng(12)
     points = (rng.standard_normal((400, 64)) * rng.uniform(1e-2, 1e2, (400, 1))).astype(np.float32)
     state = sampling._BatchedSelection(points, 9)
@@ -205,3 +207,27 @@ def test_blas_selection_rule_nearest_is_bitwise_the_reference_minimum(loop_rows,
         expected = np.min([sampling._distances(points, sq_norms, points[i], sq_norms[i])
                            for i in state.selected[:n_centres]], axis=0)
         np.testing.assert_array_equal(state.rule_nearest(rows, n_centres).view(np.int32), expected[rows].view(np.int32))
+
+
+def test_batched_selection_skips_groups_out_of_reach_without_changing_the_result(monkeypatch):
+    # Small groups, applied group by group whatever the fraction in reach: the pruning must skip
+    # (group, centre) pairs on clustered data, and the picks stay the reference's.
+    monkeypatch.setattr(sampling, "TOP_ROWS", 64)
+    monkeypatch.setattr(sampling, "GROUPS", 32)
+    monkeypatch.setattr(sampling, "GROUP_MIN_SIZE", 16)
+    monkeypatch.setattr(sampling, "GROUP_MAX_FRACTION", 1.0)
+    checked = {"pairs": 0, "skipped": 0}
+    original = sampling._BatchedSelection._groups_in_reach
+
+    def counted(self, pending):
+        in_reach = original(self, pending)
+        checked["pairs"] += in_reach.size
+        checked["skipped"] += int(np.count_nonzero(~in_reach))
+        return in_reach
+    monkeypatch.setattr(sampling._BatchedSelection, "_groups_in_reach", counted)
+    rng = np.random.default_rng(13)
+    for points, n_select in ((clustered(14, n_points=4000), 800),
+                             (rng.standard_normal((3000, 16)).astype(np.float32), 600)):
+        np.testing.assert_array_equal(greedy_coreset(points, n_select, 1, mode="batched"),
+                                      greedy_coreset_reference(points, n_select, 1))
+    assert checked["skipped"] > checked["pairs"] // 4, checked
