@@ -6,8 +6,12 @@ features, a squared distance being |x|^2 - 2 x.c + |c|^2 (the mat-vec form every
 with each dot product summed by NumPy's einsum, whose result for a row does not depend on which
 other rows are in the call (unlike BLAS, whose kernels round a row differently by its position).
 That makes every way of computing a distance below bit-identical, so
-`greedy_coreset_reference` (the plain loop) and `greedy_coreset` (fast on every kind of data, by
-mixing two kinds of step, see _Selection) return the same indices.
+`greedy_coreset_reference` (the plain loop) and `greedy_coreset` return the same indices.
+
+`greedy_coreset` runs _BatchedSelection: picks decided among the points of largest distance, all
+other points updated for many centres at once by one matrix product (with groups of points out of
+reach skipped). _Selection (mat-vec steps with exact bookkeeping, and pruned steps over clusters of
+each centre's points) serves the sharded and continued selections and the explicit test modes.
 """
 from __future__ import annotations
 
@@ -272,8 +276,9 @@ class _BatchedSelection:
     the cache. When they can no longer decide, the other points get every pending centre in one
     matrix-matrix product (BLAS runs those near the cores' peak; a matrix-vector product runs at
     memory speed, and it is all the plain greedy does), and new top rows are drawn. Between the
-    points within twice e of the largest value, the rule's distances decide (rule_nearest).
-    No owners and no clusters: the same rule as _Selection without its per-step bookkeeping.
+    points within twice e of the largest value, the rule's distances decide (rule_nearest), and
+    groups of points out of a pending centre's reach skip it (apply_pending). No per-point owners:
+    the same rule as _Selection without its per-step bookkeeping.
     """
 
     def __init__(self, points: np.ndarray, n_select: int):
@@ -290,7 +295,7 @@ class _BatchedSelection:
         # The rule's distance of a point to its nearest of the first exact_done centres (see rule_nearest).
         self.exact_nearest = np.full(n_points, np.inf, dtype=np.float32)
         self.exact_done = np.zeros(n_points, dtype=np.int64)
-        # Groups of points by pivot (see apply_pending): None until n_groups centres exist.
+        # Groups of points by pivot (see apply_pending): built once n_groups centres exist.
         self.n_groups = min(GROUPS, n_points // GROUP_MIN_SIZE, n_select)
         self.groups: list[np.ndarray] | None = None
 
@@ -304,8 +309,8 @@ class _BatchedSelection:
     def apply_pending(self) -> None:
         """Every point's BLAS distances to the centres not yet applied, into its nearest one.
 
-        Once GROUPS centres are chosen, the points are grouped by the nearest of them (their pivots),
-        and a pending centre c skips every group g whose points are provably too far from it:
+        Once n_groups centres are chosen (a long selection), the points are grouped by the nearest of
+        n_groups pivots, and a pending centre c skips every group g whose points are provably too far:
         |x - c| >= |q_g - c| - r_g (q_g the pivot, r_g the group's radius), so if that bound squared
         exceeds the largest stored value in g by 3e, c is farther from each x in g than its nearest
         applied centre by the rule and by BLAS (a rule value within e of the exact one, BLAS ones
@@ -348,7 +353,7 @@ class _BatchedSelection:
             self.nearest[rows] = nearest
 
     def _build_groups(self) -> None:
-        """The points grouped by the nearest of the first n_groups centres, and the groups' radii."""
+        """The points grouped by the nearest of n_groups pivots, and the groups' radii."""
         n_points, n_groups = len(self.points), self.n_groups
         # Evenly spaced points as pivots: groups follow the density (the first centres would be
         # outliers, leaving most points in a few wide groups). Any pivots keep the bounds valid.
@@ -391,6 +396,7 @@ class _BatchedSelection:
         n_select = len(self.selected)
         bar = tqdm(total=n_select, desc="coreset", unit="pt", mininterval=1.0, disable=not progress)
         self.add_centre(start)
+        bar.update(1)
         want = TOP_ROWS
         while self.n_centres < n_select:
             self.apply_pending()
