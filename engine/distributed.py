@@ -7,14 +7,12 @@ has stopped becomes a one-line error, so every rank ends with one line instead o
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from models.sharding import Shard, shard_bounds
 from utils.errors import UserError
 from utils.launch import launched_world
-from utils.runtime import available_cores
 
 _initialised = False
 
@@ -82,7 +80,6 @@ def make_shard(n_images: int) -> Shard:
     if n_images < world_size:
         raise UserError(f"{n_images} training images cannot be split over {world_size} workers")
     _init()
-    local_workers = int(os.environ.get("PADDLE_LOCAL_SIZE", world_size))
     bounds = shard_bounds(n_images, world_size)
     return Shard(rank=rank, world_size=world_size, first_image=bounds[rank], total_images=n_images,
-                 threads=max(1, available_cores() // local_workers), all_gather=_all_gather, all_reduce_sum=_all_reduce_sum)
+                 all_gather=_all_gather, all_reduce_sum=_all_reduce_sum)

@@ -33,7 +33,6 @@ class Shard:
     world_size: int = 1
     first_image: int = 0
     total_images: int | None = None     # None: the whole stream is all there is (a plain run)
-    threads: int | None = None          # worker threads for this process's array work (None: all cores)
     # Same-shaped array from every rank -> stacked [world_size, ...] in rank order.
     all_gather: Callable[[np.ndarray], np.ndarray] = field(default=_gather_alone, repr=False)
     # float64 array -> its sum over the ranks.

@@ -95,7 +95,7 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
         offset = shard.first_image * per_image
         projected = projected.numpy() if backend == "paddle" else projected
         selected = greedy_coreset_sharded(projected, offset, n_total, n_keep, shard.all_gather, cfg.seed,
-                                          progress=progress and shard.is_main, workers=shard.threads or 1)
+                                          progress=progress and shard.is_main)
         selected = np.sort(selected)
         mine = selected[(selected >= offset) & (selected < offset + n_patches)] - offset
     else:

@@ -285,12 +285,21 @@ class _BatchedSelection:
         self.points = points
         n_points, dim = points.shape
         self.sq_norms = squared_norms(points)
-        self.error = blas_distance_error(dim, float(self.sq_norms.max()))
+        self.scale_sq = float(self.sq_norms.max())
+        self.error = blas_distance_error(dim, self.scale_sq)
         self.selected = np.empty(n_select, dtype=np.int64)
         self.centres = np.empty((n_select, dim), dtype=np.float32)
         self.centre_sqs = np.empty(n_select, dtype=np.float32)
         self.n_centres = 0
         self.applied = 0                                   # centres 0..applied-1 are in `nearest`
+        # This round's top rows (None: all points), the bound above every other point's rule
+        # distance, their points, squared norms and values (None: no round yet), and its picks.
+        self.rows: np.ndarray | None = None
+        self.bound = -math.inf
+        self.round_points, self.round_sq_norms = points, self.sq_norms
+        self.values: np.ndarray | None = None
+        self.round_picks = 0
+        self.want = TOP_ROWS
         self.nearest = np.full(n_points, np.inf, dtype=np.float32)
         # The rule's distance of a point to its nearest of the first exact_done centres (see rule_nearest).
         self.exact_nearest = np.full(n_points, np.inf, dtype=np.float32)
@@ -299,12 +308,33 @@ class _BatchedSelection:
         self.n_groups = min(GROUPS, n_points // GROUP_MIN_SIZE, n_select)
         self.groups: list[np.ndarray] | None = None
 
-    def add_centre(self, index: int) -> None:
+    def add_centre(self, index: int, centre: np.ndarray, centre_sq: np.float32) -> None:
+        """Make `centre` (point `index`, global when sharded; squared norm `centre_sq`) the next centre.
+
+        Sharded selections pass centres found on other shards: the same row gives the same squared
+        norm on every shard (einsum), so every shard sees the rule's exact values.
+        """
         step = self.n_centres
         self.selected[step] = index
-        self.centres[step] = self.points[index]
-        self.centre_sqs[step] = self.sq_norms[index]
+        self.centres[step] = centre
+        self.centre_sqs[step] = centre_sq
         self.n_centres += 1
+        if centre_sq > self.scale_sq:                # a sharded centre longer than any local point
+            self.scale_sq = float(centre_sq)
+            self.error = blas_distance_error(self.points.shape[1], self.scale_sq)
+            self.values = None                       # the top rows' bound uses the error: new ones
+        if self.values is not None:
+            distance = self.round_points @ centre
+            distance *= np.float32(-2)
+            distance += self.round_sq_norms
+            distance += centre_sq
+            np.minimum(self.values, distance, out=self.values)
+            if self.rows is None:
+                self.applied = self.n_centres
+        self.round_picks += 1
+
+    def add_local_centre(self, index: int) -> None:
+        self.add_centre(index, self.points[index], self.sq_norms[index])
 
     def apply_pending(self) -> None:
         """Every point's BLAS distances to the centres not yet applied, into its nearest one.
@@ -392,40 +422,35 @@ class _BatchedSelection:
         largest = np.maximum.reduceat(self.nearest[self.group_order], self.group_starts).astype(np.float64)
         return lower <= largest[:, None] + 3 * self.error
 
-    def select(self, start: int, progress: bool) -> np.ndarray:
-        n_select = len(self.selected)
-        bar = tqdm(total=n_select, desc="coreset", unit="pt", mininterval=1.0, disable=not progress)
-        self.add_centre(start)
-        bar.update(1)
-        want = TOP_ROWS
-        while self.n_centres < n_select:
-            self.apply_pending()
-            rows, bound = _top_rows(self.nearest, want, self.error)
-            if rows is None:                               # every point is a top row: update them in place
-                points, sq_norms, values = self.points, self.sq_norms, self.nearest
-            else:
-                points, sq_norms, values = self.points[rows], self.sq_norms[rows], self.nearest[rows]
-            before = self.n_centres
-            while self.n_centres < n_select:
-                index = _farthest_among(values, self.error, bound, lambda among: self.rule_nearest(
+    def farthest(self) -> int:
+        """Index of the farthest point (lowest on ties), from this round's top rows or a new round's."""
+        while True:
+            if self.values is not None and not (
+                    self.rows is None and len(self.points) > 4 * TOP_ROWS and self.round_picks >= TOP_RETRY_STEPS):
+                rows = self.rows
+                position = _farthest_among(self.values, self.error, self.bound, lambda among: self.rule_nearest(
                     among if rows is None else rows[among], self.n_centres))
-                if index is None:
-                    break
-                self.add_centre(int(index if rows is None else rows[index]))
-                distance = points @ self.centres[self.n_centres - 1]
-                distance *= np.float32(-2)
-                distance += sq_norms
-                distance += self.centre_sqs[self.n_centres - 1]
-                np.minimum(values, distance, out=values)
-                if rows is None:
-                    self.applied = self.n_centres
-                    if len(self.points) > 4 * TOP_ROWS and self.n_centres - before >= TOP_RETRY_STEPS:
-                        break                               # widened to all points: top rows again
-            bar.update(self.n_centres - before)
-            # Top rows that decided nothing (values within rounding of each other): four times as many.
-            want = TOP_ROWS if self.n_centres > before else want * 4
-        bar.close()
-        return self.selected
+                if position is not None:
+                    return position if rows is None else int(rows[position])
+            self._new_round()
+
+    def _new_round(self) -> None:
+        """Pending centres applied to all points, and new top rows (four times as many after a
+        round that decided nothing: values within rounding of each other)."""
+        if self.values is not None:
+            self.want = TOP_ROWS if self.round_picks else self.want * 4
+        self.apply_pending()
+        self.rows, self.bound = _top_rows(self.nearest, self.want, self.error)
+        if self.rows is None:                               # every point is a top row: update them in place
+            self.round_points, self.round_sq_norms, self.values = self.points, self.sq_norms, self.nearest
+        else:
+            rows = self.rows
+            self.round_points, self.round_sq_norms, self.values = self.points[rows], self.sq_norms[rows], self.nearest[rows]
+        self.round_picks = 0
+
+    def exact_distance(self, index: int) -> float:
+        """The rule's distance of point `index` to its nearest centre."""
+        return float(self.rule_nearest(np.array([index]), self.n_centres)[0])
 
     def rule_nearest(self, rows: np.ndarray, n_centres: int) -> np.ndarray:
         """The rule's distances of points `rows` (sorted) to their nearest of the first `n_centres` centres.
@@ -882,7 +907,11 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
     n_points = len(points)
     n_select = min(n_select, n_points)
     if mode in ("auto", "batched"):
-        return _BatchedSelection(points, n_select).select(_start_index(n_points, seed), progress)
+        state = _BatchedSelection(points, n_select)
+        state.add_local_centre(_start_index(n_points, seed))
+        for _ in tqdm(range(1, n_select), desc="coreset", unit="pt", mininterval=1.0, disable=not progress):
+            state.add_local_centre(state.farthest())
+        return state.selected
     workers = _workers(n_points)
     with ThreadPoolExecutor(workers) as pool:
         state = _Selection(points, n_select, pool, workers)
@@ -1030,19 +1059,20 @@ Exchange = Callable[[np.ndarray], np.ndarray]
 
 
 def greedy_coreset_sharded(points: np.ndarray, first_index: int, n_total: int, n_select: int, exchange: Exchange,
-                           seed: int = 0, progress: bool = False, workers: int = 1) -> np.ndarray:
+                           seed: int = 0, progress: bool = False) -> np.ndarray:
     """greedy_coreset over points split between processes: the same indices as one process.
 
     This process holds rows `first_index` .. `first_index + len(points) - 1` of the `n_total`
     points. At every step each shard proposes its farthest point; `exchange` (an all-gather) gives
     every shard every proposal, in rank order, and all agree on the largest distance, the lowest
-    global index on ties: the single-process rule. Each shard then updates its own distances with
-    the same mixed mat-vec / pruned steps. Returns the global indices (identical on every shard).
+    global index on ties: the single-process rule. Each shard keeps its own _BatchedSelection over its
+    points, to which every agreed centre is added. Returns the global indices (identical on every shard).
     """
     points = np.ascontiguousarray(points, dtype=np.float32)
     n_select = min(n_select, n_total)
+    state = _BatchedSelection(points, n_select)
 
-    def agree(step: int, local: int | None, distance: float) -> None:
+    def agree(local: int | None, distance: float) -> None:
         proposal = np.full(3 + points.shape[1], -np.inf)
         if local is not None:
             proposal[:3] = distance, first_index + local, state.sq_norms[local]
@@ -1050,14 +1080,11 @@ def greedy_coreset_sharded(points: np.ndarray, first_index: int, n_total: int, n
         proposals = exchange(proposal)
         farthest = proposals[:, 0] == proposals[:, 0].max()
         winner = proposals[farthest][np.argmin(proposals[farthest, 1])]
-        state.set_centre(step, int(winner[1]), winner[3:].astype(np.float32), np.float32(winner[2]))
+        state.add_centre(int(winner[1]), winner[3:].astype(np.float32), np.float32(winner[2]))
 
-    def add_centre(step: int) -> None:
-        local = state.local_farthest()
-        agree(step, local, state.exact_distance(local))
-
-    with ThreadPoolExecutor(workers) as pool:
-        state = _Selection(points, n_select, pool, workers)
-        start = _start_index(n_total, seed) - first_index
-        agree(0, start if 0 <= start < len(points) else None, np.inf)
-        return _select(state, "mixed", progress, add_centre)
+    start = _start_index(n_total, seed) - first_index
+    agree(start if 0 <= start < len(points) else None, np.inf)
+    for _ in tqdm(range(1, n_select), desc="coreset", unit="pt", mininterval=1.0, disable=not progress):
+        local = state.farthest()
+        agree(local, state.exact_distance(local))
+    return state.selected

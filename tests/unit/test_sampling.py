@@ -201,7 +201,7 @@ def test_batched_selection_rule_nearest_is_bitwise_the_reference_minimum(loop_ro
     state = sampling._BatchedSelection(points, 9)
     sq_norms = sampling.squared_norms(points)
     for step, index in enumerate(rng.choice(len(points), 9, replace=False)):
-        state.add_centre(int(index))
+        state.add_local_centre(int(index))
     for n_centres, rows in ((3, [5, 17, 300]), (7, [5, 6, 17, 399]), (9, list(range(0, 400, 7))), (9, [0, 7, 8, 14, 15])):
         rows = np.array(rows)
         expected = np.min([sampling._distances(points, sq_norms, points[i], sq_norms[i])
