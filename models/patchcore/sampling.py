@@ -459,8 +459,9 @@ class _BatchedSelection:
         and again (ties, plateaus of equal distances), and then only the newer centres are computed.
         """
         need = n_centres - self.exact_done[rows]
-        for row in rows[need >= WIDE_NEED]:
-            self._cover_by_product(int(row), n_centres)
+        wide = rows[need >= WIDE_NEED]
+        if len(wide):
+            self._cover_by_product(wide, n_centres)
         narrow = rows[(need > 0) & (need < WIDE_NEED)]
         if len(narrow) > LOOP_ROWS:
             self._cover_pairwise(narrow, n_centres)
@@ -476,19 +477,28 @@ class _BatchedSelection:
                 self.exact_done[row] = n_centres
         return self.exact_nearest[rows]
 
-    def _cover_by_product(self, row: int, n_centres: int) -> None:
-        """rule_nearest's update of one point against many centres: BLAS distances to all of them,
-        the rule's only to those within TOP_MARGIN errors of the nearest (only they can be it)."""
-        done = int(self.exact_done[row])
-        # |x|^2 is left out: the same for every centre, it shifts the values but not their order.
-        shifted = self.centres[done:n_centres] @ self.points[row]
-        shifted *= np.float32(-2)
-        shifted += self.centre_sqs[done:n_centres]
-        near = done + np.flatnonzero(shifted <= shifted.min() + np.float32(TOP_MARGIN * self.error))
-        distance = rule_pair_distances(self.points, self.sq_norms, self.centres, self.centre_sqs,
-                                       np.full(len(near), row), near)
-        self.exact_nearest[row] = min(self.exact_nearest[row], distance.min())
-        self.exact_done[row] = n_centres
+    def _cover_by_product(self, rows: np.ndarray, n_centres: int) -> None:
+        """rule_nearest's update of points missing many centres: BLAS distances to all of them in
+        one product, the rule's only to those within TOP_MARGIN errors of a point's nearest (only
+        they can be it). All rows take the centres from the earliest any of them misses: a few more
+        than needed for some, and their minimum is still the rule's over all centres so far."""
+        first = int(self.exact_done[rows].min())
+        centres, centre_sqs = self.centres[first:n_centres], self.centre_sqs[first:n_centres]
+        block_rows = max(1, FLUSH_ELEMENTS // (n_centres - first))
+        for start in range(0, len(rows), block_rows):
+            block = rows[start:start + block_rows]
+            # |x|^2 is left out: the same for every centre, it shifts a row's values but not their order.
+            shifted = self.points[block] @ centres.T
+            shifted *= np.float32(-2)
+            shifted += centre_sqs
+            limit = shifted.min(axis=1) + np.float32(TOP_MARGIN * self.error)
+            near_row, near_centre = np.nonzero(shifted <= limit[:, None])      # row-major: grouped by row
+            distance = rule_pair_distances(self.points, self.sq_norms, self.centres, self.centre_sqs,
+                                           block[near_row], first + near_centre)
+            row_starts = np.flatnonzero(np.diff(near_row, prepend=-1))
+            nearest = np.minimum.reduceat(distance, row_starts)
+            self.exact_nearest[block] = np.minimum(self.exact_nearest[block], nearest)
+            self.exact_done[block] = n_centres
 
     def _cover_pairwise(self, rows: np.ndarray, n_centres: int) -> None:
         """rule_nearest's update for many rows at once: every missing (row, centre) pair in one call."""
