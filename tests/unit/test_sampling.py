@@ -1,10 +1,8 @@
-import time
-
 import numpy as np
 import pytest
 
 import models.patchcore.sampling as sampling
-from models.patchcore.sampling import MODES, coreset_size, greedy_coreset, greedy_coreset_reference, random_projection
+from models.patchcore.sampling import coreset_size, greedy_coreset, greedy_coreset_reference, random_projection
 
 
 def clustered(seed: int, n_points: int = 3000, dim: int = 32, n_clusters: int = 20) -> np.ndarray:
@@ -22,94 +20,54 @@ def top_rows(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n_points,dim,n_select,seed", [
     (1, 4, 1, 0), (50, 3, 10, 1), (400, 8, 80, 2), (2000, 16, 200, 3), (3000, 128, 300, 4),
 ])
-def test_every_mode_matches_plain_greedy_on_random_data(mode, n_points, dim, n_select, seed):
+def test_matches_plain_greedy_on_random_data(n_points, dim, n_select, seed):
     rng = np.random.default_rng(seed)
     points = rng.standard_normal((n_points, dim)).astype(np.float32)
     expected = greedy_coreset_reference(points, n_select, seed)
-    np.testing.assert_array_equal(greedy_coreset(points, n_select, seed, mode=mode), expected)
+    np.testing.assert_array_equal(greedy_coreset(points, n_select, seed), expected)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_every_mode_matches_on_clustered_data_with_duplicates_and_ties(mode):
+def test_matches_on_clustered_data_with_duplicates_and_ties():
     # Clustered points (what real patch features look like) with exact duplicates and ties.
     points = clustered(7)
     points[100:200] = points[0]
     points = np.round(points, 1).astype(np.float32)
     for n_select in (5, 150, 1500):
-        np.testing.assert_array_equal(greedy_coreset(points, n_select, 5, mode=mode),
-                                      greedy_coreset_reference(points, n_select, 5))
+        np.testing.assert_array_equal(greedy_coreset(points, n_select, 5), greedy_coreset_reference(points, n_select, 5))
 
 
-def test_every_mode_matches_when_most_distances_are_equal():
+def test_matches_when_most_distances_are_equal():
     # Five distinct points repeated: after five picks every distance is zero and the lowest index wins.
     rng = np.random.default_rng(8)
     points = rng.standard_normal((5, 16)).astype(np.float32)[rng.integers(0, 5, 600)]
-    expected = greedy_coreset_reference(points, 60, 2)
-    for mode in MODES:
-        np.testing.assert_array_equal(greedy_coreset(points, 60, 2, mode=mode), expected)
+    np.testing.assert_array_equal(greedy_coreset(points, 60, 2), greedy_coreset_reference(points, 60, 2))
 
 
 def test_farthest_point_is_mostly_found_among_top_rows(monkeypatch):
+    # Most picks are decided among the top rows, between two updates of all points.
     monkeypatch.setattr(sampling, "TOP_ROWS", 64)
-    decided = {"top_rows": 0, "all_points": 0}
-    original = sampling._FarthestSearch._argmax_among
+    updates = {"all_points": 0}
+    original = sampling._BatchedSelection.apply_pending
 
-    def counted(self, values, rows, *args):
-        index = original(self, values, rows, *args)
-        if index is not None:
-            decided["all_points" if rows is None else "top_rows"] += 1
-        return index
-    monkeypatch.setattr(sampling._FarthestSearch, "_argmax_among", counted)
-    original_apply = sampling._BatchedSelection.apply_pending
-
-    def counted_apply(self):
-        decided["all_points"] += 1
-        return original_apply(self)
-    monkeypatch.setattr(sampling._BatchedSelection, "apply_pending", counted_apply)
+    def counted(self):
+        updates["all_points"] += self.n_centres > self.applied
+        return original(self)
+    monkeypatch.setattr(sampling._BatchedSelection, "apply_pending", counted)
     points = np.random.default_rng(4).standard_normal((6000, 8)).astype(np.float32)
-    for mode in MODES:
-        decided.update(top_rows=0, all_points=0)
-        np.testing.assert_array_equal(greedy_coreset(points, 600, 3, mode=mode), greedy_coreset_reference(points, 600, 3))
-        if mode in ("auto", "batched"):      # picks between two updates of all points
-            decided["top_rows"] = 600 - decided["all_points"]
-        assert decided["top_rows"] > 10 * decided["all_points"], (mode, decided)
+    np.testing.assert_array_equal(greedy_coreset(points, 600, 3), greedy_coreset_reference(points, 600, 3))
+    assert 0 < 10 * updates["all_points"] < 600, updates
 
 
 @pytest.mark.parametrize("scale", [1e-4, 1e4])
 def test_same_indices_whatever_the_feature_scale(scale):
     points = clustered(3, n_points=1500) * np.float32(scale)
-    expected = greedy_coreset_reference(points, 300, 1)
-    for mode in MODES:
-        np.testing.assert_array_equal(greedy_coreset(points, 300, 1, mode=mode), expected)
+    np.testing.assert_array_equal(greedy_coreset(points, 300, 1), greedy_coreset_reference(points, 300, 1))
 
 
-def test_auto_switches_between_step_kinds_without_changing_the_result(monkeypatch):
-    # Tight clusters plus a uniform cloud, a probe after every mat-vec step, and pruned steps slowed down so
-    # that mixed mode keeps leaving them: both kinds of step and several rebuilds must run.
-    rng = np.random.default_rng(11)
-    points = np.concatenate([clustered(11, n_points=2000, dim=16),
-                             rng.uniform(-15, 15, (2000, 16)).astype(np.float32)])
-    monkeypatch.setattr(sampling, "PROBE_BUDGET", 0.0)
-    monkeypatch.setattr(sampling, "PRUNED_TRIAL_STEPS", 1)
-    calls = {"matvec_step": 0, "pruned_step": 0, "rebuild_clusters": 0}
-    for name in calls:
-        original = getattr(sampling._Selection, name)
-
-        def counted(self, *args, _original=original, _name=name):
-            calls[_name] += 1
-            if _name == "pruned_step":
-                time.sleep(0.002)
-            return _original(self, *args)
-        monkeypatch.setattr(sampling._Selection, name, counted)
-    np.testing.assert_array_equal(greedy_coreset(points, 800, 2, mode="mixed"), greedy_coreset_reference(points, 800, 2))
-    assert calls["matvec_step"] > 0 and calls["pruned_step"] > 0 and calls["rebuild_clusters"] > 2
-
-
-def test_every_mode_matches_on_cnn_patch_features(synthetic_root):
+def test_matches_on_cnn_patch_features(synthetic_root):
     """Projected patch features of generated texture images through a (random-init) ResNet18."""
     from datasets.mvtec import MVTecDataset
     from models.feature_extractor import build_extractor, extract
@@ -120,9 +78,7 @@ def test_every_mode_matches_on_cnn_patch_features(synthetic_root):
     embedding = extract(build_extractor(ModelConfig(arch="resnet18", pretrained="none")), images)
     patches = embedding.transpose(0, 2, 3, 1).reshape(-1, embedding.shape[1])
     points = random_projection(patches, 128, 0)
-    expected = greedy_coreset_reference(points, 400, 0)
-    for mode in MODES:
-        np.testing.assert_array_equal(greedy_coreset(points, 400, 0, mode=mode), expected)
+    np.testing.assert_array_equal(greedy_coreset(points, 400, 0), greedy_coreset_reference(points, 400, 0))
 
 
 def test_greedy_coreset_picks_farthest_points():
@@ -134,11 +90,6 @@ def test_greedy_coreset_picks_farthest_points():
     assert selected[1] == int(np.argmax(dist))
     assert len(set(selected.tolist())) == 3
     np.testing.assert_array_equal(greedy_coreset(points, 3, seed=0), selected)
-
-
-def test_unknown_mode_is_refused():
-    with pytest.raises(ValueError, match="mode"):
-        greedy_coreset(np.zeros((3, 2), np.float32), 2, mode="fast")
 
 
 def test_coreset_size_and_projection_are_deterministic():
@@ -169,24 +120,21 @@ def test_continued_selection_equals_one_selection_split_in_two():
 def test_pairwise_rule_distances_are_bitwise_the_vector_ones(dim, gather_rows, monkeypatch):
     # The selector computes the rule for rows with different centres in one call (in one gather or
     # several), one row at a time and for all rows against one centre: every way must round alike.
-    from concurrent.futures import ThreadPoolExecutor
-
     monkeypatch.setattr(sampling, "GATHER_ROWS", gather_rows)
     rng = np.random.default_rng(dim)
     points = (rng.standard_normal((300, dim)) * rng.uniform(1e-3, 1e3, (300, 1))).astype(np.float32)
-    with ThreadPoolExecutor(1) as pool:
-        state = sampling._Selection(points, 3, pool, 1)
-        for step, index in enumerate((17, 250, 3)):
-            state.add_local_centre(step, index)
-        vectors = [sampling._distances(points, state.sq_norms, state.centres[c], state.centre_sqs[c]) for c in range(3)]
-        owners = rng.integers(0, 3, len(points))
-        rows = rng.permutation(len(points))
-        mixed = state.rule_distances(rows, owners[rows])
-        expected = np.array([vectors[owners[row]][row] for row in rows], dtype=np.float32)
-        np.testing.assert_array_equal(mixed.view(np.int32), expected.view(np.int32))
-        for row in rows[:20]:
-            one = state.rule_distances(np.array([row]), owners[row:row + 1])
-            np.testing.assert_array_equal(one.view(np.int32), vectors[owners[row]][row:row + 1].view(np.int32))
+    sq_norms = sampling.squared_norms(points)
+    centres = points[[17, 250, 3]]
+    centre_sqs = sq_norms[[17, 250, 3]]
+    vectors = [sampling._distances(points, sq_norms, centres[c], centre_sqs[c]) for c in range(3)]
+    owners = rng.integers(0, 3, len(points))
+    rows = rng.permutation(len(points))
+    mixed = sampling.rule_pair_distances(points, sq_norms, centres, centre_sqs, rows, owners[rows])
+    expected = np.array([vectors[owners[row]][row] for row in rows], dtype=np.float32)
+    np.testing.assert_array_equal(mixed.view(np.int32), expected.view(np.int32))
+    for row in rows[:20]:
+        one = sampling.rule_pair_distances(points, sq_norms, centres, centre_sqs, np.array([row]), owners[row:row + 1])
+        np.testing.assert_array_equal(one.view(np.int32), vectors[owners[row]][row:row + 1].view(np.int32))
 
 
 @pytest.mark.parametrize("loop_rows,wide_need", [(16, 256), (0, 256), (16, 1)])
@@ -228,6 +176,6 @@ def test_batched_selection_skips_groups_out_of_reach_without_changing_the_result
     rng = np.random.default_rng(13)
     for points, n_select in ((clustered(14, n_points=4000), 800),
                              (rng.standard_normal((3000, 16)).astype(np.float32), 600)):
-        np.testing.assert_array_equal(greedy_coreset(points, n_select, 1, mode="batched"),
+        np.testing.assert_array_equal(greedy_coreset(points, n_select, 1),
                                       greedy_coreset_reference(points, n_select, 1))
     assert checked["skipped"] > checked["pairs"] // 4, checked
