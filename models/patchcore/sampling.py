@@ -100,14 +100,15 @@ GROUP_MAX_FRACTION = 1 / 2
 
 
 def blas_distance_error(dim: int, largest_sq_norm: float) -> float:
-    """How far a squared distance computed with a BLAS dot product (|x|^2 - 2 p + |c|^2, in any of the
-    selector's forms) may be from the rule's, for points of squared norm at most `largest_sq_norm`.
+    """How far a squared distance computed with a BLAS dot product (|x|^2 - 2 p + |c|^2, its two
+    additions in either order) may be from the rule's, for points of squared norm at most
+    `largest_sq_norm`.
 
     Both use the same squared norms, so they differ by twice the difference of their dot products
-    (each within d u |x||c| of the exact one) plus their own float32 roundings of values <= 4 max|x|^2:
-    7 u for the rule's two additions, 16 u at most for the forms of _Selection._blas_step (half gap,
-    the product minus it and back, additions). (4 d + 23) u in all; 25 u more for the roundings of
-    the comparisons that use it. A minimum over centres of such values is as close to the rule's.
+    (each within d u |x||c| of the exact one, whatever the summation order) plus their own float32
+    roundings of values <= 4 max|x|^2: 7 u for each side's two additions, (4 d + 14) u in all;
+    the rest is headroom for the roundings of the comparisons that use it. A minimum over centres
+    of such values is as close to the rule's minimum.
     """
     return (4 * dim + 48) * 2.0**-24 * largest_sq_norm
 
@@ -149,21 +150,18 @@ def _top_rows(values: np.ndarray, want: int, error: float) -> tuple[np.ndarray |
     return np.flatnonzero(values >= threshold), float(threshold) + error
 
 
-def _farthest_among(values: np.ndarray, error: float, bound: float, exact: Callable[[np.ndarray], np.ndarray],
-                    approximate: bool = True) -> int | None:
+def _farthest_among(values: np.ndarray, error: float, bound: float,
+                    exact: Callable[[np.ndarray], np.ndarray]) -> int | None:
     """Position in `values` of the farthest point (largest rule distance, lowest position on ties),
     or None if it may be a point outside them, all of whose rule distances are below `bound`.
 
-    `values` are the rule's distances, or within `error` of them where `approximate`. Only those
-    within TOP_MARGIN errors of the largest can be the farthest, and only they get their rule
+    `values` are within `error` of the rule's distances. Only those within TOP_MARGIN errors of the largest can be the farthest, and only they get their rule
     distances, from `exact(positions)` (sorted positions). The largest value is `error` above its
     rule distance at worst, so it must be above `bound` by more than that.
     """
     best = int(np.argmax(values))
     if float(values[best]) - error <= bound:
         return None
-    if not approximate:
-        return best
     top = np.flatnonzero(values >= values[best] - TOP_MARGIN * error)
     if len(top) == 1:                           # no rival: its exact value does not matter here
         return int(top[0])
@@ -184,8 +182,8 @@ class _BatchedSelection:
     matrix-matrix product (BLAS runs those near the cores' peak; a matrix-vector product runs at
     memory speed, and it is all the plain greedy does), and new top rows are drawn. Between the
     points within twice e of the largest value, the rule's distances decide (rule_nearest), and
-    groups of points out of a pending centre's reach skip it (apply_pending). No per-point owners:
-    the same rule as _Selection without its per-step bookkeeping.
+    groups of points out of a pending centre's reach skip it (apply_pending). No per-point owners,
+    no per-pick pass over all points.
     """
 
     def __init__(self, points: np.ndarray, n_select: int):
@@ -431,6 +429,8 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
     """Farthest-point selection (see _BatchedSelection); the same indices as greedy_coreset_reference."""
     points = np.ascontiguousarray(points, dtype=np.float32)
     n_select = min(n_select, len(points))
+    if n_select == 0:
+        return np.empty(0, dtype=np.int64)
     state = _BatchedSelection(points, n_select)
     state.add_local_centre(_start_index(len(points), seed))
     return _select(state, n_select, progress)
