@@ -137,11 +137,11 @@ def test_pairwise_rule_distances_are_bitwise_the_vector_ones(dim, gather_rows, m
         np.testing.assert_array_equal(one.view(np.int32), vectors[owners[row]][row:row + 1].view(np.int32))
 
 
-@pytest.mark.parametrize("loop_rows,wide_need", [(16, 256), (0, 256), (16, 1)])
+@pytest.mark.parametrize("loop_rows,wide_need", [(16, 256), (0, 256), (16, 1), (0, 1)])
 def test_batched_selection_rule_nearest_is_bitwise_the_reference_minimum(loop_rows, wide_need, monkeypatch):
     # The exact nearest distances of rows near the top, asked again as centres are added (only the
     # new centres are computed then): one row at a time, in one pairwise call, or by a BLAS product
-    # over the centres and the rule only for those near its minimum.
+    # over the centres (one row at a time or all in one) and the rule only for those near its minimum.
     monkeypatch.setattr(sampling, "LOOP_ROWS", loop_rows)
     monkeypatch.setattr(sampling, "WIDE_NEED", wide_need)
     rng = np.random.default_rng(12)
