@@ -7,7 +7,6 @@ has stopped becomes a one-line error, so every rank ends with one line instead o
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from models.sharding import Shard, shard_bounds

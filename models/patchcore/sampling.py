@@ -267,8 +267,7 @@ class _BatchedSelection:
             self._apply(slice(None), pending)
         else:
             in_reach = self._groups_in_reach(pending)
-            sizes = np.array([len(members) for members in self.groups])
-            if (sizes @ in_reach.sum(axis=1)) > GROUP_MAX_FRACTION * len(self.points) * len(pending):
+            if (self.group_sizes @ in_reach.sum(axis=1)) > GROUP_MAX_FRACTION * len(self.points) * len(pending):
                 self._apply(slice(None), pending)
             else:
                 for group in np.flatnonzero(in_reach.any(axis=1)):
@@ -318,13 +317,15 @@ class _BatchedSelection:
         largest = np.maximum.reduceat(distance[order], starts).astype(np.float64) + 2 * self.error
         self.group_radius = np.sqrt(np.maximum(largest, 0.0))
         self.group_starts = starts
+        self.group_sizes = counts[nonempty]
         self.group_order = order
         self.pivots = pivots[nonempty].astype(np.float64)
+        self.pivot_sqs = np.einsum("ij,ij->i", self.pivots, self.pivots)
 
     def _groups_in_reach(self, pending: np.ndarray) -> np.ndarray:
         """[groups, pending] whether a pending centre may come nearer some point of a group."""
         centres = self.centres[pending].astype(np.float64)
-        norms = np.einsum("ij,ij->i", self.pivots, self.pivots)[:, None] + np.einsum("ij,ij->i", centres, centres)[None, :]
+        norms = self.pivot_sqs[:, None] + np.einsum("ij,ij->i", centres, centres)[None, :]
         gap_sq = norms - 2 * self.pivots @ centres.T
         # float64 rounding of that difference: well under 1e-12 of the squared norms (d u64 each).
         gap = np.sqrt(np.maximum(gap_sq - 1e-12 * norms, 0.0))
@@ -335,8 +336,8 @@ class _BatchedSelection:
     def farthest(self) -> int:
         """Index of the farthest point (lowest on ties), from this round's top rows or a new round's."""
         while True:
-            if self.values is not None and not (
-                    self.rows is None and len(self.points) > 4 * TOP_ROWS and self.round_picks >= TOP_RETRY_STEPS):
+            widened_to_all = self.rows is None and self.want > TOP_ROWS
+            if self.values is not None and not (widened_to_all and self.round_picks >= TOP_RETRY_STEPS):
                 rows = self.rows
                 position = _farthest_among(self.values, self.error, self.bound, lambda among: self.rule_nearest(
                     among if rows is None else rows[among], self.n_centres))
@@ -453,7 +454,7 @@ def greedy_coreset(points: np.ndarray, n_select: int, seed: int = 0, progress: b
 
 
 def _select(state: _BatchedSelection, n_select: int, progress: bool) -> np.ndarray:
-    """The remaining picks of `state` (its first centre is set), each the farthest point."""
+    """The remaining picks of `state`, each the farthest point."""
     for _ in tqdm(range(state.n_centres, n_select), desc="coreset", unit="pt", mininterval=1.0, disable=not progress):
         state.add_local_centre(state.farthest())
     return state.selected
@@ -478,7 +479,6 @@ def greedy_coreset_continued(points: np.ndarray, centres: np.ndarray, n_select: 
     # it is both the stored value and the rule's over the given centres.
     nearest = MemoryBank(centres).search(points, k=1)[0][:, 0].astype(np.float64)
     state.start_from((nearest * nearest).astype(np.float32))
-    state.add_local_centre(state.farthest())
     return _select(state, n_select, progress)
 
 
