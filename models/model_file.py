@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 
 from models.registry import METHODS
-from models.scoring import Scores
+from models.scoring import Scores, check_magnitude
 from utils.config import Config
 from utils.errors import UserError, first_line
 from utils.io import atomic_path, is_safe_name
@@ -229,4 +229,7 @@ def _checked_array(value: Any, rank: int | None, name: str, bad: Callable[[str, 
     if not np.isfinite(array).all():
         # One NaN would make every distance NaN and every image silently 'normal'.
         raise bad(name, "holds NaN or infinite values")
+    problem = check_magnitude(array) if dtype == np.float32 else None   # float64 sums are never scored
+    if problem:
+        raise bad(name, problem)
     return array
