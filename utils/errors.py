@@ -105,7 +105,8 @@ def _on_interrupt(signum: int, frame: FrameType | None) -> None:
     _interrupt.received = True
     if _inside_import(frame):
         # Raised inside an import, KeyboardInterrupt comes out of Paddle's native module as
-        # "Can not import paddle core" and an ImportError traceback. Imports write nothing: leave now.
+        # "Can not import paddle core" and an ImportError traceback. Leave now instead: outputs
+        # survive that as they survive kill -9 (atomic renames; the next run removes temporaries).
         _exit_interrupted()
     raise KeyboardInterrupt
 
@@ -118,7 +119,9 @@ def _on_unraisable(unraisable: "sys.UnraisableHookArgs") -> None:
             _exit_interrupted()
         _interrupt.redelivered += 1
         # A moment later, from another thread: delivered now it would land in this hook and be ignored again.
-        threading.Timer(_REDELIVERY_DELAY, _thread.interrupt_main).start()
+        redelivery = threading.Timer(_REDELIVERY_DELAY, _thread.interrupt_main)
+        redelivery.daemon = True
+        redelivery.start()
         return
     sys.__unraisablehook__(unraisable)
 
@@ -134,7 +137,8 @@ def install_interrupt_hook() -> None:
     imports (Paddle's would turn it into an import traceback), in a finaliser (Python would ignore
     it) or below a handler that swallows it (run_cli checks on the way out)."""
     # Only the main thread may set handlers; a SIGINT the parent chose to ignore (nohup, `&`) stays ignored.
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_interrupt)
     sys.unraisablehook = _on_unraisable
     sys.excepthook = _interrupt_hook

@@ -98,6 +98,8 @@ def test_malformed_stats_files(trained, tmp_path):
                      "meta": json.dumps(meta)},
         "empty_bank": {"memory_bank": bank[:0], "meta": json.dumps(meta)},
         "object_member": {"memory_bank": np.array([None], dtype=object), "meta": json.dumps(meta)},
+        "deep_meta": {"memory_bank": bank, "meta": json.dumps({**meta, "fit_stats": {"x": "M"}}).replace(
+            '"M"', "[" * 900 + "]" * 900)},
     }
     for name, members in cases.items():
         path = tmp_path / f"{name}.npz"
