@@ -4,31 +4,63 @@ Deliberately free of Paddle so that infer.py can use the exact same pixels as pr
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Sequence
+import stat
+import sys
+from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from utils.config import hw
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+# Pillow's own check warns between 1x and 2x Image.MAX_IMAGE_PIXELS and refuses only above: one
+# limit instead (Pillow's default, 89.5 Mpx), checked by open_image from the header before
+# decoding and refused in one line. Pillow's is turned off so it never prints a raw warning.
+MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+Image.MAX_IMAGE_PIXELS = None
+
+
+def open_regular_file(path: str | os.PathLike) -> BinaryIO:
+    """`path` opened for reading; UserError if it is not a regular file.
+
+    Opened non-blocking and checked on the open descriptor: a plain open() of a named pipe waits
+    forever for a writer, and checking the name first would leave a gap for it to be swapped.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"'{path}' is not a regular file (a folder, pipe, socket or device): not reading it")
+    return os.fdopen(fd, "rb")
+
+
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """The image at `path`, header read but not decoded; UserError if it is not a regular file or
+    has more than MAX_IMAGE_PIXELS pixels."""
+    with open_regular_file(path) as f, Image.open(f) as img:
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise UserError(f"image '{path}' is too large to decode safely: {img.width}x{img.height} pixels, "
+                            f"more than {MAX_IMAGE_PIXELS}")
+        yield img
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Decode an image as 8-bit RGB, whatever its mode (see `to_rgb8` for the bit-depth rule)."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             return to_rgb8(img, path)
     except FileNotFoundError:
         raise UserError(f"image not found: {path}") from None
     except PermissionError:
         raise UserError(f"cannot read image '{path}': permission denied") from None
-    except Image.DecompressionBombError as err:
-        # Pillow refuses images above twice Image.MAX_IMAGE_PIXELS before decoding them.
-        raise UserError(f"image '{path}' is too large to decode safely: {err}") from None
+
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"cannot decode image '{path}': {err}") from None
 
@@ -121,11 +153,11 @@ def load_mask(path: str | os.PathLike | None, resize: int | tuple[int, int], cro
     if path is None:
         return np.zeros(hw(crop_size), dtype=np.uint8)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             mask = to_rgb8(img, path).convert("L") if img.mode != "L" else img.copy()
-    except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"cannot read mask '{path}': {err}") from None
+    except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as err:
+        raise UserError(f"cannot read mask '{path}': {first_line(err)}") from None
     if image_size is not None and mask.size != tuple(image_size):
         raise UserError(f"mask '{path}' is {mask.size[0]}x{mask.size[1]}, its image {image_size[0]}x{image_size[1]}")
     values = np.asarray(mask)
@@ -146,7 +178,22 @@ def resized_rgb(img: Image.Image, resize: int | tuple[int, int], crop_size: int 
     return np.asarray(_resize_and_crop(img, resize, crop_size, Image.BILINEAR, interpolation))
 
 
+def _is_special(path: str) -> bool:
+    """An existing entry that is not a regular file (pipe, socket, device, folder): never an image."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False   # missing or unreadable: load_image says so for that image
+
+
 def list_images(folder: str | os.PathLike) -> list[str]:
-    """Image files of a folder, sorted by name so every run sees the same order."""
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
-    return [os.path.join(folder, n) for n in names]
+    """Image files of a folder, sorted by name so every run sees the same order.
+
+    Entries with an image name that are not regular files (a named pipe would block the run) are
+    left out with a warning line on stderr.
+    """
+    paths = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.lower().endswith(IMAGE_EXTENSIONS)]
+    special = [p for p in paths if _is_special(p)]
+    for path in special:
+        print(f"warning: skipping '{path}': not a regular file", file=sys.stderr)
+    return [p for p in paths if p not in set(special)]

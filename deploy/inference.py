@@ -41,7 +41,9 @@ def collect_images(input_path: str) -> list[str]:
     if os.path.isfile(input_path):
         return [input_path]
     if not os.path.isdir(input_path):
-        raise UserError(f"input not found: {input_path}")
+        # A named pipe, socket or device is no image: reading it could block forever.
+        raise UserError(f"input is not a regular file or folder: {input_path}" if os.path.exists(input_path)
+                        else f"input not found: {input_path}")
     paths = []
     for folder, dirs, _ in sorted(os.walk(input_path)):
         dirs.sort()

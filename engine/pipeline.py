@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from engine.distributed import make_shard
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
+from models.fit_memory import check_fit_memory
 from models.model_file import AnomalyModel, EmbeddingStream, model_path
 from models.registry import METHODS
 from models.sharding import Shard, shard_bounds
@@ -80,6 +81,7 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
     # Under paddle.distributed.launch this process extracts only its shard of the images.
     shard = shard or make_shard(len(train_set))
     images = shard_images(train_set, shard)
+    check_fit_memory(config, len(images), batch_size)      # before the first batch is decoded
     progress = progress and shard.is_main
     embeddings = (extract(extractor, batch) for batch, _, _ in
                   iterate_batches(images, batch_size, f"{category}: features", progress))

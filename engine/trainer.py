@@ -15,6 +15,7 @@ from engine.distributed import is_main_process, make_shard
 from engine.pipeline import fit, iterate_batches, rebuild_extractor, score_batches, shard_images
 from models.calibration import calibrate, calibrate_held_out
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
+from models.fit_memory import check_fit_memory
 from models.model_file import AnomalyModel, EmbeddingStream, model_path
 from models.registry import METHODS
 from models.scoring import Scores
@@ -199,6 +200,7 @@ def update(model_file: str, data_path: str, category: str | None, save_path: str
                         f"update from the folder, then run eval.py on the tree")
     fitted, held_out = held_out_split(len(good), m.val_ratio, m.seed)
     extractor = rebuild_extractor(model, pretrained)
+    check_fit_memory(model.config, len(fitted), batch_size)
     with output_lock(save_path):
         remove_stale_temporaries(save_path)
         embeddings = (extract(extractor, images) for images, _, _ in

@@ -17,11 +17,11 @@ import numpy as np
 import paddle
 
 from models.registry import METHODS
-from models.scoring import Scores
+from models.scoring import Scores, check_magnitude
 from utils.config import Config
 from utils.errors import UserError, first_line
 from utils.io import atomic_path, is_safe_name
-from utils.safe_pickle import load_plain_pickle
+from utils.safe_pickle import check_nesting, load_plain_pickle
 
 FORMAT = "patchcore-paddle/2"
 # Version 1 (PatchCore only) stored the memory bank at the top level; such files still load.
@@ -181,6 +181,7 @@ class AnomalyModel:
                 if "meta" not in data.files:
                     raise UserError(f"{source}: field 'meta' is missing")
                 meta = json.loads(str(data["meta"]))
+                check_nesting(meta)     # as for pickles: deep JSON would end in a RecursionError later
                 arrays = {name: data[name] for name in data.files if name != "meta"}
         except UserError:
             raise
@@ -229,4 +230,7 @@ def _checked_array(value: Any, rank: int | None, name: str, bad: Callable[[str, 
     if not np.isfinite(array).all():
         # One NaN would make every distance NaN and every image silently 'normal'.
         raise bad(name, "holds NaN or infinite values")
+    problem = check_magnitude(array) if dtype == np.float32 else None   # float64 sums are never scored
+    if problem:
+        raise bad(name, problem)
     return array

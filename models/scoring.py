@@ -9,8 +9,22 @@ import paddle.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from utils.config import hw
-
 from utils.errors import UserError
+
+# Scoring sums squares of features in float32 (|a|^2 - 2ab + |b|^2, Mahalanobis products): with
+# values up to this over as many as 2^16 channels the sums stay below float32's maximum. Past
+# it they overflow to inf - inf = NaN or are clipped to 0, and every image would read as normal
+# (a bank entry of 2.4e38 scored everything 0.0000). Real features are many orders smaller.
+MAX_CHANNELS = 2**16
+MAX_FEATURE_VALUE = float(np.sqrt(np.finfo(np.float32).max / (4 * MAX_CHANNELS)))
+
+
+def check_magnitude(array: np.ndarray) -> str | None:
+    """Why `array` (a model's scoring array) cannot be scored in float32, or None if it can."""
+    largest = float(np.abs(array).max()) if array.size else 0.0
+    if largest > MAX_FEATURE_VALUE:
+        return f"holds values up to {largest:.3g}, too large to score in float32 (at most {MAX_FEATURE_VALUE:.3g})"
+    return None
 
 
 @dataclass

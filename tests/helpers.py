@@ -23,10 +23,24 @@ def shared_dir() -> Path:
     return Path(os.environ.get("PATCHCORE_SHARED", ROOT.parent / "shared"))
 
 
-def run_script(*args: str, cwd: Path = ROOT) -> "subprocess.CompletedProcess[str]":
-    """Run an entry script the way a user does; returns the completed process (never raises)."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+def run_script(*args: str, cwd: Path = ROOT, show_warnings: bool = False,
+               timeout: float = 600) -> "subprocess.CompletedProcess[str]":
+    """Run an entry script the way a user does; returns the completed process (raises only on timeout).
+    Python's warnings are off unless `show_warnings` (a user's shell has them on)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env.update({} if show_warnings else {"PYTHONWARNINGS": "ignore"})
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def train_and_export(data_root: Path, out: Path, category: str = "part") -> Path:
+    """A fast model of `category` in out/models and its export in out/export; returns `out`."""
+    done = run_script("train.py", "--data_path", str(data_root), "--category", category, "--save_path",
+                      str(out / "models"), *FAST_TRAIN_ARGS)
+    assert done.returncode == 0, done.stderr
+    done = run_script("export_model.py", "--model_path", str(out / "models" / f"{category}.pdparams"), "--save_dir",
+                      str(out / "export"))
+    assert done.returncode == 0, done.stderr
+    return out
 
 
 def infer_args(folder, **extra):
@@ -70,7 +84,7 @@ def check_infer_matches_predict(export_dir, model_file, train_table, data_root, 
 # is training-side too). The static import rules are checked in tests/unit/test_layers.py.
 TRAINING_MODULES = {"models.patchcore.fit", "models.patchcore.sampling", "models.padim.fit", "models.calibration",
                     "models.feature_extractor", "models.backbones", "datasets.mvtec", "datasets.synthetic",
-                    "utils.metrics"}
+                    "utils.metrics", "models.fit_memory"}
 
 
 def training_modules_in(loaded: set[str]) -> set[str]:

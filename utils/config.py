@@ -30,8 +30,13 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
+# Thresholds and ratios end up in float32 arrays and scores: beyond this they would become inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _number_type(kind: type, minimum: float, name: str) -> Callable[[str], Any]:
-    """An argparse `type=`: parses `kind`, refuses NaN/inf and values below `minimum`."""
+    """An argparse `type=`: parses `kind`, refuses NaN/inf, values below `minimum` and floats
+    beyond float32's range."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -39,6 +44,9 @@ def _number_type(kind: type, minimum: float, name: str) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
         if not math.isfinite(value) or value < minimum:
             raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}")
+        if kind is float and abs(value) > FLOAT32_MAX:
+            raise argparse.ArgumentTypeError(f"expected {name} within float32's range (+-{FLOAT32_MAX:.3g}), "
+                                             f"got {text!r}")
         return value
     parse.__name__ = name   # argparse names the type in its messages
     return parse

@@ -1,11 +1,14 @@
 """User-facing errors: one clear line, no traceback, non-zero exit code."""
 from __future__ import annotations
 
+import _thread
 import argparse
 import errno
 import os
+import signal
 import sys
-from types import TracebackType
+import threading
+from types import FrameType, TracebackType
 from typing import Callable, NoReturn
 
 from utils.launch import launched_world
@@ -57,6 +60,9 @@ def run_cli(main: Callable[[], int | None]) -> NoReturn:
         fail(describe_os_error(err))
     except MemoryError:
         fail("out of memory: try a smaller --batch_size (or --resize / --crop_size)")
+    if _interrupt.received:
+        # Something below swallowed the KeyboardInterrupt (a library's broad except): still stop as asked.
+        fail("interrupted", exit_code=130)
     raise SystemExit(code or 0)
 
 
@@ -70,14 +76,69 @@ def describe_os_error(err: OSError) -> str:
     return f"{err.strerror or first_line(err)}{where}"
 
 
+class _InterruptState:
+    received = False       # Ctrl-C arrived at least once
+    redelivered = 0        # times it was raised again after Python ignored it
+
+
+_interrupt = _InterruptState()
+# A Ctrl-C that keeps landing in finalisers is given up on after this many re-deliveries.
+_MAX_REDELIVERIES = 3
+_REDELIVERY_DELAY = 0.01   # seconds
+
+
+def _exit_interrupted() -> NoReturn:
+    print("error: interrupted", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _inside_import(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    _interrupt.received = True
+    if _inside_import(frame):
+        # Raised inside an import, KeyboardInterrupt comes out of Paddle's native module as
+        # "Can not import paddle core" and an ImportError traceback. Leave now instead: outputs
+        # survive that as they survive kill -9 (atomic renames; the next run removes temporaries).
+        _exit_interrupted()
+    raise KeyboardInterrupt
+
+
+def _on_unraisable(unraisable: "sys.UnraisableHookArgs") -> None:
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        # Ctrl-C landed in a finaliser or a weakref callback, where Python prints "Exception ignored"
+        # and carries on: deliver it again so that it reaches the code that was running.
+        if _interrupt.redelivered >= _MAX_REDELIVERIES:
+            _exit_interrupted()
+        _interrupt.redelivered += 1
+        # A moment later, from another thread: delivered now it would land in this hook and be ignored again.
+        redelivery = threading.Timer(_REDELIVERY_DELAY, _thread.interrupt_main)
+        redelivery.daemon = True
+        redelivery.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _interrupt_hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
     if issubclass(kind, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(130)
+        _exit_interrupted()
     sys.__excepthook__(kind, value, tb)
 
 
 def install_interrupt_hook() -> None:
-    """Ctrl-C before run_cli is reached (the entry scripts' slow imports): one line, not a traceback."""
+    """Ctrl-C is `error: interrupted` and exit 130 wherever it lands: during the entry scripts' slow
+    imports (Paddle's would turn it into an import traceback), in a finaliser (Python would ignore
+    it) or below a handler that swallows it (run_cli checks on the way out)."""
+    # Only the main thread may set handlers; a SIGINT the parent chose to ignore (nohup, `&`) stays ignored.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_interrupt)
+    sys.unraisablehook = _on_unraisable
     sys.excepthook = _interrupt_hook

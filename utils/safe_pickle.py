@@ -8,6 +8,8 @@ numpy(._)core.multiarray `_reconstruct` (arrays) and `scalar` (NumPy scalars suc
 threshold); paddle.save(..., protocol=2 or 3) adds `_codecs.encode`, spelling bytes as latin-1
 text. Only those globals are resolved; every other one (os.system, builtins.eval, a class
 with a __reduce__, ...) is refused before anything is called, and so are persistent ids.
+Containers nested deeper than MAX_NESTING, or holding themselves, are refused too: the unpickler
+builds them without recursion, but repr, copy or paddle.save of them would end in a RecursionError.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from utils.errors import UserError, first_line
 # paddle.save (protocol 4) pickles at most this much per file for the models we write; the limit
 # only bounds how much a hostile file can make us read before the unpickler even starts.
 _MAX_BYTES = 8 * 2**30
+# Our model dicts nest 4 deep (file -> config -> data -> mean); far below Python's recursion limit.
+MAX_NESTING = 32
 
 
 class RefusedContent(pickle.UnpicklingError):
@@ -71,9 +75,47 @@ class _PlainUnpickler(pickle.Unpickler):
         raise RefusedContent("it uses persistent ids, which a project file never holds")
 
 
+def _children(node: Any) -> list[Any]:
+    """The containers directly inside `node` (dict keys are str/int/tuple of those in our files)."""
+    items = [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
+    return [item for item in items if isinstance(item, (dict, list, tuple))]
+
+
+def check_nesting(root: Any, limit: int = MAX_NESTING) -> None:
+    """RefusedContent if containers nest deeper than `limit` or one contains itself.
+
+    Iterative, and each container is walked once however often it is referenced, so a hostile
+    file can make this neither recurse nor take exponential time.
+    """
+    if not isinstance(root, (dict, list, tuple)):
+        return
+    heights: dict[int, int] = {}            # id -> nesting height of a container fully walked
+    path = [(root, iter(_children(root)))]  # the containers from root to the one being walked
+    on_path = {id(root)}
+    while path:
+        node, pending = path[-1]
+        child = next((c for c in pending if id(c) not in heights), None)
+        if child is not None:
+            if id(child) in on_path:
+                raise RefusedContent("a container in it contains itself, which a project file never holds")
+            if len(path) >= limit:
+                raise RefusedContent(f"its containers nest more than {limit} deep, which a project file never does")
+            path.append((child, iter(_children(child))))
+            on_path.add(id(child))
+            continue
+        height = 1 + max((heights[id(c)] for c in _children(node)), default=0)
+        if len(path) - 1 + height > limit:
+            raise RefusedContent(f"its containers nest more than {limit} deep, which a project file never does")
+        heights[id(node)] = height
+        on_path.discard(id(node))
+        path.pop()
+
+
 def loads_plain(data: bytes) -> Any:
     """Unpickle `data`, allowing only plain containers, scalars and NumPy arrays (see module doc)."""
-    return _PlainUnpickler(io.BytesIO(data)).load()
+    content = _PlainUnpickler(io.BytesIO(data)).load()
+    check_nesting(content)
+    return content
 
 
 def load_plain_pickle(path: str | os.PathLike, what: str = "file") -> Any:

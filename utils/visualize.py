@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import unicodedata
+import warnings
 
 import matplotlib
 
@@ -11,6 +13,15 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from utils.io import atomic_path  # noqa: E402
+
+# Image names in titles may hold characters the figure font lacks (CJK with DejaVu Sans): they are
+# drawn as empty boxes, and the full name is in results.csv, so a warning per glyph only adds noise.
+warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+
+
+def printable_title(text: str) -> str:
+    """`text` with control characters (tabs, newlines, escapes from file names) as spaces."""
+    return "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
 
 
 def region_outline(region: np.ndarray) -> np.ndarray:
@@ -48,7 +59,7 @@ def save_figure(path: str | os.PathLike, image: np.ndarray, anomaly_map: np.ndar
         ax.imshow(picture)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(printable_title(title), fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

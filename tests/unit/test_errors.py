@@ -31,12 +31,14 @@ def test_os_errors_interrupts_and_memory_are_one_line(capsys):
 
 @pytest.mark.parametrize("parse, text", [(positive_int, "0"), (positive_int, "-1"), (positive_int, "1.5"),
                                          (resize_int, "1"), (finite_float, "nan"), (finite_float, "inf"),
-                                         (finite_float, "-inf"), (finite_float, "x")])
+                                         (finite_float, "-inf"), (finite_float, "x"),
+                                         # finite, but beyond float32: the threshold would become inf
+                                         (finite_float, "1e39"), (finite_float, "-3.5e38")])
 def test_number_types_refuse(parse, text, capsys):
     parser = script_parser("test")
     parser.add_argument("--value", type=parse)
     with pytest.raises(SystemExit) as exit_info:
-        parser.parse_args(["--value", text])
+        parser.parse_args([f"--value={text}"])   # "=": argparse takes "-3.5e38" alone for an option
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(lines) == 1 and "--value" in lines[0]
 

@@ -1,0 +1,123 @@
+"""Inputs that used to hang, recurse or score wrongly: named pipes, deep pickles, huge values,
+images between Pillow's warning and error limits, interrupts that Python would ignore."""
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets import preprocess
+from datasets.preprocess import list_images, load_image, load_mask
+from helpers import ROOT
+from models.scoring import MAX_FEATURE_VALUE, check_magnitude
+from utils.errors import UserError
+from utils.safe_pickle import MAX_NESTING, RefusedContent, check_nesting, loads_plain
+
+
+def _nested_lists_pickle(depth: int) -> bytes:
+    """A pickle of `depth` lists nested in one another, spelt opcode by opcode (pickle.dumps of
+    such a list recurses and fails itself): `depth` EMPTY_LISTs, then APPENDs folding them up."""
+    return b"\x80\x04" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+def test_deeply_nested_and_cyclic_pickles_are_refused():
+    assert loads_plain(_nested_lists_pickle(MAX_NESTING)) is not None
+    for depth in (MAX_NESTING + 1, 3000, 200_000):
+        with pytest.raises(RefusedContent, match="nest more than"):
+            loads_plain(_nested_lists_pickle(depth))
+    cyclic = []
+    cyclic.append({"self": cyclic})
+    with pytest.raises(RefusedContent, match="contains itself"):
+        loads_plain(pickle.dumps(cyclic))
+    # Shared sub-lists are walked once: 2^40 paths, 41 levels -> refused at once, not after 2^40 steps.
+    shared = [0]
+    for _ in range(40):
+        shared = [shared, shared]
+    with pytest.raises(RefusedContent, match="nest more than"):
+        check_nesting(shared)
+
+
+def _unblock_after(fifo, seconds):
+    """Open `fifo` for writing after `seconds` (then close it): a reader stuck on it gets EOF, so a
+    regression fails this test instead of hanging the suite."""
+    def release():
+        with open(fifo, "wb"):
+            pass
+    timer = threading.Timer(seconds, release)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def test_named_pipes_are_skipped_in_folders_and_refused_by_name(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    assert list_images(tmp_path) == [str(tmp_path / "a.png")]
+    assert "skipping" in capsys.readouterr().err
+    timer = _unblock_after(fifo, 5.0)
+    try:
+        for read in (load_image, lambda p: load_mask(p, 8, 8)):
+            with pytest.raises(UserError, match="not a regular file"):
+                read(fifo)
+    finally:
+        timer.cancel()
+
+
+def test_images_between_pillows_warning_and_error_limits_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 1000)
+    Image.new("RGB", (40, 40)).save(tmp_path / "big.png")      # 1600 pixels, between 1x and 2x the limit
+    Image.new("L", (40, 40)).save(tmp_path / "big_mask.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserError, match="too large"):
+            load_image(tmp_path / "big.png")
+    with pytest.raises(UserError, match="big_mask.png"):
+        load_mask(tmp_path / "big_mask.png", 40, 40)
+    Image.new("RGB", (30, 30)).save(tmp_path / "small.png")
+    assert load_image(tmp_path / "small.png").size == (30, 30)
+
+
+def test_bank_magnitude_beyond_float32_scoring_is_named():
+    assert check_magnitude(np.full((4, 8), 30.0, np.float32)) is None
+    assert check_magnitude(np.full((4, 8), MAX_FEATURE_VALUE / 2, np.float32)) is None
+    bank = np.ones((4, 8), np.float32)
+    bank[2, 3] = 2.4e38
+    assert "2.4e+38" in check_magnitude(bank)
+
+
+_FINALISER_SCRIPT = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+from utils.errors import install_interrupt_hook, run_cli
+install_interrupt_hook()
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)    # Ctrl-C arrives while a finaliser runs
+        time.sleep(0.2)
+
+def main():
+    {body}
+    time.sleep(0.5)
+    print("finished")
+    return 0
+
+run_cli(main)
+"""
+
+
+@pytest.mark.parametrize("body", [
+    "Finalised()",                                                         # Python ignores it there
+    "try:\n        os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2)\n    except BaseException:\n        pass",
+])
+def test_interrupts_python_or_a_library_would_ignore_still_stop_the_run(tmp_path, body):
+    script = tmp_path / "run.py"
+    script.write_text(_FINALISER_SCRIPT.format(root=str(ROOT), body=body))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (130, "error: interrupted"), done.stderr
