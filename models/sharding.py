@@ -28,6 +28,16 @@ def _reduce_alone(array: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class RowShard:
+    """This process's rows first .. first + n - 1 of `total` rows numbered across the processes
+    (consecutive per rank, in rank order), and the all-gather that joins them."""
+    first: int
+    total: int
+    world_size: int = 1
+    all_gather: Callable[[np.ndarray], np.ndarray] = field(default=_gather_alone, repr=False)
+
+
+@dataclass(frozen=True)
 class Shard:
     rank: int = 0
     world_size: int = 1
@@ -42,6 +52,12 @@ class Shard:
     def is_main(self) -> bool:
         """Rank 0: the process that shows progress and writes files."""
         return self.rank == 0
+
+    def rows(self, rows_per_image: int, n_images: int) -> RowShard:
+        """This rank's rows among every rank's, `rows_per_image` rows for each image (`n_images`
+        here: all there are in a plain run)."""
+        total = self.total_images if self.total_images is not None else n_images
+        return RowShard(self.first_image * rows_per_image, total * rows_per_image, self.world_size, self.all_gather)
 
     def fit_stats(self, n_images: int) -> dict[str, float]:
         """What a model file records of the split: world size and images per rank (`n_images` here)."""

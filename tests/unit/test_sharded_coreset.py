@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 
-from models.patchcore.sampling import greedy_coreset, greedy_coreset_sharded
+from models.patchcore.coreset import greedy_coreset, greedy_coreset_sharded
 
 
 class ThreadExchange:
