@@ -59,12 +59,17 @@ class Shard:
         total = self.total_images if self.total_images is not None else n_images
         return RowShard(self.first_image * rows_per_image, total * rows_per_image, self.world_size, self.all_gather)
 
-    def fit_stats(self, n_images: int) -> dict[str, float]:
-        """What a model file records of the split: world size and images per rank (`n_images` here)."""
+    def fit_stats(self, n_images: int, per_rank: dict[str, float] | None = None) -> dict[str, float]:
+        """What a model file records of the split: world size, images per rank (`n_images` here) and
+        each rank's `per_rank` values (the same keys on every rank), as rank{r}_{name}."""
         stats = {"world_size": float(self.world_size)}
         if self.world_size > 1:
-            counts = self.all_gather(np.array([n_images], dtype=np.int64))[:, 0]
-            stats.update({f"rank{r}_images": float(n) for r, n in enumerate(counts)})
+            names = sorted(per_rank or {})
+            values = np.array([float(n_images)] + [per_rank[name] for name in names], dtype=np.float64)
+            gathered = self.all_gather(values)
+            for r, row in enumerate(gathered):
+                stats[f"rank{r}_images"] = float(row[0])
+                stats.update({f"rank{r}_{name}": float(v) for name, v in zip(names, row[1:])})
         return stats
 
     def gather_rows(self, rows: np.ndarray) -> np.ndarray:

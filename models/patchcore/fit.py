@@ -78,10 +78,10 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     if row != n_patches:
         raise ValueError(f"the stream promised {stream.n_images} images but held {row // per_image}")
     extracted = time.perf_counter()
-    mine = slice(None)
+    mine, selection_stats = slice(None), {}
     if projected is not None:
         selected = np.sort(select_coreset(projected.points, n_keep, seed=cfg.seed, backend=backend, shard=rows,
-                                          progress=progress and shard.is_main))
+                                          progress=progress and shard.is_main, stats=selection_stats))
         mine = selected[(selected >= rows.first) & (selected < rows.first + n_patches)] - rows.first
     projected = None
     selected_at = time.perf_counter()
@@ -90,7 +90,7 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     done = time.perf_counter()
     stats = {"train_images": float(rows.total // per_image), "train_patches": float(rows.total),
              "bank_size": float(len(bank)), "feature_seconds": extracted - start,
-             "coreset_seconds": selected_at - extracted, **shard.fit_stats(stream.n_images)}
+             "coreset_seconds": selected_at - extracted, **shard.fit_stats(stream.n_images, selection_stats)}
     if shard.world_size > 1:
         stats["gather_seconds"] = done - selected_at
 

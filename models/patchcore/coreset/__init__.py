@@ -41,13 +41,14 @@ __all__ = ["BACKENDS", "coreset_size", "greedy_coreset", "greedy_coreset_continu
 
 def select_coreset(points: "np.ndarray | paddle.Tensor", n_select: int, *, seed: int = 0, backend: str = "numpy",
                    shard: RowShard | None = None, centres: np.ndarray | None = None,
-                   progress: bool = False) -> np.ndarray:
+                   progress: bool = False, stats: dict | None = None) -> np.ndarray:
     """Indices of `n_select` points in order of choice, by the rule.
 
     backend "numpy" runs the batched selector on the host; "paddle" the device one (points may be a
     tensor there). `shard`: `points` are this process's rows of a selection split between processes
     (on the host whatever the backend); the indices are then global, the same on every process.
     `centres`: points chosen before (an update), so the first pick is the point farthest from them.
+    `stats` (a dict) receives what the selection reports of itself (the split one: its collectives).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -58,7 +59,7 @@ def select_coreset(points: "np.ndarray | paddle.Tensor", n_select: int, *, seed:
         return greedy_coreset_continued(_host(points), centres, n_select, progress=progress)
     if split:
         return greedy_coreset_sharded(_host(points), shard.first, shard.total, n_select, shard.all_gather,
-                                      seed=seed, progress=progress)
+                                      seed=seed, progress=progress, stats=stats)
     if backend == "paddle":
         return greedy_coreset_paddle(points, n_select, seed, progress=progress)
     return greedy_coreset(_host(points), n_select, seed, progress=progress)

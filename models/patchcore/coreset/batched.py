@@ -91,7 +91,7 @@ class BatchedSelection:
         self.points = points
         n_points, dim = points.shape
         self.sq_norms = squared_norms(points)
-        self.scale_sq = float(self.sq_norms.max())
+        self.scale_sq = float(self.sq_norms.max(initial=0.0))      # 0 for a shard with no points
         self.error = blas_distance_error(dim, self.scale_sq)
         self.selected = np.empty(n_select, dtype=np.int64)
         self.centres = np.empty((n_select, dim), dtype=np.float32)
