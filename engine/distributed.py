@@ -7,6 +7,9 @@ has stopped becomes a one-line error, so every rank ends with one line instead o
 """
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 
 from models.sharding import Shard, shard_bounds
@@ -14,6 +17,9 @@ from utils.errors import UserError
 from utils.launch import launched_world
 
 _initialised = False
+# A test aid: every collective first sleeps this many milliseconds, standing in for the round trip
+# between separate machines (the launcher's workers on one machine are ~1-3 ms apart).
+LATENCY_VARIABLE = "PATCHCORE_COLLECTIVE_LATENCY_MS"
 
 
 def quiet_launched_worker() -> None:
@@ -38,7 +44,16 @@ def _init() -> None:
         _initialised = True
 
 
+def _latency_ms() -> float:
+    value = os.environ.get(LATENCY_VARIABLE) or "0"
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise UserError(f"{LATENCY_VARIABLE} must be a number of milliseconds, not {value!r}") from None
+
+
 def _collective(run, array: np.ndarray):
+    time.sleep(_latency_ms() / 1000)
     try:
         return run(array)
     except RuntimeError as err:

@@ -28,6 +28,16 @@ def _reduce_alone(array: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class RowShard:
+    """This process's rows first .. first + n - 1 of `total` rows numbered across the processes
+    (consecutive per rank, in rank order), and the all-gather that joins them."""
+    first: int
+    total: int
+    world_size: int = 1
+    all_gather: Callable[[np.ndarray], np.ndarray] = field(default=_gather_alone, repr=False)
+
+
+@dataclass(frozen=True)
 class Shard:
     rank: int = 0
     world_size: int = 1
@@ -43,12 +53,23 @@ class Shard:
         """Rank 0: the process that shows progress and writes files."""
         return self.rank == 0
 
-    def fit_stats(self, n_images: int) -> dict[str, float]:
-        """What a model file records of the split: world size and images per rank (`n_images` here)."""
+    def rows(self, rows_per_image: int, n_images: int) -> RowShard:
+        """This rank's rows among every rank's, `rows_per_image` rows for each image (`n_images`
+        here: all there are in a plain run)."""
+        total = self.total_images if self.total_images is not None else n_images
+        return RowShard(self.first_image * rows_per_image, total * rows_per_image, self.world_size, self.all_gather)
+
+    def fit_stats(self, n_images: int, per_rank: dict[str, float] | None = None) -> dict[str, float]:
+        """What a model file records of the split: world size, images per rank (`n_images` here) and
+        each rank's `per_rank` values (the same keys on every rank), as rank{r}_{name}."""
         stats = {"world_size": float(self.world_size)}
         if self.world_size > 1:
-            counts = self.all_gather(np.array([n_images], dtype=np.int64))[:, 0]
-            stats.update({f"rank{r}_images": float(n) for r, n in enumerate(counts)})
+            names = sorted(per_rank or {})
+            values = np.array([float(n_images)] + [per_rank[name] for name in names], dtype=np.float64)
+            gathered = self.all_gather(values)
+            for r, row in enumerate(gathered):
+                stats[f"rank{r}_images"] = float(row[0])
+                stats.update({f"rank{r}_{name}": float(v) for name, v in zip(names, row[1:])})
         return stats
 
     def gather_rows(self, rows: np.ndarray) -> np.ndarray:

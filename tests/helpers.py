@@ -82,7 +82,8 @@ def check_infer_matches_predict(export_dir, model_file, train_table, data_root, 
 
 # Modules only training needs; infer.py must load none of them, whatever the method (all of engine/
 # is training-side too). The static import rules are checked in tests/unit/test_layers.py.
-TRAINING_MODULES = {"models.patchcore.fit", "models.patchcore.sampling", "models.padim.fit", "models.calibration",
+TRAINING_MODULES = {"models.patchcore.fit", "models.patchcore.sampling",
+                    "models.patchcore.coreset", "models.padim.fit", "models.calibration",
                     "models.feature_extractor", "models.backbones", "datasets.mvtec", "datasets.synthetic",
                     "utils.metrics", "models.fit_memory"}
 

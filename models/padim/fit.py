@@ -17,6 +17,8 @@ from utils.errors import UserError
 
 REGULARIZATION = 0.01       # the paper's epsilon: S = cov + 0.01 I keeps S invertible
 INVERT_CHUNK_BYTES = 256 * 2**20
+# The distributed merge sums the outer products in pieces of about this size.
+MERGE_CHUNK_BYTES = 64 * 2**20
 
 
 class GaussianAccumulator:
@@ -54,15 +56,21 @@ class GaussianAccumulator:
         With y = x - s_r and d = s_r - s_0: sum(x - s_0) = sum(y) + n d and
         sum((x - s_0)(x - s_0)^T) = sum(y y^T) + sum(y) d^T + d sum(y)^T + n d d^T. Rank 0's own
         shift is the one a single process would use (its first batch), so the result differs from
-        the single-process sums by rounding only.
+        the single-process sums by rounding only. The outer products are moved and summed in chunks
+        of positions, in place, so the merge holds a few chunks beside the sums, not copies of them.
         """
         shifts = shard.all_gather(self.shift)
         delta = self.shift - shifts[0]
-        outer = (self.outer + self.sum[:, :, None] * delta[:, None, :] + delta[:, :, None] * self.sum[:, None, :]
-                 + self.count * delta[:, :, None] * delta[:, None, :])
-        total = self.sum + self.count * delta
-        self.outer = shard.all_reduce_sum(outer)
-        self.sum = shard.all_reduce_sum(total)
+        positions, channels = self.shift.shape
+        rows = max(1, MERGE_CHUNK_BYTES // (8 * channels * channels))
+        for start in range(0, positions, rows):
+            part = slice(start, start + rows)
+            outer, moved_sum, moved = self.outer[part], self.sum[part], delta[part]
+            outer += moved_sum[:, :, None] * moved[:, None, :]
+            outer += moved[:, :, None] * moved_sum[:, None, :]
+            outer += self.count * moved[:, :, None] * moved[:, None, :]
+            outer[...] = shard.all_reduce_sum(outer)
+        self.sum = shard.all_reduce_sum(self.sum + self.count * delta)
         self.count = int(shard.all_reduce_sum(np.array([self.count], dtype=np.float64))[0])
         self.shift = shifts[0]
 

@@ -13,8 +13,8 @@ from typing import Iterator
 import numpy as np
 
 from models.model_file import EmbeddingStream, FitResult
-from models.patchcore.sampling import (coreset_size, greedy_coreset, greedy_coreset_continued, greedy_coreset_paddle,
-                                       greedy_coreset_sharded, projection_matrix)
+from models.patchcore.coreset import BACKENDS, coreset_size, projection_matrix, select_coreset
+from models.patchcore.coreset.projection import ProjectedRows
 from models.sharding import Shard
 from utils.config import ModelConfig
 from utils.errors import UserError
@@ -44,72 +44,54 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
                     backend: str = "numpy", shard: Shard | None = None) -> FitResult:
     """Memory bank from a stream of training embeddings [B, C, h, w] (registered in models.registry).
 
-    backend "numpy": projection and selection on the CPU (greedy_coreset). "paddle": both as Paddle
-    tensor ops on the current device (a GPU after paddle.set_device("gpu")): the projection is kept
-    on the device and selected by greedy_coreset_paddle; the full features stay in host memory.
+    backend "numpy": projection and selection on the CPU. "paddle": both as Paddle tensor ops on the
+    current device (a GPU after paddle.set_device("gpu")); the full features stay in host memory.
 
     `shard` (a multi-process fit, see models.sharding): the stream holds this rank's images only;
-    the selection runs over all ranks' patches (greedy_coreset_sharded, on the host) and the chosen
-    full-dimension features are gathered, so every rank ends with the bank of a single-process fit.
+    the selection runs over all ranks' patches (on the host) and the chosen full-dimension features
+    are gathered, so every rank ends with the bank of a single-process fit. select_coreset decides
+    how each case is selected.
     """
-    if backend not in ("numpy", "paddle"):
-        raise ValueError(f"backend must be 'numpy' or 'paddle', not {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     start = time.perf_counter()
     batches = iter(stream.batches)
     first = next(batches)
     _, channels, height, width = first.shape
     per_image = height * width
-    shard = shard or Shard(total_images=stream.n_images)
-    sharded = shard.world_size > 1
-    n_patches = stream.n_images * per_image                   # this rank's
-    n_total = (shard.total_images or stream.n_images) * per_image
-    n_keep = coreset_size(n_total, cfg.k)
-    reduce = n_keep < n_total
+    shard = shard or Shard()
+    rows = shard.rows(per_image, stream.n_images)          # this rank's patches among all ranks'
+    n_patches = stream.n_images * per_image
+    n_keep = coreset_size(rows.total, cfg.k)
+    reduce = n_keep < rows.total
     check_memory(stream.n_images, (height, width), channels, fit_bytes(n_patches, channels, cfg.projection_dim, reduce))
     features = np.empty((n_patches, channels), dtype=np.float32)
-    matrix = projection_matrix(channels, cfg.projection_dim, cfg.seed) if reduce else None
-    if reduce and backend == "paddle":
-        import paddle
-
-        matrix = paddle.to_tensor(matrix)
-        projected = paddle.empty([n_patches, cfg.projection_dim], dtype="float32")
-    elif reduce:
-        projected = np.empty((n_patches, cfg.projection_dim), dtype=np.float32)
+    projected = ProjectedRows(n_patches, channels, cfg.projection_dim, cfg.seed, backend) if reduce else None
     row = 0
     for batch in itertools.chain([first], batches):
         for image in batch:
-            rows = slice(row, row + per_image)
-            features[rows] = image.reshape(channels, per_image).T
-            # One product per image: a patch's projection never depends on how images are batched.
-            if reduce and backend == "paddle":
-                projected[rows] = paddle.matmul(paddle.to_tensor(features[rows]), matrix)
-            elif reduce:
-                np.matmul(features[rows], matrix, out=projected[rows])
+            block = slice(row, row + per_image)
+            features[block] = image.reshape(channels, per_image).T
+            if projected is not None:
+                projected.fill(block, features[block])
             row += per_image
     if row != n_patches:
         raise ValueError(f"the stream promised {stream.n_images} images but held {row // per_image}")
     extracted = time.perf_counter()
-    if not reduce:
-        mine = np.arange(n_patches)
-    elif sharded:
-        offset = shard.first_image * per_image
-        projected = projected.numpy() if backend == "paddle" else projected
-        selected = greedy_coreset_sharded(projected, offset, n_total, n_keep, shard.all_gather, cfg.seed,
-                                          progress=progress and shard.is_main)
-        selected = np.sort(selected)
-        mine = selected[(selected >= offset) & (selected < offset + n_patches)] - offset
-    else:
-        select = greedy_coreset_paddle if backend == "paddle" else greedy_coreset
-        mine = np.sort(select(projected, n_keep, cfg.seed, progress=progress))
+    mine, selection_stats = slice(None), {}
+    if projected is not None:
+        selected = np.sort(select_coreset(projected.points, n_keep, seed=cfg.seed, backend=backend, shard=rows,
+                                          progress=progress and shard.is_main, stats=selection_stats))
+        mine = selected[(selected >= rows.first) & (selected < rows.first + n_patches)] - rows.first
     projected = None
     selected_at = time.perf_counter()
     # Ranks hold consecutive patch ranges, so rank order is global order: the single-process bank.
-    bank = shard.gather_rows(features[mine]) if sharded else (features[mine] if reduce else features)
+    bank = shard.gather_rows(features[mine])
     done = time.perf_counter()
-    stats = {"train_images": float(n_total // per_image), "train_patches": float(n_total),
+    stats = {"train_images": float(rows.total // per_image), "train_patches": float(rows.total),
              "bank_size": float(len(bank)), "feature_seconds": extracted - start,
-             "coreset_seconds": selected_at - extracted, **shard.fit_stats(stream.n_images)}
-    if sharded:
+             "coreset_seconds": selected_at - extracted, **shard.fit_stats(stream.n_images, selection_stats)}
+    if shard.world_size > 1:
         stats["gather_seconds"] = done - selected_at
 
     def training_embeddings(batch_size: int) -> Iterator[np.ndarray]:
@@ -136,7 +118,7 @@ def extend_memory_bank(arrays: dict[str, np.ndarray], stream: EmbeddingStream, c
     extracted = time.perf_counter()
     matrix = projection_matrix(bank.shape[1], cfg.projection_dim, cfg.seed)
     n_add = coreset_size(len(features), cfg.k)
-    picks = greedy_coreset_continued(features @ matrix, bank @ matrix, n_add, progress=progress)
+    picks = select_coreset(features @ matrix, n_add, centres=bank @ matrix, progress=progress)
     extended = np.concatenate([bank, features[np.sort(picks)]])
     stats = {"update_patches": float(len(features)), "update_added": float(n_add), "bank_size": float(len(extended)),
              "update_feature_seconds": extracted - start, "update_coreset_seconds": time.perf_counter() - extracted}

@@ -10,8 +10,12 @@ from tests.helpers import FAST_TRAIN_ARGS, ROOT, run_script
 
 
 def launch(*args: str, log_dir) -> "subprocess.CompletedProcess[str]":  # noqa: F821
+    return launch_script("train.py", *args, log_dir=log_dir)
+
+
+def launch_script(script: str, *args: str, log_dir) -> "subprocess.CompletedProcess[str]":  # noqa: F821
     return run_script("-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(log_dir),
-                      "train.py", *args, cwd=ROOT)
+                      script, *args, cwd=ROOT)
 
 
 @pytest.mark.parametrize("method", ["coreset", "padim"])
@@ -46,6 +50,32 @@ def test_a_failing_worker_ends_the_run_with_one_line(tmp_path):
     logs = [p.read_text() for p in sorted((tmp_path / "log").glob("workerlog.*"))]
     assert logs and not any("Traceback" in log for log in logs)
     assert any("error: data path not found" in log for log in logs)
+
+
+def test_a_worker_failing_mid_round_ends_the_run_with_one_line(synthetic_root, tmp_path):
+    # Worker 1 fails at its second collective of the selection (its first round of candidates):
+    # every log ends in one line, none in a traceback, and the run fails.
+    script = tmp_path / "train_failing.py"
+    script.write_text(
+        "import os, runpy, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import models.patchcore.coreset.sharded as sharded\n"
+        "from utils.errors import UserError\n"
+        "exchange = sharded.CountedExchange.__call__\n"
+        "def failing(self, array):\n"
+        "    if os.environ['PADDLE_TRAINER_ID'] == '1' and self.calls == 1:\n"
+        "        raise UserError('worker 1 failed mid-round (injected)')\n"
+        "    return exchange(self, array)\n"
+        "sharded.CountedExchange.__call__ = failing\n"
+        "sys.argv[0] = 'train.py'\n"
+        "runpy.run_path('train.py', run_name='__main__')\n")
+    done = launch_script(str(script), "--data_path", str(synthetic_root), "--category", "fabric", *FAST_TRAIN_ARGS,
+                         "--save_path", str(tmp_path / "out"), log_dir=tmp_path / "log")
+    assert done.returncode != 0
+    logs = [p.read_text() for p in sorted((tmp_path / "log").glob("workerlog.*"))]
+    assert len(logs) == 2 and not any("Traceback" in log for log in logs), logs
+    assert "error: worker 1 failed mid-round (injected)" in logs[1]
+    assert not (tmp_path / "out" / "fabric.pdparams").exists()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ ALLOWED = {
     "infer.py": {"deploy"},
 }
 # Modules deploy/ must never import, even though their packages are allowed.
-DEPLOY_FORBIDDEN = ("models.patchcore.fit", "models.patchcore.sampling", "models.padim.fit", "models.calibration",
+DEPLOY_FORBIDDEN = ("models.patchcore.fit", "models.patchcore.sampling",
+                    "models.patchcore.coreset", "models.padim.fit", "models.calibration",
                     "models.feature_extractor", "models.backbones", "datasets.mvtec", "datasets.synthetic",
                     "utils.metrics")
 

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-import models.patchcore.sampling as sampling
-from models.patchcore.sampling import coreset_size, greedy_coreset, greedy_coreset_reference, random_projection
+import models.patchcore.coreset.batched as batched
+import models.patchcore.coreset.distances as distances
+from models.patchcore.coreset import (coreset_size, greedy_coreset, greedy_coreset_continued, greedy_coreset_reference,
+                                      random_projection)
 
 
 def clustered(seed: int, n_points: int = 3000, dim: int = 32, n_clusters: int = 20) -> np.ndarray:
@@ -16,7 +18,7 @@ def top_rows(request, monkeypatch):
     """Every test also with a tiny TOP_ROWS, so the farthest-point search runs on top_rows (the
     default only does so above 4096 points)."""
     if request.param is not None:
-        monkeypatch.setattr(sampling, "TOP_ROWS", request.param)
+        monkeypatch.setattr(batched, "TOP_ROWS", request.param)
     return request.param
 
 
@@ -48,14 +50,14 @@ def test_matches_when_most_distances_are_equal():
 
 def test_farthest_point_is_mostly_found_among_top_rows(monkeypatch):
     # Most picks are decided among the top rows, between two updates of all points.
-    monkeypatch.setattr(sampling, "TOP_ROWS", 64)
+    monkeypatch.setattr(batched, "TOP_ROWS", 64)
     updates = {"all_points": 0}
-    original = sampling._BatchedSelection.apply_pending
+    original = batched.BatchedSelection.apply_pending
 
     def counted(self):
         updates["all_points"] += self.n_centres > self.applied
         return original(self)
-    monkeypatch.setattr(sampling._BatchedSelection, "apply_pending", counted)
+    monkeypatch.setattr(batched.BatchedSelection, "apply_pending", counted)
     points = np.random.default_rng(4).standard_normal((6000, 8)).astype(np.float32)
     np.testing.assert_array_equal(greedy_coreset(points, 600, 3), greedy_coreset_reference(points, 600, 3))
     assert 0 < 10 * updates["all_points"] < 600, updates
@@ -105,8 +107,6 @@ def test_coreset_size_and_projection_are_deterministic():
 def test_continued_selection_equals_one_selection_split_in_two():
     # Continuing from the first picks of a selection, on the remaining points, gives its later picks
     # (the order of the points does not matter to the rule except for ties, absent in random data).
-    from models.patchcore.sampling import greedy_coreset_continued
-
     points = np.random.default_rng(21).standard_normal((3000, 12)).astype(np.float32)
     whole = greedy_coreset(points, 120, seed=5)
     first, later = whole[:40], whole[40:]
@@ -120,20 +120,20 @@ def test_continued_selection_equals_one_selection_split_in_two():
 def test_pairwise_rule_distances_are_bitwise_the_vector_ones(dim, gather_rows, monkeypatch):
     # The selector computes the rule for rows with different centres in one call (in one gather or
     # several), one row at a time and for all rows against one centre: every way must round alike.
-    monkeypatch.setattr(sampling, "GATHER_ROWS", gather_rows)
+    monkeypatch.setattr(distances, "GATHER_ROWS", gather_rows)
     rng = np.random.default_rng(dim)
     points = (rng.standard_normal((300, dim)) * rng.uniform(1e-3, 1e3, (300, 1))).astype(np.float32)
-    sq_norms = sampling.squared_norms(points)
+    sq_norms = distances.squared_norms(points)
     centres = points[[17, 250, 3]]
     centre_sqs = sq_norms[[17, 250, 3]]
-    vectors = [sampling._distances(points, sq_norms, centres[c], centre_sqs[c]) for c in range(3)]
+    vectors = [distances.rule_distances(points, sq_norms, centres[c], centre_sqs[c]) for c in range(3)]
     owners = rng.integers(0, 3, len(points))
     rows = rng.permutation(len(points))
-    mixed = sampling.rule_pair_distances(points, sq_norms, centres, centre_sqs, rows, owners[rows])
+    mixed = distances.rule_pair_distances(points, sq_norms, centres, centre_sqs, rows, owners[rows])
     expected = np.array([vectors[owners[row]][row] for row in rows], dtype=np.float32)
     np.testing.assert_array_equal(mixed.view(np.int32), expected.view(np.int32))
     for row in rows[:20]:
-        one = sampling.rule_pair_distances(points, sq_norms, centres, centre_sqs, np.array([row]), owners[row:row + 1])
+        one = distances.rule_pair_distances(points, sq_norms, centres, centre_sqs, np.array([row]), owners[row:row + 1])
         np.testing.assert_array_equal(one.view(np.int32), vectors[owners[row]][row:row + 1].view(np.int32))
 
 
@@ -142,17 +142,17 @@ def test_batched_selection_rule_nearest_is_bitwise_the_reference_minimum(loop_ro
     # The exact nearest distances of rows near the top, asked again as centres are added (only the
     # new centres are computed then): one row at a time, in one pairwise call, or by a BLAS product
     # over the centres (one row at a time or all in one) and the rule only for those near its minimum.
-    monkeypatch.setattr(sampling, "LOOP_ROWS", loop_rows)
-    monkeypatch.setattr(sampling, "WIDE_NEED", wide_need)
+    monkeypatch.setattr(batched, "LOOP_ROWS", loop_rows)
+    monkeypatch.setattr(batched, "WIDE_NEED", wide_need)
     rng = np.random.default_rng(12)
     points = (rng.standard_normal((400, 64)) * rng.uniform(1e-2, 1e2, (400, 1))).astype(np.float32)
-    state = sampling._BatchedSelection(points, 9)
-    sq_norms = sampling.squared_norms(points)
+    state = batched.BatchedSelection(points, 9)
+    sq_norms = distances.squared_norms(points)
     for step, index in enumerate(rng.choice(len(points), 9, replace=False)):
         state.add_local_centre(int(index))
     for n_centres, rows in ((3, [5, 17, 300]), (7, [5, 6, 17, 399]), (9, list(range(0, 400, 7))), (9, [0, 7, 8, 14, 15])):
         rows = np.array(rows)
-        expected = np.min([sampling._distances(points, sq_norms, points[i], sq_norms[i])
+        expected = np.min([distances.rule_distances(points, sq_norms, points[i], sq_norms[i])
                            for i in state.selected[:n_centres]], axis=0)
         np.testing.assert_array_equal(state.rule_nearest(rows, n_centres).view(np.int32), expected[rows].view(np.int32))
 
@@ -160,19 +160,19 @@ def test_batched_selection_rule_nearest_is_bitwise_the_reference_minimum(loop_ro
 def test_batched_selection_skips_groups_out_of_reach_without_changing_the_result(monkeypatch):
     # Small groups, applied group by group whatever the fraction in reach: the pruning must skip
     # (group, centre) pairs on clustered data, and the picks stay the reference's.
-    monkeypatch.setattr(sampling, "TOP_ROWS", 64)
-    monkeypatch.setattr(sampling, "GROUPS", 32)
-    monkeypatch.setattr(sampling, "GROUP_MIN_SIZE", 16)
-    monkeypatch.setattr(sampling, "GROUP_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(batched, "TOP_ROWS", 64)
+    monkeypatch.setattr(batched, "GROUPS", 32)
+    monkeypatch.setattr(batched, "GROUP_MIN_SIZE", 16)
+    monkeypatch.setattr(batched, "GROUP_MAX_FRACTION", 1.0)
     checked = {"pairs": 0, "skipped": 0}
-    original = sampling._BatchedSelection._groups_in_reach
+    original = batched.BatchedSelection._groups_in_reach
 
     def counted(self, pending):
         in_reach = original(self, pending)
         checked["pairs"] += in_reach.size
         checked["skipped"] += int(np.count_nonzero(~in_reach))
         return in_reach
-    monkeypatch.setattr(sampling._BatchedSelection, "_groups_in_reach", counted)
+    monkeypatch.setattr(batched.BatchedSelection, "_groups_in_reach", counted)
     rng = np.random.default_rng(13)
     for points, n_select in ((clustered(14, n_points=4000), 800),
                              (rng.standard_normal((3000, 16)).astype(np.float32), 600)):
