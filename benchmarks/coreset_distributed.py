@@ -90,8 +90,7 @@ def main() -> int:
                 print(format_table(rows[-1:], COLUMNS).splitlines()[-2], flush=True)
     csv_path = os.path.join(args.save_path, "coreset_distributed.csv")
     write_csv(csv_path, rows, COLUMNS)
-    print(format_table(rows, COLUMNS))
-    print(f"saved {csv_path}")
+    print(f"{format_table(rows, COLUMNS)}\nsaved {csv_path}")
     return 0
 
 

@@ -80,8 +80,9 @@ def data(kind: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["random", "clustered_with_ties", "rescaled_1e-4", "rescaled_1e4"])
-@pytest.mark.parametrize("bounds", [(0, 1100, 3000), (0, 700, 2100, 3000), (0, 2999, 3000), (0, 1500, 1500, 3000)],
-                         ids=["2_unequal", "3_unequal", "one_point", "an_empty_shard"])
+@pytest.mark.parametrize("bounds", [(0, 1100, 3000), (0, 700, 2100, 3000), (0, 500, 1200, 2000, 3000), (0, 2999, 3000),
+                                    (0, 1500, 1500, 3000)],
+                         ids=["2_unequal", "3_unequal", "4_unequal", "one_point", "an_empty_shard"])
 def test_sharded_selection_equals_one_process(kind, bounds, top_rows):
     points = data(kind)
     expected = greedy_coreset_reference(points, 400, seed=4)
