@@ -35,14 +35,15 @@ class AutoGeometry:
 
 
 def image_sizes(paths: Iterable[str | os.PathLike]) -> np.ndarray:
-    """(width, height) of each image, read from the file headers only (no decoding)."""
+    """(width, height) of each readable image, from the file headers only (no decoding); an
+    unreadable one is left to the loader, whose one-line error names what is wrong with it."""
     sizes = []
     for path in paths:
         try:
             with Image.open(path) as img:
                 sizes.append(img.size)
-        except (OSError, UnidentifiedImageError) as err:
-            raise UserError(f"cannot read image '{path}': {err}") from None
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue
     return np.array(sizes, dtype=np.float64).reshape(-1, 2)
 
 
