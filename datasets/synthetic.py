@@ -516,8 +516,10 @@ def _thin_scratch(height: int, width: int, rng: np.random.Generator) -> np.ndarr
 
 def generate_elongated_category(root: str | os.PathLike, category: str = "synthetic_rod", *,
                                 n_train: int = 20, n_test_good: int = 5, n_test_defect: int = 10,
-                                height: int = 160, aspect: float = 2.5, seed: int = 0) -> Path:
-    """An MVTec-layout category of width = aspect x height rods with thin scratches along them."""
+                                height: int = 160, aspect: float = 2.5, contrast: float = 70.0,
+                                seed: int = 0) -> Path:
+    """An MVTec-layout category of width = aspect x height rods with thin scratches along them,
+    `contrast` grey levels brighter than the rod."""
     width = int(round(height * aspect))
     target = Path(root) / category
     Path(root).mkdir(parents=True, exist_ok=True)
@@ -530,9 +532,10 @@ def generate_elongated_category(root: str | os.PathLike, category: str = "synthe
         for i in range(n_test_defect):
             rng = _rng(seed, category, "scratch", i)
             img, mask = _render_rod(height, width, rng), _thin_scratch(height, width, rng)
-            img[mask] = np.clip(img[mask].astype(np.int32) + 70, 0, 255).astype(np.uint8)
+            img[mask] = np.clip(img[mask].astype(np.float64) + contrast, 0, 255).astype(np.uint8)
             _write_png(staging / "test" / "scratch" / f"{i:03d}.png", img)
             _write_png(staging / "ground_truth" / "scratch" / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
         _write_marker(staging, {"generator": "datasets.synthetic.generate_elongated_category", "category": category,
-                                "seed": int(seed), "height": int(height), "aspect": float(aspect)})
+                                "seed": int(seed), "height": int(height), "aspect": float(aspect),
+                                "contrast": float(contrast)})
     return target

@@ -22,6 +22,7 @@ from engine.trainer import report
 from models.feature_extractor import PatchFeatureExtractor
 from models.model_file import AnomalyModel, EmbeddingStream, model_path
 from models.registry import METHOD_ALIASES, METHODS
+from utils.config import AutoSize
 from utils.errors import UserError
 from utils.io import output_lock, remove_stale_temporaries
 from utils.launch import launched_world
@@ -90,7 +91,7 @@ def check_updatable(model: AnomalyModel, model_file: str, run: RunSettings) -> N
         if isinstance(stored, tuple) and isinstance(given, (int, float)):
             given = (given, given)
         if given != stored:
-            raise UserError(f"--{option} {value} differs from the model's {option} "
+            raise UserError(f"--{option} {_shown(value)} differs from the model's {option} "
                             f"({_shown(stored)}): --update keeps the model's own settings; drop the option "
                             f"or fit a new model")
     if run.run_eval and not os.path.isdir(os.path.join(run.data_path, model.category, "test")):
@@ -99,6 +100,9 @@ def check_updatable(model: AnomalyModel, model_file: str, run: RunSettings) -> N
 
 
 def _shown(value: Any) -> str:
+    """An option's value as the command line writes it."""
+    if isinstance(value, AutoSize):
+        return "auto" if value.short is None else f"auto:{value.short}"
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
