@@ -503,8 +503,11 @@ def _render_rod(height: int, width: int, rng: np.random.Generator) -> np.ndarray
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def _thin_scratch(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """A thin (1-2 px) scratch along the rod's long side, 15-30 % of its length."""
+def _thin_scratch(height: int, width: int, rng: np.random.Generator, across: bool = False) -> np.ndarray:
+    """A thin (1-2 px) scratch along the rod's long side, 15-30 % of its length; `across`: a crack
+    across the rod instead (thin along the long side, which a square resize compresses most)."""
+    if across:
+        return _thin_scratch(width, height, rng).T
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     row = height * rng.uniform(0.35, 0.65)
     length = width * rng.uniform(0.15, 0.30)
@@ -517,9 +520,9 @@ def _thin_scratch(height: int, width: int, rng: np.random.Generator) -> np.ndarr
 def generate_elongated_category(root: str | os.PathLike, category: str = "synthetic_rod", *,
                                 n_train: int = 20, n_test_good: int = 5, n_test_defect: int = 10,
                                 height: int = 160, aspect: float = 2.5, contrast: float = 70.0,
-                                seed: int = 0) -> Path:
+                                across: bool = False, seed: int = 0) -> Path:
     """An MVTec-layout category of width = aspect x height rods with thin scratches along them,
-    `contrast` grey levels brighter than the rod."""
+    `contrast` grey levels brighter than the rod (`across`: thin cracks across the rod instead)."""
     width = int(round(height * aspect))
     target = Path(root) / category
     Path(root).mkdir(parents=True, exist_ok=True)
@@ -531,11 +534,11 @@ def generate_elongated_category(root: str | os.PathLike, category: str = "synthe
             _write_png(staging / "test" / "good" / f"{i:03d}.png", _render_rod(height, width, _rng(seed, category, "good", i)))
         for i in range(n_test_defect):
             rng = _rng(seed, category, "scratch", i)
-            img, mask = _render_rod(height, width, rng), _thin_scratch(height, width, rng)
+            img, mask = _render_rod(height, width, rng), _thin_scratch(height, width, rng, across)
             img[mask] = np.clip(img[mask].astype(np.float64) + contrast, 0, 255).astype(np.uint8)
             _write_png(staging / "test" / "scratch" / f"{i:03d}.png", img)
             _write_png(staging / "ground_truth" / "scratch" / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
         _write_marker(staging, {"generator": "datasets.synthetic.generate_elongated_category", "category": category,
                                 "seed": int(seed), "height": int(height), "aspect": float(aspect),
-                                "contrast": float(contrast)})
+                                "contrast": float(contrast), "across": bool(across)})
     return target

@@ -54,3 +54,22 @@ def test_size_options_parse_auto():
     assert resize_size("256,320") == (256, 320)
     with pytest.raises(argparse.ArgumentTypeError):
         resize_size("auto:1")
+
+
+def test_elongated_parts_are_generated_deterministically_with_masked_scratches(tmp_path):
+    from datasets.synthetic import generate_elongated_category
+
+    for run, across in (("a", False), ("b", False), ("c", True)):
+        generate_elongated_category(tmp_path / run, "rod", n_train=2, n_test_good=1, n_test_defect=2, height=64,
+                                    across=across)
+    folder = tmp_path / "a" / "rod"
+    assert median_size(sorted((folder / "train" / "good").glob("*.png"))) == (160, 64)
+    for name in ("test/scratch/000.png", "ground_truth/scratch/001_mask.png"):
+        assert (folder / name).read_bytes() == (tmp_path / "b" / "rod" / name).read_bytes()
+    import numpy as np
+    along = np.asarray(Image.open(folder / "ground_truth" / "scratch" / "000_mask.png")) > 0
+    across = np.asarray(Image.open(tmp_path / "c" / "rod" / "ground_truth" / "scratch" / "000_mask.png")) > 0
+    rows, cols = np.nonzero(along)
+    assert along.any() and np.ptp(cols) > 3 * np.ptp(rows)          # a line along the long side
+    rows, cols = np.nonzero(across)
+    assert across.any() and np.ptp(rows) > 3 * np.ptp(cols)
