@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli import ARCH_NAMES, add_data_args, add_eval_args, run_cli, script_parser, select_device
+from engine.cli import ARCH_NAMES, add_data_args, add_eval_args, run_cli, run_settings, script_parser
 from engine.trainer import evaluate_saved
 
 
@@ -17,16 +17,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model_dir", default=None, help="folder of <category>.pdparams (default: --save_path)")
     parser.add_argument("--arch", default=None, choices=ARCH_NAMES, help="refuse models trained with another arch")
     parser.add_argument("--pretrained", default=None, help="override where the backbone weights come from")
-    parser.add_argument("--save_pic", action="store_true", help="save a figure per test image")
+    parser.add_argument("--save_pic", action="store_true",
+                        help="save a figure per test image into <save_path>/pics/<category> (replacing that "
+                             "folder); the one figures setting: off here unless given, on in predict.py / "
+                             "infer.py unless --no_pictures")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
-    backend = select_device(args.device)
-    evaluate_saved(args.data_path, args.category, args.model_dir or args.save_path, args.save_path,
-                   args.batch_size, args.eval_PRO, figures=args.save_pic, arch=args.arch,
-                   pretrained=args.pretrained, progress=not args.no_progress, backend=backend)
+    evaluate_saved(run_settings(args, figures=args.save_pic, model_dir=args.model_dir, arch=args.arch))
     return 0
 
 

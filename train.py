@@ -1,7 +1,7 @@
 """Fit a model per category (and optionally evaluate it on the test split).
 
---method coreset (PatchCore, the default) keeps a memory bank of --k percent of the training patches;
---method padim fits a Gaussian per patch position on --k randomly chosen channels.
+--method patchcore (the default; "coreset" is the same method) keeps a memory bank of --k percent
+of the training patches; --method padim fits a Gaussian per patch position on --k randomly chosen channels.
 
 Example: python train.py --data_path ROOT --category bottle --arch mobilenet_v2 --k 10 --eval --eval_PRO
          python train.py --data_path ROOT --category bottle --method padim --arch resnet18 --k 100 --eval
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli import add_data_args, add_eval_args, add_model_args, config_from_args, run_cli, script_parser, select_device
-from engine.trainer import train, update
+from engine.cli import (add_data_args, auto_geometry, add_eval_args, add_model_args, config_from_args, fixed_options, run_cli,
+                        run_settings, script_parser)
+from engine.trainer import train
+from engine.updater import update
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = script_parser(__doc__)
     add_data_args(parser)
     add_model_args(parser)
@@ -22,21 +24,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval", action="store_true", help="evaluate each category after fitting it")
     parser.add_argument("--update", metavar="MODEL", default=None,
                         help="add the good images of --data_path (an MVTec tree with --category, or a plain folder) "
-                             "to this trained PatchCore model with its own settings; writes "
-                             "<save_path>/<category>.pdparams (it may replace MODEL)")
-    return parser.parse_args()
+                             "to this trained model with its own settings (options that differ from them are "
+                             "refused); writes <save_path>/<category>.pdparams (it may replace MODEL)")
+    return parser
 
 
 def main() -> int:
-    args = parse_args()
-    backend = select_device(args.device)
+    parser = build_parser()
+    args = parser.parse_args()
     if args.update:
         # The model's own weights unless --pretrained names others (e.g. the same file elsewhere).
-        update(args.update, args.data_path, None if args.category == "all" else args.category, args.save_path,
-               args.batch_size, args.eval, args.eval_PRO, args.pretrained, progress=not args.no_progress, backend=backend)
+        update(args.update, run_settings(args, category=None if args.category == "all" else args.category,
+                                         run_eval=args.eval, fixed_options=fixed_options(parser, args)))
         return 0
-    train(config_from_args(args), args.data_path, args.category, args.save_path, args.batch_size, args.eval,
-          args.eval_PRO, progress=not args.no_progress, backend=backend)
+    train(config_from_args(args), run_settings(args, run_eval=args.eval, auto_geometry=auto_geometry(args)))
     return 0
 
 

@@ -29,6 +29,7 @@ def _child(args: argparse.Namespace) -> dict:
 
     from datasets.mvtec import MVTecDataset
     from engine.pipeline import fit, iterate_batches
+    from engine.settings import RunSettings
     from models.feature_extractor import build_extractor, extract
     from models.patchcore.sampling import coreset_size, greedy_coreset, random_projection
     from utils.runtime import peak_memory_mb
@@ -40,7 +41,7 @@ def _child(args: argparse.Namespace) -> dict:
     out: dict = {}
     if args.part == "fit":
         start = time.perf_counter()
-        model, _ = fit(extractor, train_set, config, args.category, progress=False)
+        model, _ = fit(extractor, train_set, config, args.category, RunSettings("", "", progress=False))
         out = dict(model.fit_stats, total_seconds=time.perf_counter() - start)
         model.save(os.path.join(args.save_path, f"{args.category}.pdparams"))
     elif args.part.startswith("coreset"):

@@ -484,3 +484,61 @@ def _matching_masks(folder: Path, stem: str) -> Iterable[Path]:
     if not folder.is_dir():
         return []
     return [p for p in _images(folder) if p.stem == f"{stem}_mask"]
+
+
+# --------------------------------------------------------------------------------------------
+# Elongated parts (aspect-ratio experiments: --resize auto against a square geometry)
+# --------------------------------------------------------------------------------------------
+
+def _render_rod(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A horizontal metal rod filling the image's long side: shaded across, grain along its length."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    top, bottom = height * (0.22 + rng.uniform(-0.01, 0.01)), height * (0.78 + rng.uniform(-0.01, 0.01))
+    across = np.clip((yy - top) / (bottom - top), 0, 1)
+    inside = (yy >= top) & (yy <= bottom) & (xx >= width * 0.03) & (xx <= width * 0.97)
+    shade = 120 + 90 * np.sin(np.pi * across) ** 0.6 + 6 * np.sin(xx / width * 40 + rng.uniform(0, 6))
+    grain = ndimage.gaussian_filter1d(rng.standard_normal((height, width)), 6, axis=1) * 8
+    img = np.where(inside, shade + grain, 30.0)
+    img = np.repeat(img[..., None], 3, axis=2) * np.array([1.0, 0.98, 0.95]) + rng.normal(0, 2.0, (height, width, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _thin_scratch(height: int, width: int, rng: np.random.Generator, across: bool = False) -> np.ndarray:
+    """A thin (1-2 px) scratch along the rod's long side, 15-30 % of its length; `across`: a crack
+    across the rod instead (thin along the long side, which a square resize compresses most)."""
+    if across:
+        return _thin_scratch(width, height, rng).T
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    row = height * rng.uniform(0.35, 0.65)
+    length = width * rng.uniform(0.15, 0.30)
+    start = rng.uniform(width * 0.08, width * 0.92 - length)
+    slope = rng.uniform(-0.02, 0.02)
+    line = row + slope * (xx - start)
+    return (np.abs(yy - line) <= rng.uniform(0.5, 1.0)) & (xx >= start) & (xx <= start + length)
+
+
+def generate_elongated_category(root: str | os.PathLike, category: str = "synthetic_rod", *,
+                                n_train: int = 20, n_test_good: int = 5, n_test_defect: int = 10,
+                                height: int = 160, aspect: float = 2.5, contrast: float = 70.0,
+                                across: bool = False, seed: int = 0) -> Path:
+    """An MVTec-layout category of width = aspect x height rods with thin scratches along them,
+    `contrast` grey levels brighter than the rod (`across`: thin cracks across the rod instead)."""
+    width = int(round(height * aspect))
+    target = Path(root) / category
+    Path(root).mkdir(parents=True, exist_ok=True)
+    _check_target(target)
+    with _staged(target) as staging:
+        for i in range(n_train):
+            _write_png(staging / "train" / "good" / f"{i:03d}.png", _render_rod(height, width, _rng(seed, category, "train", i)))
+        for i in range(n_test_good):
+            _write_png(staging / "test" / "good" / f"{i:03d}.png", _render_rod(height, width, _rng(seed, category, "good", i)))
+        for i in range(n_test_defect):
+            rng = _rng(seed, category, "scratch", i)
+            img, mask = _render_rod(height, width, rng), _thin_scratch(height, width, rng, across)
+            img[mask] = np.clip(img[mask].astype(np.float64) + contrast, 0, 255).astype(np.uint8)
+            _write_png(staging / "test" / "scratch" / f"{i:03d}.png", img)
+            _write_png(staging / "ground_truth" / "scratch" / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
+        _write_marker(staging, {"generator": "datasets.synthetic.generate_elongated_category", "category": category,
+                                "seed": int(seed), "height": int(height), "aspect": float(aspect),
+                                "contrast": float(contrast), "across": bool(across)})
+    return target

@@ -9,16 +9,18 @@ from utils.errors import install_interrupt_hook
 install_interrupt_hook()
 
 from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
-from utils.config import (AGGREGATIONS, DEFAULT_VAL_RATIO, Config, DataConfig, ModelConfig, finite_float,
+from utils.config import (AGGREGATIONS, AutoSize, DEFAULT_VAL_RATIO, Config, DataConfig, ModelConfig, finite_float,
                           INTERPOLATIONS, crop_size_type, non_negative_int, positive_int, resize_size, str2bool)
 from utils.errors import UserError, run_cli, script_parser
 from utils.runtime import DEVICES, select_device
 from engine.distributed import quiet_launched_worker
+from datasets.geometry import DEFAULT_CROP_SHORT, DEFAULT_RESIZE_SHORT, GRID_STRIDE, AutoGeometry
+from engine.settings import FIXED_OPTIONS, RunSettings
 
 quiet_launched_worker()
 
 __all__ = ["ARCH_NAMES", "add_data_args", "add_device_arg", "add_eval_args", "add_model_args", "config_from_args",
-           "run_cli", "script_parser", "select_device"]
+           "given_options", "run_cli", "run_settings", "script_parser", "select_device"]
 
 ARCH_NAMES = tuple(ARCHS)
 
@@ -32,9 +34,13 @@ def add_data_args(parser: argparse.ArgumentParser, preprocessing: bool = True) -
     if not preprocessing:
         return
     parser.add_argument("--resize", type=resize_size, default=d.resize,
-                        help="N (square) or H,W: the size images are resized to (e.g. 256,320 for elongated parts)")
-    parser.add_argument("--crop_size", type=crop_size_type, default=d.crop_size,
-                        help="N or H,W: centre crop after resizing; equal to --resize means no crop")
+                        help="N (square), H,W (e.g. 256,640 for elongated parts) or auto[:N]: the training images' "
+                             f"median aspect with short side N (default {DEFAULT_RESIZE_SHORT}), sides multiples of "
+                             f"{GRID_STRIDE}; stored in the model (default {d.resize})")
+    parser.add_argument("--crop_size", type=crop_size_type, default=None,
+                        help="N, H,W or auto[:N] (the resized aspect, short side N, default "
+                             f"{DEFAULT_CROP_SHORT}): centre crop after resizing; equal to --resize means no crop "
+                             f"(default {d.crop_size}, or auto with --resize auto)")
     parser.add_argument("--interpolation", default=d.interpolation, choices=INTERPOLATIONS,
                         help="image downscaling: antialias (PIL bilinear with its area-widened filter) or bilinear "
                              "(plain two-tap, as OpenCV INTER_LINEAR; keeps thin defects sharper)")
@@ -42,12 +48,17 @@ def add_data_args(parser: argparse.ArgumentParser, preprocessing: bool = True) -
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     m = ModelConfig()
-    parser.add_argument("--method", default="coreset", choices=sorted(METHOD_ALIASES))
+    names = {spec.name: spec for spec in METHODS.values()}
+    parser.add_argument("--method", default="patchcore", choices=sorted(METHOD_ALIASES),
+                        help="; ".join(f"{name}: {spec.title}" + (f" (alias {', '.join(a for a in spec.aliases if a != name)})"
+                                                                  if len(spec.aliases) > 1 else "")
+                                       for name, spec in names.items()))
     parser.add_argument("--arch", default=m.arch, choices=ARCH_NAMES)
     parser.add_argument("--pretrained", default=None,
                         help=f"imagenet (paddle.vision download/cache) | none (random init) | PATH.pdparams (default "
                              f"{m.pretrained}; with --update: the model's own)")
-    k_help = "; ".join(f"{'/'.join(spec.aliases)}: {spec.k_help}" for spec in METHODS.values())
+    # One option, two meanings: say both, per method, in --help.
+    k_help = "; ".join(f"{spec.name}: {spec.k_help}" for spec in METHODS.values())
     parser.add_argument("--k", type=finite_float, default=None, help=k_help)
     parser.add_argument("--local_aggregation", type=str2bool, default=None,
                         help="3x3 average of each stage's features (default: True for coreset, False for padim)")
@@ -88,8 +99,20 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
                         help="where the network and the coreset/kNN run (auto: a GPU when Paddle has CUDA)")
 
 
+def auto_geometry(args: argparse.Namespace) -> AutoGeometry:
+    """What --resize / --crop_size auto asked for (a crop not given follows an auto resize)."""
+    crop = args.crop_size if args.crop_size is not None or not isinstance(args.resize, AutoSize) else AutoSize()
+    return AutoGeometry(
+        resize_short=(args.resize.short or DEFAULT_RESIZE_SHORT) if isinstance(args.resize, AutoSize) else None,
+        crop_short=(crop.short or DEFAULT_CROP_SHORT) if isinstance(crop, AutoSize) else None)
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    data = DataConfig(resize=args.resize, crop_size=args.crop_size, interpolation=args.interpolation)
+    """The fit's settings; auto sides hold their short side here until engine chooses them per category."""
+    auto = auto_geometry(args)
+    crop = DataConfig.crop_size if args.crop_size is None else args.crop_size
+    data = DataConfig(resize=auto.resize_short or args.resize, crop_size=auto.crop_short or crop,
+                      interpolation=args.interpolation)
     spec = method_spec(args.method)
     chosen = {"k": args.k, "local_aggregation": args.local_aggregation}
     settings = {**spec.defaults(args.arch), **{k: v for k, v in chosen.items() if v is not None}}
@@ -108,3 +131,32 @@ def config_from_args(args: argparse.Namespace) -> Config:
     except ValueError as err:
         raise UserError(f"--{err}") from None
     return config
+
+
+def run_settings(args: argparse.Namespace, **chosen: object) -> RunSettings:
+    """The run's settings from the parsed arguments common to train.py and eval.py; `chosen`: the
+    script's own fields of RunSettings (run_eval, figures, model_dir, arch, fixed_options, or a
+    category of its own)."""
+    common = dict(data_path=args.data_path, save_path=args.save_path, category=args.category,
+                  batch_size=args.batch_size, with_pro=args.eval_PRO, progress=not args.no_progress,
+                  backend=select_device(args.device), pretrained=args.pretrained)
+    return RunSettings(**{**common, **chosen})
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> set[str]:
+    """The options the command line itself gave (not filled in from their defaults)."""
+    defaults = {action.dest: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        given, _ = parser.parse_known_args(argv)
+    finally:
+        for action in parser._actions:
+            action.default = defaults[action.dest]
+    return set(vars(given))
+
+
+def fixed_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[tuple[str, object], ...]:
+    """--update: the given options that a model fixes, with their values (checked against the model)."""
+    given = given_options(parser)
+    return tuple((name, getattr(args, name)) for name in FIXED_OPTIONS if name in given)

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.distributed import make_shard
+from engine.settings import RunSettings
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
 from models.fit_memory import check_fit_memory
 from models.model_file import AnomalyModel, EmbeddingStream, model_path
@@ -67,27 +68,34 @@ def dynamic_embedder(model: AnomalyModel, pretrained: str | None = None) -> Call
     return lambda images: extract(extractor, images)
 
 
-def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str, batch_size: int = 8,
-        progress: bool = True, backend: str = "numpy",
+def extract_batches(extractor: PatchFeatureExtractor, images: Any, batch_size: int, desc: str,
+                    progress: bool) -> Iterator[np.ndarray]:
+    """Embeddings of `images`, batch by batch, in order: the extraction step of a fit."""
+    return (extract(extractor, batch) for batch, _, _ in iterate_batches(images, batch_size, desc, progress))
+
+
+def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str,
+        run: RunSettings | None = None,
         shard: Shard | None = None) -> tuple[AnomalyModel, Callable[[int], Iterator[np.ndarray]] | None]:
     """Fit the configured method on the training images; embeddings are streamed batch by batch.
 
-    `backend` (see utils.runtime.select_device): "paddle" runs the method's array work on the device.
+    `run`: batch size, progress bars and backend (see utils.runtime.select_device: "paddle" runs the
+    method's array work on the device); default RunSettings'.
     `shard`: this process's part of a distributed fit (default: from the launcher's environment).
 
     Returns the model and, where the fit kept them, a replay of the training embeddings (see FitResult).
     """
+    run = run or RunSettings(data_path="", save_path="")
     start = time.perf_counter()
     # Under paddle.distributed.launch this process extracts only its shard of the images.
     shard = shard or make_shard(len(train_set))
     images = shard_images(train_set, shard)
-    check_fit_memory(config, len(images), batch_size)      # before the first batch is decoded
-    progress = progress and shard.is_main
-    embeddings = (extract(extractor, batch) for batch, _, _ in
-                  iterate_batches(images, batch_size, f"{category}: features", progress))
+    check_fit_memory(config, len(images), run.batch_size)      # before the first batch is decoded
+    progress = run.progress and shard.is_main
+    embeddings = extract_batches(extractor, images, run.batch_size, f"{category}: features", progress)
     fit_method = METHODS[config.model.method].fit_function()
     arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(images)), config.model,
-                                                          progress, backend, shard)
+                                                          progress, run.backend, shard)
     stats["fit_seconds"] = time.perf_counter() - start
     peaks = shard.all_gather(np.array([peak_memory_mb()]))[:, 0]
     stats.update({"peak_memory_mb": float(peaks.max())} if shard.world_size == 1 else
@@ -96,13 +104,13 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
     return model, training_embeddings
 
 
-def score_batches(model: AnomalyModel, extractor: PatchFeatureExtractor, dataset: Any, batch_size: int = 8,
-                  progress: bool = True, backend: str = "numpy") -> tuple[Scores, np.ndarray, np.ndarray]:
+def score_batches(model: AnomalyModel, extractor: PatchFeatureExtractor, dataset: Any,
+                  run: RunSettings) -> tuple[Scores, np.ndarray, np.ndarray]:
     """Score a whole dataset: (Scores, masks [N,H,W], labels [N])."""
-    scorer = model.scorer(backend)
+    scorer = model.scorer(run.backend)
     parts, masks, labels = [], [], []
-    for images, batch_masks, batch_labels in iterate_batches(dataset, batch_size, f"{model.category}: scoring",
-                                                             progress):
+    for images, batch_masks, batch_labels in iterate_batches(dataset, run.batch_size, f"{model.category}: scoring",
+                                                             run.progress):
         parts.append(scorer(extract(extractor, images)).check_finite())
         masks.append(batch_masks)
         labels.append(batch_labels)

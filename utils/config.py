@@ -62,12 +62,21 @@ def hw(size: "int | tuple[int, int] | list[int]") -> tuple[int, int]:
     return int(size), int(size)
 
 
+@dataclass(frozen=True)
+class AutoSize:
+    """--resize auto[:N] / --crop_size auto[:N]: the side chosen from the training images' shape
+    (datasets.geometry), N the short side (None: the option's default)."""
+    short: int | None = None
+
+
 def _size_type(minimum: int, name: str) -> Callable[[str], Any]:
-    """An argparse `type=` for sizes: "256" (square) or "256,320" (height,width); a square pair is
-    stored as one number, so square settings and model files stay as they always were."""
+    """An argparse `type=` for sizes: "256" (square), "256,320" (height,width) or "auto[:N]" (AutoSize);
+    a square pair is stored as one number, so square settings and model files stay as they always were."""
     number = _number_type(int, minimum, name)
 
     def parse(text: str) -> Any:
+        if text == "auto" or text.startswith("auto:"):
+            return AutoSize(number(text[5:]) if text.startswith("auto:") else None)
         parts = [number(part) for part in text.split(",")]
         if len(parts) not in (1, 2):
             raise argparse.ArgumentTypeError(f"expected {name} or height,width, got {text!r}")
