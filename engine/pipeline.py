@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.distributed import make_shard
+from engine.fast_extraction import training_embedder
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
 from models.model_file import AnomalyModel, EmbeddingStream, model_path
 from models.registry import METHODS
@@ -81,8 +82,9 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
     shard = shard or make_shard(len(train_set))
     images = shard_images(train_set, shard)
     progress = progress and shard.is_main
-    embeddings = (extract(extractor, batch) for batch, _, _ in
-                  iterate_batches(images, batch_size, f"{category}: features", progress))
+    embed = training_embedder(extractor, config.data.crop_hw)
+    embeddings = (embed(batch) for batch, _, _ in iterate_batches(images, batch_size, f"{category}: features",
+                                                                    progress))
     fit_method = METHODS[config.model.method].fit_function()
     arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(images)), config.model,
                                                           progress, backend, shard)
