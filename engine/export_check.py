@@ -1,9 +1,11 @@
 """Export verifies itself: every written program, in every installed engine that reads it, against
 the dynamic graph, on a seeded input (and a real image if given); beyond 1e-4 relative it is refused.
+The self-contained ONNX model (--format onnx_full) is checked on its scores and maps instead.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -11,11 +13,13 @@ import numpy as np
 from datasets.preprocess import load_image, preprocess_image
 from deploy.runtimes import ExportFiles, RuntimeOptions, installed_engines, open_runtime
 from models.feature_extractor import PatchFeatureExtractor, extract
+from models.model_file import AnomalyModel
 from utils.config import DataConfig
 from utils.errors import UserError
 
 # Scores and maps must agree with predict.py to 1e-5 / 1e-4; the embeddings they come from to this.
 EXPORT_TOLERANCE = 1e-4
+FULL_SCORE_TOLERANCE = 1e-5
 CHECK_SEED = 0
 
 
@@ -70,4 +74,46 @@ def verify_export(extractor: PatchFeatureExtractor, files: ExportFiles, data: Da
                             f"dynamic graph by {check.max_rel_diff:.2e} (relative, limit {EXPORT_TOLERANCE:.0e}); "
                             f"nothing was written")
         checks.append(check)
+    return checks
+
+
+def _run_full_model(engine: str, path: str, images: np.ndarray, cpu_threads: int) -> dict[str, np.ndarray]:
+    """The self-contained model's outputs by name, in ONNX Runtime or OpenVINO (f32, as the runtimes)."""
+    if engine == "onnxruntime":
+        import onnxruntime
+
+        settings = onnxruntime.SessionOptions()
+        settings.intra_op_num_threads, settings.log_severity_level = cpu_threads, 3
+        session = onnxruntime.InferenceSession(path, settings, providers=["CPUExecutionProvider"])
+        return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": images})))
+    import openvino
+
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_NUM_THREADS": cpu_threads,
+                                                                 "INFERENCE_PRECISION_HINT": "f32"})
+    results = compiled.create_infer_request().infer([images])
+    # An output can carry several tensor names in OpenVINO: ask for each by the graph's name.
+    return {name: np.array(results[compiled.output(name)]) for name in ("image_score", "anomaly_map")}
+
+
+def verify_full_model(model: AnomalyModel, extractor: PatchFeatureExtractor, path: str, data: DataConfig,
+                      image: str | None = None, cpu_threads: int = 2) -> list[RuntimeCheck]:
+    """The self-contained ONNX model against the dynamic graph and the project's scorer: image scores
+    to FULL_SCORE_TOLERANCE, maps to EXPORT_TOLERANCE (relative), in every installed ONNX engine."""
+    inputs = check_inputs(data, image)
+    expected = model.scorer()(extract(extractor, inputs))
+    checks = []
+    for engine in (e for e in installed_engines() if e in ("onnxruntime", "openvino")):
+        try:
+            outputs = _run_full_model(engine, path, inputs, cpu_threads)
+        except Exception as err:   # the engines raise their own C++ errors
+            raise UserError(f"export refused: {engine} cannot run {os.path.basename(path)}: "
+                            f"{str(err).strip().splitlines()[-1][:160]}; nothing was written") from None
+        scores = relative_difference(expected.image_scores, outputs["image_score"])
+        maps = max(relative_difference(e, a) for e, a in zip(expected.anomaly_maps, outputs["anomaly_map"]))
+        if not (scores <= FULL_SCORE_TOLERANCE and maps <= EXPORT_TOLERANCE):
+            raise UserError(f"export refused: {engine} running {os.path.basename(path)} differs from the dynamic "
+                            f"graph by {scores:.2e} in image scores, {maps:.2e} in maps (relative, limits "
+                            f"{FULL_SCORE_TOLERANCE:.0e}, {EXPORT_TOLERANCE:.0e}); nothing was written")
+        checks.append(RuntimeCheck(engine, path, max(scores, maps)))
     return checks

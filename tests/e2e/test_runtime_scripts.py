@@ -1,6 +1,9 @@
-"""Every inference engine against predict.py, avgpool and unfold: export --format onnx verifies
-itself, infer.py --backend X scores as the dynamic graph does (1e-5 scores, 1e-4 maps)."""
+"""Every inference engine against predict.py, avgpool, unfold and PaDiM: export --format onnx_full
+verifies itself, infer.py --backend X scores as the dynamic graph does (1e-5 scores, 1e-4 maps), and
+model_full.onnx scores with ONNX Runtime and NumPy alone (the docs example)."""
 import importlib.util
+import re
+import sys
 
 import pytest
 
@@ -8,7 +11,7 @@ from helpers import FAST_TRAIN_ARGS, infer_args, run_script
 from tools.compare_outputs import load_outputs, relative_differences
 
 AGGREGATIONS = {"avgpool": (), "unfold": ("--aggregation", "unfold", "--pretrain_embed_dim", "40",
-                                          "--target_embed_dim", "24")}
+                                          "--target_embed_dim", "24"), "padim": ("--method", "padim", "--k", "40")}
 ENGINE_PACKAGES = {"paddle": "paddle", "openvino": "openvino", "onnxruntime": "onnxruntime"}
 
 
@@ -24,12 +27,13 @@ def exported(request, synthetic_root, tmp_path_factory):
     assert done.returncode == 0, done.stderr
     image = next((synthetic_root / "part" / "test" / "good").iterdir())
     done = run_script("export_model.py", "--model_path", str(out / "part.pdparams"), "--save_dir", str(out / "infer"),
-                      "--format", "onnx", "--check_image", str(image))
+                      "--format", "onnx_full", "--check_image", str(image))
     assert done.returncode == 0, done.stderr
     # The check table names every installed engine and file, each within the limit.
     checks = [line.split() for line in done.stdout.splitlines()[1:] if not line.startswith("wrote ")]
     installed = {e for e, p in ENGINE_PACKAGES.items() if importlib.util.find_spec(p)}
     assert {c[0] for c in checks} == installed and all(float(c[1]) <= 1e-4 for c in checks)
+    assert sum(c[2] == "model_full.onnx" for c in checks) == len(installed & {"openvino", "onnxruntime"})
     test_dir = synthetic_root / "part" / "test"
     done = run_script("predict.py", str(test_dir), "--model_path", str(out / "part.pdparams"), "--save_path",
                       str(out / "predict"), "--save_maps", "--no_pictures")
@@ -37,8 +41,9 @@ def exported(request, synthetic_root, tmp_path_factory):
     return out / "infer", load_outputs(str(out / "predict" / "anomaly_maps.npz")), test_dir
 
 
-@pytest.mark.parametrize("backend", ["auto", "paddle", "openvino", "onnxruntime"])
-@pytest.mark.parametrize("batch_size", [1, 3])
+# One infer.py run per engine and model (each costs seconds): batch 3 over 7 images checks batching
+# and a short last batch; auto is what a user gets without flags.
+@pytest.mark.parametrize("backend, batch_size", [("auto", 1), ("paddle", 3), ("openvino", 3), ("onnxruntime", 3)])
 def test_every_backend_scores_as_predict(exported, backend, batch_size, tmp_path):
     if backend in ENGINE_PACKAGES and importlib.util.find_spec(ENGINE_PACKAGES[backend]) is None:
         pytest.skip(f"{backend} is not installed")
@@ -63,3 +68,26 @@ def test_onnx_file_is_bound_to_its_stats(exported, tmp_path):
     done = run_script(*infer_args(copy, input_file=test_dir, backend="onnxruntime", save_path=tmp_path / "x"))
     assert done.returncode != 0
     assert done.stderr.strip().count("\n") == 0 and "was not exported with" in done.stderr, done.stderr
+
+
+def test_full_model_scores_with_onnxruntime_and_numpy_alone(exported, tmp_path):
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime is not installed")
+    from helpers import ROOT
+
+    folder, dynamic, test_dir = exported
+    example = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "runtimes-notes.md").read_text(), re.S).group(1)
+    # After the example: which modules it loaded (run outside the repo, so the project is not importable).
+    check = ("\nimport sys as _s\nprint('LOADED', sorted({m.split('.')[0] for m in _s.modules} & "
+             "{'paddle', 'utils', 'datasets', 'models', 'engine', 'deploy', 'tools'}))\n")
+    image = sorted((test_dir / "scratch").iterdir())[0]
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", example + check, str(folder / "model_full.onnx"), str(image), "64",
+                           "64"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "LOADED []" in done.stdout
+    score = float(re.search(r"score (\S+)", done.stdout).group(1))
+    expected = float(dynamic["image_scores"][list(dynamic["images"]).index(str(image))])
+    assert abs(score - expected) <= 1e-5 * abs(expected) + 1e-7, (score, expected)
+    assert re.search(r"(anomalous|normal) defect_area", done.stdout)
