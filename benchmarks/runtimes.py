@@ -8,7 +8,8 @@
 
 Per engine (paddle with and without oneDNN, openvino on the .pdmodel and on the ONNX file,
 onnxruntime) and batch size: network ms/img on the test images (after one warm-up batch), and the
-max relative difference of image scores and anomaly maps to the dynamic graph (predict.py's path).
+max relative difference of image scores and anomaly maps to the dynamic graph (predict.py's path);
+with a model_full.onnx (--format onnx_full) also that model in ONNX Runtime (network + scoring ms/img).
 --end_to_end also times infer.py itself (--backend auto against --backend paddle --enable_mkldnn
 True, alternating, each run its own process). --fit times the fit's feature extraction: dynamic
 graph against the engine (engine.fast_extraction), alternating. Prints tables, saves them as CSV.
@@ -118,8 +119,34 @@ def network_and_accuracy(args: argparse.Namespace) -> list[dict]:
                            for a, b in zip(scores.anomaly_maps, reference.anomaly_maps))
             rows.append({"engine": label, "batch": batch, "network_ms_img": ms,
                          "score_rel_diff": float(score_diff.max()), "map_rel_diff": map_diff})
+        full = os.path.join(args.export_dir, "model_full.onnx")
+        if os.path.isfile(full):
+            rows.append(full_model_row(full, images, reference, batch, args.threads))
     print(f"{len(images)} test images of {args.category}, {args.threads} threads")
     return rows
+
+
+def full_model_row(path: str, images, reference, batch: int, threads: int) -> dict:
+    """model_full.onnx in ONNX Runtime: network + scoring ms/img, and its scores against the reference."""
+    import numpy as np
+    import onnxruntime
+
+    settings = onnxruntime.SessionOptions()
+    settings.intra_op_num_threads, settings.log_severity_level = threads, 3
+    session = onnxruntime.InferenceSession(path, settings, providers=["CPUExecutionProvider"])
+    session.run(None, {"images": images[:batch]})   # warm-up
+    scores, maps, seconds = [], [], 0.0
+    for start in range(0, len(images), batch):
+        t = time.perf_counter()
+        score, _, anomaly_map, _ = session.run(None, {"images": images[start:start + batch]})
+        seconds += time.perf_counter() - t
+        scores.append(score)
+        maps.append(anomaly_map)
+    scores, maps = np.concatenate(scores), np.concatenate(maps)
+    return {"engine": "onnx_full (ort)", "batch": batch, "network_ms_img": 1000 * seconds / len(images),
+            "score_rel_diff": float((np.abs(scores - reference.image_scores) / np.abs(reference.image_scores)).max()),
+            "map_rel_diff": max(float(np.abs(a - b).max() / np.abs(b).max())
+                                for a, b in zip(maps, reference.anomaly_maps))}
 
 
 def end_to_end(args: argparse.Namespace) -> list[dict]:
