@@ -26,6 +26,10 @@ def test_engine_features_match_the_dynamic_graph(extractor, monkeypatch, capsys)
         got = embed(batch)
         assert np.abs(got - expected).max() <= fast.FIT_TOLERANCE * np.abs(expected).max()
     assert embed.embed.name in ("openvino", "paddle")          # an engine did the work, not the fallback
+    # Same extractor and engine, same features: the same seed gives the same memory bank.
+    again = fast.training_embedder(extractor, (64, 64))
+    for batch in _batches():
+        np.testing.assert_array_equal(again(batch), embed(batch))
     assert capsys.readouterr().err == ""
     # The extractor itself is still the dynamic graph (to_static worked on a copy).
     assert type(extractor.forward).__name__ == "method"
