@@ -22,8 +22,11 @@ from deploy.runtimes import ExportFiles, RuntimeOptions, open_runtime
 from models.feature_extractor import PatchFeatureExtractor, extract
 
 # Features the fit gets from an engine agree with the dynamic graph's to this (relative to the
-# largest value), or the fit extracts them on the dynamic graph.
-FIT_TOLERANCE = 1e-5
+# largest value), or the fit extracts them on the dynamic graph. The export check's bound: float32
+# networks differ by about 1e-5 between engines (bottle MobileNetV2 with ImageNet weights: 9.4e-6
+# avgpool over all 209 training images, 1.1e-5 unfold on the first batch), and at that difference
+# scores still agree to 2.5e-6 and the bottle metrics are unchanged.
+FIT_TOLERANCE = 1e-4
 RUNTIME_VARIABLE = "PATCHCORE_FIT_RUNTIME"
 
 Embedder = Callable[[np.ndarray], np.ndarray]

@@ -24,7 +24,7 @@ def test_engine_features_match_the_dynamic_graph(extractor, monkeypatch, capsys)
     for batch in _batches():
         expected = extract(extractor, batch)
         got = embed(batch)
-        assert np.abs(got - expected).max() <= fast.FIT_TOLERANCE * np.abs(expected).max()
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
     assert embed.embed.name in ("openvino", "paddle")          # an engine did the work, not the fallback
     # Same extractor and engine, same features: the same seed gives the same memory bank.
     again = fast.training_embedder(extractor, (64, 64))
@@ -42,14 +42,14 @@ def test_a_mismatching_engine_falls_back_to_the_dynamic_graph(extractor, monkeyp
         name = "planted"
 
         def __call__(self, images):
-            return extract(extractor, images) * 1.0001
+            return extract(extractor, images) * 1.001
 
     monkeypatch.setattr(fast, "open_runtime", lambda files, options: Drifting())
     embed = fast.training_embedder(extractor, (64, 64))
     for batch in _batches():
         np.testing.assert_array_equal(embed(batch), extract(extractor, batch))
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "planted differs from the dynamic graph by 1.0e-04" in err[0]
+    assert len(err) == 1 and "planted differs from the dynamic graph by 1.0e-03" in err[0]
 
 
 def test_the_variable_keeps_the_dynamic_graph(extractor, monkeypatch):
