@@ -1,8 +1,11 @@
 """Export a trained category for deployment: static-graph extractor + the method's stats.
 
 Writes SAVE_DIR/model.pdmodel, SAVE_DIR/model.pdiparams (backbone, local aggregation and PaDiM's
-channel selection, dynamic batch size) and SAVE_DIR/stats.npz (PatchCore's memory bank or PaDiM's
-Gaussians, settings, thresholds), which infer.py reads.
+channel selection, dynamic batch size), with --format onnx also SAVE_DIR/model.onnx (onnx_full: and SAVE_DIR/model_full.onnx, the whole
+scoring in one graph), and
+SAVE_DIR/stats.npz (PatchCore's memory bank or PaDiM's Gaussians, settings, thresholds, the hashes
+of the program files), which infer.py reads. Before anything is written, every program runs in every
+installed engine (Paddle Inference, OpenVINO, ONNX Runtime) and must match the dynamic graph to 1e-4.
 
 Example: python export_model.py --model_path output/bottle.pdparams --save_dir output/bottle_infer
 """
@@ -26,6 +29,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pretrained", default=None, help="override where the backbone weights come from")
     parser.add_argument("--program", default="pdmodel", choices=sorted(PROGRAM_FORMATS),
                         help="pdmodel (classic program, the default) or json (Paddle 3 PIR program)")
+    parser.add_argument("--format", default="paddle", choices=("paddle", "onnx", "onnx_full"),
+                        help="paddle: the Paddle program only; onnx: also model.onnx (paddle2onnx), for "
+                             "ONNX Runtime and other ONNX engines; onnx_full: also model_full.onnx, extractor "
+                             "and scoring in one graph (image -> score, normalised score, map, mask)")
+    parser.add_argument("--check_image", default=None,
+                        help="a real image the export is also verified on (besides a seeded input)")
     return parser.parse_args()
 
 
@@ -37,8 +46,11 @@ def main() -> int:
         raise RuntimeError("paddle was imported before FLAGS_enable_pir_api was set")
     from engine.export import export
 
-    written = export(args.model_path, args.save_dir, args.pretrained)
-    for path in written:
+    result = export(args.model_path, args.save_dir, args.pretrained, args.format, args.check_image)
+    print(f"{'verified engine':<16} {'max rel. diff':>13}  file (against the dynamic graph)")
+    for check in result.checks:
+        print(f"{check.engine:<16} {check.max_rel_diff:>13.2e}  {os.path.basename(check.source)}")
+    for path in result.written:
         print(f"wrote {path}")
     return 0
 

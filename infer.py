@@ -1,4 +1,5 @@
-"""Score images with the exported model through the Paddle Inference predictor (CPU or GPU).
+"""Score images with the exported model through an inference engine: Paddle Inference (CPU or
+GPU), OpenVINO or ONNX Runtime (--backend; auto picks the fastest installed).
 
 Example: python infer.py --model_file output/bottle_infer/model.pdmodel
              --params_file output/bottle_infer/model.pdiparams --stats output/bottle_infer/stats.npz
@@ -29,25 +30,34 @@ def main() -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")
     from deploy.benchmark import make_timer, report_benchmark
     from deploy.inference import collect_images, run_inference
-    from deploy.predictor import FeaturePredictor, load_exported_model, scoring_backend
+    from deploy.predictor import load_exported_model, scoring_backend
+    from deploy.runtimes import ExportFiles, RuntimeOptions, open_runtime
 
     backend = scoring_backend(args.use_gpu)
-    model = load_exported_model(args.stats, args.params_file, args.model_file)
+    files = ExportFiles.of_program(args.model_file, args.params_file, args.stats)
+    model = load_exported_model(args.stats, args.params_file, args.model_file, files.onnx)
+    options = RuntimeOptions(args.backend, args.use_gpu, args.cpu_threads, args.enable_mkldnn, args.precision,
+                             args.use_tensorrt)
+    runtimes = []   # the one run_inference opens, for the benchmark block
+
+    def open_embedder():
+        runtimes.append(open_runtime(files, options))
+        return runtimes[-1]
+
     images = collect_images(args.input_file)
     model_name = f"{model.title}-{model.config.model.arch}"
     # Warm-up batches are left out of the timing, but at least one batch is always timed.
     n_batches = -(-len(images) // args.batch_size)
     warmup = min(args.warmup, n_batches - 1) if args.enable_benchmark else 0
     timer = make_timer(args.enable_benchmark, warmup, model_name, args.batch_size, args.precision, args.use_gpu)
-    failed = run_inference(images, model,
-                           lambda: FeaturePredictor(args.model_file, args.params_file, args.use_gpu, args.enable_mkldnn,
-                                                    args.cpu_threads, args.precision, args.use_tensorrt),
-                           args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
+    failed = run_inference(images, model, open_embedder, args.batch_size, args.save_path, args.image_threshold,
+                           args.pixel_threshold,
                            figures=not args.no_pictures, save_maps=args.save_maps, timer=timer, backend=backend)
     if args.enable_benchmark:
         report_benchmark(timer, args.save_path, model_name=model_name, batch_size=args.batch_size,
                          precision=args.precision, device="gpu" if args.use_gpu else "cpu",
-                         cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn)
+                         cpu_threads=args.cpu_threads, backend=runtimes[0].name,
+                         enable_mkldnn=getattr(runtimes[0], "enable_mkldnn", False))
     # Some images could not be scored: their rows say why, and the exit code tells scripts.
     return 2 if failed else 0
 

@@ -29,12 +29,16 @@ def add_batch_size_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_predictor_args(parser: argparse.ArgumentParser) -> None:
-    """The exported model and the Paddle Inference settings; names follow the TIPC conventions."""
+    """The exported model, the inference engine and its settings; names follow the TIPC conventions."""
     parser.add_argument("--model_file", required=True)
     parser.add_argument("--params_file", required=True)
     parser.add_argument("--stats", required=True, help="stats.npz written by export_model.py")
+    parser.add_argument("--backend", default="auto", choices=("auto", "paddle", "openvino", "onnxruntime"),
+                        help="inference engine; auto: Paddle Inference on a GPU or when --enable_mkldnn is "
+                             "given, else the fastest installed (OpenVINO, then Paddle Inference with oneDNN)")
     parser.add_argument("--use_gpu", type=str2bool, default=False)
-    parser.add_argument("--enable_mkldnn", type=str2bool, default=False)
+    parser.add_argument("--enable_mkldnn", type=str2bool, default=None,
+                        help="Paddle Inference's oneDNN on the CPU (default: on for a .pdmodel, off for .json)")
     parser.add_argument("--cpu_threads", type=positive_int, default=2)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     parser.add_argument("--use_tensorrt", type=str2bool, default=False)

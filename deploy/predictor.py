@@ -18,7 +18,8 @@ def scoring_backend(use_gpu: bool) -> str:
     return select_device("gpu" if use_gpu else "cpu")
 
 
-def load_exported_model(stats_path: str, params_path: str, program_path: str | None = None) -> AnomalyModel:
+def load_exported_model(stats_path: str, params_path: str, program_path: str | None = None,
+                        onnx_path: str | None = None) -> AnomalyModel:
     """The model of a stats.npz, refused unless it was written by the same export as the program
     and parameters files, and its arrays are the ones exported.
 
@@ -27,7 +28,7 @@ def load_exported_model(stats_path: str, params_path: str, program_path: str | N
     program and arrays hashes existed are checked against the parameters only.
     """
     model, binding = AnomalyModel.load_stats(stats_path)
-    for path, key in ((params_path, "params_sha256"), (program_path, "program_sha256")):
+    for path, key in ((params_path, "params_sha256"), (program_path, "program_sha256"), (onnx_path, "onnx_sha256")):
         if path is None:
             continue
         if not os.path.isfile(path):
@@ -35,6 +36,9 @@ def load_exported_model(stats_path: str, params_path: str, program_path: str | N
         if key in binding and binding[key] != file_sha256(path):
             raise UserError(f"stats file {stats_path} was not exported with {path}: "
                             f"use the stats.npz from the same export_model.py run")
+    if onnx_path is not None and "onnx_sha256" not in binding:
+        raise UserError(f"stats file {stats_path} was not exported with {onnx_path}: "
+                        f"use the stats.npz from the same export_model.py run")
     if "params_sha256" not in binding:
         raise UserError(f"stats file {stats_path}: field 'params_sha256' is missing")
     if "arrays_sha256" in binding and binding["arrays_sha256"] != arrays_sha256(model.arrays):

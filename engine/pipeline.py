@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.distributed import make_shard
+from engine.fast_extraction import training_embedder
 from engine.settings import RunSettings
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
 from models.fit_memory import check_fit_memory
@@ -92,7 +93,9 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
     images = shard_images(train_set, shard)
     check_fit_memory(config, len(images), run.batch_size)      # before the first batch is decoded
     progress = run.progress and shard.is_main
-    embeddings = extract_batches(extractor, images, run.batch_size, f"{category}: features", progress)
+    embed = training_embedder(extractor, config.data.crop_hw)
+    embeddings = (embed(batch) for batch, _, _ in iterate_batches(images, run.batch_size, f"{category}: features",
+                                                                    progress))
     fit_method = METHODS[config.model.method].fit_function()
     arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(images)), config.model,
                                                           progress, run.backend, shard)

@@ -82,10 +82,17 @@ def build_backbone_stages(arch: str, pretrained: str = "imagenet", seed: int = 0
     return stages
 
 
-def weights_fingerprint(layer: nn.Layer) -> str:
-    """A short hash of every parameter and buffer: ties a memory bank to the exact extractor."""
+def weights_fingerprint(layer: nn.Layer, derived: tuple[str, ...] = ()) -> str:
+    """A short hash of every parameter and buffer: ties a memory bank to the exact extractor.
+
+    Buffers whose names start with one of `derived` are left out: they are computed from settings
+    the hash already covers, and leaving them out keeps the fingerprints of models fitted before
+    they existed.
+    """
     digest = hashlib.sha1()
     for name, value in sorted(layer.state_dict().items()):
+        if derived and name.startswith(derived):
+            continue
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(value.numpy(), dtype=np.float32).tobytes())
     return digest.hexdigest()[:16]

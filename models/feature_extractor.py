@@ -20,6 +20,10 @@ from utils.config import ModelConfig
 from utils.errors import UserError
 
 
+# Name of the unfold aggregation's averaging-matrix buffer (see PatchFeatureExtractor).
+UNFOLD_POOL = "unfold_pool"
+
+
 class PatchFeatureExtractor(nn.Layer):
     """image batch [B,3,H,W] -> patch embedding [B,C,H/s,W/s] (s = stride of the first chosen layer).
 
@@ -28,7 +32,8 @@ class PatchFeatureExtractor(nn.Layer):
     """
 
     def __init__(self, stages: nn.LayerList, layers: Sequence[str], local_aggregation: bool = True,
-                 channels: np.ndarray | None = None, unfold_dims: tuple[int, int] | None = None):
+                 channels: np.ndarray | None = None, unfold_dims: tuple[int, int] | None = None,
+                 stage_channels: Sequence[int] | None = None):
         super().__init__()
         unknown = [name for name in layers if name not in STAGE_NAMES]
         if unknown or not layers:
@@ -50,6 +55,14 @@ class PatchFeatureExtractor(nn.Layer):
         if self.unfold_dims is not None:
             self.register_buffer("unfold_embed_dims", paddle.to_tensor(np.asarray(self.unfold_dims, dtype=np.int64)),
                                  persistable=True)
+            # Both adaptive poolings as one fixed averaging matrix (one MatMul): exact, and unlike
+            # adaptive_avg_pool1d with lengths that do not divide, converted right by paddle2onnx
+            # and read by OpenVINO. Derived from the stage channels and the two lengths, so left
+            # out of the fingerprint (models fitted before the matrices existed keep theirs).
+            if stage_channels is None or len(stage_channels) != len(self.layer_indices):
+                raise ValueError("--aggregation unfold needs the channels of every chosen stage")
+            self.register_buffer(UNFOLD_POOL, paddle.to_tensor(unfold_pool_matrix(stage_channels, *self.unfold_dims)),
+                                 persistable=True)
         # A persistable buffer, not a Python list: it is saved in the exported parameters, selected
         # inside the static graph (the predictor outputs only these channels) and covered by the
         # fingerprint, so a model cannot be scored with another selection.
@@ -69,7 +82,7 @@ class PatchFeatureExtractor(nn.Layer):
         if self.unfold_dims is not None:
             # Times exactly 1 (the lengths are positive): keeps the buffer in the exported graph.
             kept = paddle.cast(self.unfold_embed_dims.min() > 0, "float32")
-            return unfold_aggregate(maps, *self.unfold_dims) * kept
+            return unfold_aggregate(maps, *self.unfold_dims, self.unfold_pool) * kept
         grid = maps[0].shape[-2:]
         maps = [maps[0]] + [F.interpolate(m, size=grid, mode="bilinear", align_corners=False) for m in maps[1:]]
         embedding = paddle.concat(maps, axis=1)
@@ -78,31 +91,68 @@ class PatchFeatureExtractor(nn.Layer):
         return embedding
 
     def fingerprint(self) -> str:
-        return weights_fingerprint(self)
+        return weights_fingerprint(self, derived=(UNFOLD_POOL,))
 
 
-def unfold_aggregate(maps: Sequence[paddle.Tensor], pretrain_dim: int, target_dim: int) -> paddle.Tensor:
+def averaging_matrix(length: int, bins: int) -> np.ndarray:
+    """[length, bins] float32: x @ M is 1-D adaptive average pooling of x from `length` to `bins`.
+
+    Bin i averages elements floor(i*L/D) .. ceil((i+1)*L/D) - 1 (bins overlap where D does not divide
+    L; D > L repeats elements), as paddle's and PyTorch's adaptive_avg_pool1d do.
+    """
+    matrix = np.zeros((length, bins), dtype=np.float64)
+    for i in range(bins):
+        start, end = (i * length) // bins, -(-((i + 1) * length) // bins)
+        matrix[start:end, i] = 1.0 / (end - start)
+    return matrix.astype(np.float32)
+
+
+def neighbourhood_columns(stage_map: paddle.Tensor) -> paddle.Tensor:
+    """[B, C, h, w] -> [B, C*9, h, w]: each position's zero-padded 3x3 neighbourhood, channel-major
+    then the 3x3 positions (F.unfold's order), as nine shifted slices: plain ops every runtime reads
+    (OpenVINO has no unfold)."""
+    height, width = stage_map.shape[-2:]
+    padded = F.pad(stage_map, [1, 1, 1, 1])
+    shifted = [padded[:, :, dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)]
+    return paddle.stack(shifted, axis=2).reshape([0, stage_map.shape[1] * 9, height, width])
+
+
+def unfold_pool_matrix(stage_channels: Sequence[int], pretrain_dim: int, target_dim: int) -> np.ndarray:
+    """[sum(C_s*9), target_dim] float32: the per-stage pooling to pretrain_dim (block diagonal) and the
+    pooling of the stacked stage vectors to target_dim, multiplied out in float64 (fewer products
+    per patch than the two steps: 0.9M instead of 2.9M for MobileNetV2's layer2+3 at 1024)."""
+    lengths = [int(count) * 9 for count in stage_channels]
+    per_stage = np.zeros((sum(lengths), len(lengths) * pretrain_dim))
+    row = 0
+    for number, length in enumerate(lengths):
+        per_stage[row:row + length, number * pretrain_dim:(number + 1) * pretrain_dim] = \
+            averaging_matrix(length, pretrain_dim)
+        row += length
+    return (per_stage @ averaging_matrix(len(lengths) * pretrain_dim, target_dim)).astype(np.float32)
+
+
+def unfold_aggregate(maps: Sequence[paddle.Tensor], pretrain_dim: int, target_dim: int,
+                     pool: paddle.Tensor | None = None) -> paddle.Tensor:
     """Stage maps [B, C_s, h_s, w_s] (finest first) -> embedding [B, target_dim, h_0, w_0].
 
     Per stage, every position's zero-padded 3x3 neighbourhood becomes one C_s*9 vector (channel-
     major, then the 3x3 positions: F.unfold's order), the grid of those vectors is resized
     bilinearly to the finest grid, and each vector is average-pooled adaptively to pretrain_dim;
-    the stage vectors, stacked, are pooled adaptively to target_dim. Adaptive bin i of length L -> D
-    covers elements floor(i*L/D) .. ceil((i+1)*L/D) - 1 (D > L repeats elements).
+    the stage vectors, stacked, are pooled adaptively to target_dim. Both poolings are the one
+    matrix `pool` (default: unfold_pool_matrix of the maps' channels).
     """
     height, width = maps[0].shape[-2:]
-    pooled = []
+    if pool is None:
+        pool = paddle.to_tensor(unfold_pool_matrix([m.shape[1] for m in maps], pretrain_dim, target_dim))
+    grids = []
     for stage_map in maps:
-        size = stage_map.shape[1] * 9
-        columns = F.unfold(stage_map, kernel_sizes=3, strides=1, paddings=1)       # [B, C*9, h*w]
-        grid = columns.reshape([0, size, stage_map.shape[2], stage_map.shape[3]])
+        grid = neighbourhood_columns(stage_map)                                     # [B, C*9, h, w]
         if tuple(grid.shape[-2:]) != (height, width):
             grid = F.interpolate(grid, size=[height, width], mode="bilinear", align_corners=False)
-        vectors = grid.transpose([0, 2, 3, 1]).reshape([-1, 1, size])             # [B*h*w, 1, C*9]
-        pooled.append(F.adaptive_avg_pool1d(vectors, pretrain_dim))                 # [B*h*w, 1, D]
-    stacked = paddle.concat(pooled, axis=1).reshape([-1, 1, len(maps) * pretrain_dim])
-    embedding = F.adaptive_avg_pool1d(stacked, target_dim).reshape([-1, height, width, target_dim])
-    return embedding.transpose([0, 3, 1, 2])
+        grids.append(grid)
+    columns = paddle.concat(grids, axis=1).transpose([0, 2, 3, 1])                 # [B, h, w, sum C*9]
+    # F.linear is columns @ pool; paddle.matmul fails to trace into a classic (.pdmodel) program.
+    return F.linear(columns, pool).transpose([0, 3, 1, 2])
 
 
 def embedding_channels(arch: str, layers: Sequence[str]) -> int:
@@ -127,7 +177,9 @@ def build_extractor(cfg: ModelConfig, pretrained: str | None = None) -> PatchFea
     channels = (select_channels(embedding_channels(cfg.arch, cfg.layers), cfg.k, cfg.seed)
                 if cfg.method == "padim" else None)
     unfold_dims = (cfg.pretrain_embed_dim, cfg.target_embed_dim) if cfg.aggregation == "unfold" else None
-    extractor = PatchFeatureExtractor(stages, cfg.layers, cfg.local_aggregation, channels, unfold_dims)
+    stage_channels = [arch_spec(cfg.arch).channels[STAGE_NAMES.index(name)] for name in sorted(
+        cfg.layers, key=STAGE_NAMES.index)] if unfold_dims else None
+    extractor = PatchFeatureExtractor(stages, cfg.layers, cfg.local_aggregation, channels, unfold_dims, stage_channels)
     extractor.eval()
     return extractor
 

@@ -30,8 +30,8 @@ LEGACY_FORMAT = "patchcore-paddle/1"
 Scorer = Callable[[np.ndarray], Scores]
 
 # What ties a stats file to its export: SHA-256 of the exported program file, of the parameters
-# file, and of the method's arrays (arrays_sha256).
-BINDING_KEYS = ("program_sha256", "params_sha256", "arrays_sha256")
+# file, of the method's arrays (arrays_sha256) and of the ONNX file where one was exported.
+BINDING_KEYS = ("program_sha256", "params_sha256", "arrays_sha256", "onnx_sha256", "onnx_full_sha256")
 
 
 def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:

@@ -1,0 +1,42 @@
+"""What every extractor runtime is and is given."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from utils.errors import UserError
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run the extractor; fields a backend has no use for are ignored by it."""
+    backend: str = "auto"
+    use_gpu: bool = False
+    cpu_threads: int = 2
+    enable_mkldnn: bool | None = None   # Paddle Inference only; None: on for a .pdmodel on the CPU
+    precision: str = "fp32"
+    use_tensorrt: bool = False
+    gpu_id: int = 0
+
+
+class ExtractorRuntime(ABC):
+    """images [B,3,H,W] float32 -> patch embeddings [B,C,h,w] float32."""
+    name: str = ""
+    source: str = ""   # the file it runs
+
+    @abstractmethod
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        ...
+
+
+def engine_error(engine: str, path: str, err: Exception) -> str:
+    """One line for an engine that cannot load or run a file: its own last line, shortened."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    return f"{engine} cannot run '{path}': {lines[-1][:200]}"
+
+
+def check_fp32(options: RuntimeOptions) -> None:
+    if options.precision != "fp32":
+        raise UserError(f"--precision {options.precision} is not supported: the memory-bank distances need fp32")
