@@ -5,7 +5,7 @@ Deliberately free of Paddle so that infer.py can use the exact same pixels as pr
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -16,8 +16,11 @@ from utils.errors import UserError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image as 8-bit RGB, whatever its mode (see `to_rgb8` for the bit-depth rule)."""
+def load_image(path: str | os.PathLike | BinaryIO, name: str | None = None) -> Image.Image:
+    """Decode an image (a file, or an open binary stream called `name` in errors) as 8-bit RGB,
+    whatever its mode (see `to_rgb8` for the bit-depth rule)."""
+    if name is not None:
+        return _load_named(path, name)
     try:
         with Image.open(path) as img:
             img.load()
@@ -31,6 +34,13 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise UserError(f"image '{path}' is too large to decode safely: {err}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"cannot decode image '{path}': {err}") from None
+
+
+def _load_named(stream: BinaryIO, name: str) -> Image.Image:
+    try:
+        return load_image(stream)
+    except UserError as err:
+        raise UserError(str(err).replace(repr(stream), name)) from None
 
 
 def to_rgb8(img: Image.Image, path: str | os.PathLike = "image") -> Image.Image:
