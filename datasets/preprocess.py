@@ -43,15 +43,20 @@ def open_regular_file(path: str | os.PathLike) -> BinaryIO:
 def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
     """The image at `path`, header read but not decoded; UserError if it is not a regular file or
     has more than MAX_IMAGE_PIXELS pixels."""
-    with open_regular_file(path) as f, Image.open(f) as img:
+    # An open stream (an upload) is read as it is; a path is opened as a regular file only.
+    source = contextlib.nullcontext(path) if hasattr(path, "read") else open_regular_file(path)
+    with source as f, Image.open(f) as img:
         if img.width * img.height > MAX_IMAGE_PIXELS:
             raise UserError(f"image '{path}' is too large to decode safely: {img.width}x{img.height} pixels, "
                             f"more than {MAX_IMAGE_PIXELS}")
         yield img
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image as 8-bit RGB, whatever its mode (see `to_rgb8` for the bit-depth rule)."""
+def load_image(path: str | os.PathLike | BinaryIO, name: str | None = None) -> Image.Image:
+    """Decode an image (a file, or an open binary stream called `name` in errors) as 8-bit RGB,
+    whatever its mode (see `to_rgb8` for the bit-depth rule)."""
+    if name is not None:
+        return _load_named(path, name)
     try:
         with open_image(path) as img:
             img.load()
@@ -60,9 +65,15 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise UserError(f"image not found: {path}") from None
     except PermissionError:
         raise UserError(f"cannot read image '{path}': permission denied") from None
-
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"cannot decode image '{path}': {err}") from None
+
+
+def _load_named(stream: BinaryIO, name: str) -> Image.Image:
+    try:
+        return load_image(stream)
+    except UserError as err:
+        raise UserError(str(err).replace(repr(stream), name)) from None
 
 
 def to_rgb8(img: Image.Image, path: str | os.PathLike = "image") -> Image.Image:

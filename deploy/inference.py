@@ -108,26 +108,37 @@ def iter_scores(paths: list[str], data: DataConfig, embed: Embedder, scorer: Cal
             batch, images, errors = next(batches, (None, None, None))
         if batch is None:
             break
-        scores = None
-        if images:
-            with timer.stage("inference", len(images)):
-                embedding = embed(np.stack(images))
-            # NumPy's BLAS on one thread: the other core is decoding the next image, and OpenBLAS
-            # threads woken for the few large products spin afterwards, taking its time (bottle:
-            # 25 CPU-ms per image's scoring with two threads, 15 with one, and faster by the clock).
-            with timer.stage("postprocess"), one_blas_thread():
-                try:
-                    scores = scorer(embedding)
-                except ValueError as err:
-                    raise UserError(f"model and memory bank do not match: {err}") from None
+        scores = score_batch(np.stack(images), embed, scorer, timer) if images else None
         index = 0
         for path in batch:   # in input order, failed images included
             if path in errors:
                 yield Scored(path, None, 0, errors[path])
                 continue
-            finite = np.isfinite(scores.image_scores[index]) and np.isfinite(scores.anomaly_maps[index]).all()
-            yield Scored(path, scores, index, "" if finite else f"non-finite score for image '{path}'")
+            yield Scored(path, scores, index, non_finite_error(scores, index, path))
             index += 1
+
+
+def score_batch(images: np.ndarray, embed: Embedder, scorer: Callable[[np.ndarray], Scores],
+                timer: StageTimer | None = None) -> Scores:
+    """Preprocessed images [B,3,H,W] -> embeddings -> scores: the one scoring step of infer.py,
+    predict.py and the service (deploy.inferencer)."""
+    timer = timer or StageTimer()
+    with timer.stage("inference", len(images)):
+        embedding = embed(images)
+    # NumPy's BLAS on one thread: the other core is decoding the next image, and OpenBLAS
+    # threads woken for the few large products spin afterwards, taking its time (bottle:
+    # 25 CPU-ms per image's scoring with two threads, 15 with one, and faster by the clock).
+    with timer.stage("postprocess"), one_blas_thread():
+        try:
+            return scorer(embedding)
+        except ValueError as err:
+            raise UserError(f"model and memory bank do not match: {err}") from None
+
+
+def non_finite_error(scores: Scores, index: int, name: str) -> str:
+    """Why image `index` of `scores` cannot be decided ('' when its score and map are finite)."""
+    finite = np.isfinite(scores.image_scores[index]) and np.isfinite(scores.anomaly_maps[index]).all()
+    return "" if finite else f"non-finite score for image '{name}'"
 
 
 def score_images(paths: list[str], data: DataConfig, embed: Embedder,

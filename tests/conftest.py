@@ -18,3 +18,17 @@ def synthetic_root(tmp_path_factory) -> Path:
     generate_category(root, "part", kind="object", seed=1, **common)
     generate_category(root, "fabric", kind="texture", seed=2, **common)
     return root
+
+
+@pytest.fixture(scope="session")
+def served_models(synthetic_root, tmp_path_factory) -> Path:
+    """A --models folder as a user makes it: train.py's part.pdparams and export_model.py's part/ export."""
+    from helpers import FAST_TRAIN_ARGS, run_script
+
+    root = tmp_path_factory.mktemp("models")
+    done = run_script("train.py", "--data_path", str(synthetic_root), "--category", "part", "--save_path", str(root),
+                      *FAST_TRAIN_ARGS)
+    assert done.returncode == 0, done.stderr
+    done = run_script("export_model.py", "--model_path", str(root / "part.pdparams"), "--save_dir", str(root / "part"))
+    assert done.returncode == 0, done.stderr
+    return root

@@ -7,7 +7,7 @@
     deploy                      -> utils, datasets.preprocess, the scoring side of models; never engine,
                                    fit code, calibration or metrics
     train/eval/export_model.py  -> engine (and predict.py deploy too)
-    infer.py                    -> deploy only
+    infer.py, serve.py          -> deploy only
 
 infer.py's modules at run time are checked end to end in tests/e2e (helpers.modules_infer_loads).
 """
@@ -31,6 +31,7 @@ ALLOWED = {
     "export_model.py": {"engine"},
     "predict.py": {"engine", "deploy"},
     "infer.py": {"deploy"},
+    "serve.py": {"deploy"},
 }
 # The one part of deploy/ engine/ may use: the extractor runtimes (they load no training code).
 ENGINE_MAY_USE_FROM_DEPLOY = "deploy.runtimes"
