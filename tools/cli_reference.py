@@ -20,11 +20,12 @@ from typing import Iterator
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI_MD = os.path.join(ROOT, "docs", "cli.md")
 # In the order a user meets them; the benchmarks are listed after the tools.
-SCRIPTS = ("train.py", "eval.py", "predict.py", "export_model.py", "infer.py",
+SCRIPTS = ("train.py", "eval.py", "predict.py", "export_model.py", "infer.py", "serve.py",
            "tools/convert_weights.py", "tools/make_demo_data.py", "tools/compare_outputs.py",
            "tools/prepare_tipc_data.py",
            "benchmarks/speed.py", "benchmarks/compare_methods.py", "benchmarks/aggregation.py",
-           "benchmarks/coreset.py", "benchmarks/coreset_aggregation.py", "benchmarks/knn.py")
+           "benchmarks/coreset.py", "benchmarks/coreset_aggregation.py", "benchmarks/coreset_distributed.py",
+           "benchmarks/knn.py", "benchmarks/runtimes.py", "benchmarks/serve.py")
 INTRO = """# Command-line reference
 
 Every option of every script, with its default. Generated from the scripts' own parsers by
