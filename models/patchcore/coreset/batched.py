@@ -38,7 +38,7 @@ GROUP_MIN_SIZE = 256
 GROUP_MAX_FRACTION = 1 / 2
 
 
-def _top_rows(values: np.ndarray, want: int, error: float) -> tuple[np.ndarray | None, float]:
+def top_rows(values: np.ndarray, want: int, error: float) -> tuple[np.ndarray | None, float]:
     """The points whose stored distance is at or above a threshold taken from a sample of `values`
     (about `want` of them, sorted), and a bound above the rule distance of every other point (the
     threshold plus `error`); None and -inf where that would be nearly all points."""
@@ -245,7 +245,7 @@ class BatchedSelection:
         if self.values is not None:
             self.want = TOP_ROWS if self.round_picks else self.want * 4
         self.apply_pending()
-        self.rows, self.bound = _top_rows(self.nearest, self.want, self.error)
+        self.rows, self.bound = top_rows(self.nearest, self.want, self.error)
         if self.rows is None:                               # every point is a top row: update them in place
             self.round_points, self.round_sq_norms, self.values = self.points, self.sq_norms, self.nearest
         else:

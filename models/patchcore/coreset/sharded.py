@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from models.patchcore.coreset.batched import TOP_ROWS, BatchedSelection, _top_rows
+from models.patchcore.coreset.batched import TOP_ROWS, BatchedSelection, top_rows
 from models.patchcore.coreset.distances import rule_distances, start_index
 
 # An all-gather: the same-shaped float64 array from every shard -> stacked [shards, ...] in rank order.
@@ -55,7 +55,7 @@ def _candidates(state: BatchedSelection, first_index: int, want: int) -> np.ndar
     by global index), padded to `want` rows."""
     state.values = None                      # no top-row values to keep up to date between rounds
     state.apply_pending()
-    rows, bound = _top_rows(state.nearest, want, state.error)
+    rows, bound = top_rows(state.nearest, want, state.error)
     rows = np.arange(len(state.points)) if rows is None else rows
     exact = state.rule_nearest(rows, state.n_centres)
     if len(rows) > want:                     # the `want` farthest; the bound covers the rest
