@@ -6,7 +6,7 @@
     deploy                      -> utils, datasets.preprocess, the scoring side of models; never engine,
                                    fit code, calibration or metrics
     train/eval/export_model.py  -> engine (and predict.py deploy too)
-    infer.py                    -> deploy only
+    infer.py, serve.py          -> deploy only
 
 infer.py's modules at run time are checked end to end in tests/e2e (helpers.modules_infer_loads).
 """
@@ -30,6 +30,7 @@ ALLOWED = {
     "export_model.py": {"engine"},
     "predict.py": {"engine", "deploy"},
     "infer.py": {"deploy"},
+    "serve.py": {"deploy"},
 }
 # Modules deploy/ must never import, even though their packages are allowed.
 DEPLOY_FORBIDDEN = ("models.patchcore.fit", "models.patchcore.sampling", "models.padim.fit", "models.calibration",

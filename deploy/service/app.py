@@ -1,0 +1,201 @@
+"""The FastAPI application: routes, errors as one line of JSON, the token on mutating calls."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from deploy.service.batching import QueueFull
+from deploy.service.errors import ServiceError
+from deploy.service.feedback import LABELS, count_feedback, store_feedback
+from deploy.service.metrics import ServiceMetrics
+from deploy.service.pictures import overlay_png
+from deploy.service.registry import ModelEntry, Registry
+from deploy.service.settings import ServiceSettings
+from deploy.service.updates import Updater, rollback
+from deploy.service.uploads import read_image_upload
+from utils.errors import UserError, first_line
+
+STATIC = os.path.join(os.path.dirname(__file__), "static")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _user_error_status(err: UserError) -> int:
+    # Pillow's decompression-bomb limit (the CLI's pixel limit) is a too-large upload, not a bad one.
+    return 413 if "too large to decode" in str(err) else 400
+
+
+class Service:
+    """What the routes share: settings, models, metrics, the decoding pool, update jobs."""
+
+    def __init__(self, settings: ServiceSettings, registry: Registry):
+        self.settings, self.registry = settings, registry
+        self.decoders = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.metrics = ServiceMetrics(lambda: {n: e.batcher.depth for n, e in registry.entries.items()})
+        for name, entry in registry.entries.items():
+            entry.batcher.on_batch = self.metrics.batch_size.labels(name).observe
+        self.updater = Updater(settings.feedback_dir)
+
+    def entry(self, name: str) -> ModelEntry:
+        entry = self.registry.get(name)
+        if entry is None:
+            raise ServiceError(404, f"no model named '{name}' (GET /api/v1/models lists them)")
+        return entry
+
+    def authorize(self, request: Request) -> None:
+        """Mutating calls need the token when one is set: 'Authorization: Bearer <token>'."""
+        token = self.settings.token
+        if not token:
+            return
+        given = request.headers.get("authorization", "")
+        given = given[7:] if given.lower().startswith("bearer ") else request.headers.get("x-token", "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise ServiceError(401, "this call needs the service token: send 'Authorization: Bearer <token>'")
+
+    async def predict(self, entry: ModelEntry, data: bytes, with_map: bool) -> dict[str, Any]:
+        version = entry.current   # this request is scored by this version, even if another is swapped in
+        loop = asyncio.get_running_loop()
+        try:
+            image = await loop.run_in_executor(self.decoders, version.inferencer.preprocess, data, "upload")
+        except UserError as err:
+            raise ServiceError(_user_error_status(err), str(err)) from None
+        try:
+            future = entry.batcher.submit(version.inferencer, image)
+        except QueueFull:
+            raise ServiceError(503, f"model '{entry.name}' is busy ({self.settings.max_queue} images queued): "
+                                    f"retry shortly") from None
+        try:
+            prediction = await asyncio.wrap_future(future)
+        except UserError as err:
+            raise ServiceError(400, str(err)) from None
+        answer = {"model": entry.name, "version": version.version, **prediction.as_dict()}
+        if with_map:
+            answer["map_png"] = await loop.run_in_executor(self.decoders, overlay_png, version.inferencer, data,
+                                                           prediction)
+        return answer
+
+
+def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
+    service = Service(settings, registry)
+    # No /docs or /redoc: they load Swagger UI from a CDN, and the line is offline. /openapi.json stays.
+    app = FastAPI(title="PatchCore-Paddle service", docs_url=None, redoc_url=None)
+    app.state.service = service
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, err: ServiceError) -> JSONResponse:
+        return _error(err.status, err.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        return _error(err.status_code, str(err.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, f"bad request: {where} {first.get('msg', '')}".strip())
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {first_line(err)}")
+
+    @app.middleware("http")
+    async def count_predictions(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        parts = request.url.path.strip("/").split("/")
+        if len(parts) == 5 and parts[:3] == ["api", "v1", "models"] and parts[4] == "predict":
+            name = parts[3] if parts[3] in registry.entries else "unknown"
+            decision = response.headers.get("x-decision", "error")
+            service.metrics.requests.labels(name, str(response.status_code), decision).inc()
+            service.metrics.latency.labels(name).observe(time.perf_counter() - start)
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if registry.ready():
+            return JSONResponse({"status": "ready", "models": sorted(registry.entries)})
+        return _error(503, "not ready: a model's worker is not running")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/api/v1/models")
+    async def models() -> dict[str, Any]:
+        listed = []
+        for name, entry in registry.entries.items():
+            info = entry.describe()
+            job = service.updater.jobs.get(name)
+            info["update"] = job.describe() if job else None
+            if settings.feedback_dir:
+                info["feedback"] = count_feedback(settings.feedback_dir, name)
+            listed.append(info)
+        return {"models": listed, "token_required": bool(settings.token)}
+
+    @app.post("/api/v1/models/{name}/predict")
+    async def predict(name: str, request: Request, map: str | None = None) -> JSONResponse:
+        entry = service.entry(name)
+        if map not in (None, "", "png"):
+            raise ServiceError(400, f"map={map}: the only map format is png")
+        start = time.perf_counter()
+        data = await read_image_upload(request, settings.max_upload_bytes)
+        answer = await service.predict(entry, data, map == "png")
+        answer["latency_ms"] = round(1000 * (time.perf_counter() - start), 2)
+        return JSONResponse(answer, headers={"x-decision": answer["decision"]})
+
+    @app.post("/api/v1/models/{name}/feedback")
+    async def feedback(name: str, request: Request, label: str = "") -> dict[str, Any]:
+        service.authorize(request)
+        entry = service.entry(name)
+        if not settings.feedback_dir:
+            raise ServiceError(400, "feedback is off: start serve.py with --feedback_dir")
+        if label not in LABELS:
+            raise ServiceError(400, f"label={label!r}: use label=good (a false reject) or label=defect (a miss)")
+        data = await read_image_upload(request, settings.max_upload_bytes)
+        stored = await asyncio.get_running_loop().run_in_executor(
+            service.decoders, store_feedback, settings.feedback_dir, entry.name, label, data)
+        return {"model": name, "label": label, "stored": stored, "feedback": count_feedback(settings.feedback_dir, name)}
+
+    @app.post("/api/v1/models/{name}/update", status_code=202)
+    async def update(name: str, request: Request) -> dict[str, Any]:
+        service.authorize(request)
+        return service.updater.start(service.entry(name)).describe()
+
+    @app.get("/api/v1/models/{name}/update")
+    async def update_status(name: str) -> dict[str, Any]:
+        service.entry(name)
+        job = service.updater.jobs.get(name)
+        if job is None:
+            raise ServiceError(404, f"no update of model '{name}' has run since the service started")
+        return job.describe()
+
+    @app.post("/api/v1/models/{name}/rollback")
+    async def rollback_model(name: str, request: Request) -> dict[str, Any]:
+        service.authorize(request)
+        entry = service.entry(name)
+        return await asyncio.get_running_loop().run_in_executor(None, rollback, entry, service.updater)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(os.path.join(STATIC, "index.html"))
+
+    return app

@@ -1,0 +1,39 @@
+"""serve.py's options and the settings built from them."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from deploy.service.settings import ServiceSettings
+from utils.config import finite_float, positive_int
+
+
+def add_service_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default=None, help="serve every export folder directly under this folder")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=EXPORT_DIR",
+                        help="serve one export folder under NAME (repeatable)")
+    parser.add_argument("--host", default="127.0.0.1", help="other than loopback needs --token or --insecure")
+    parser.add_argument("--port", type=positive_int, default=8000)
+    parser.add_argument("--token", default=os.environ.get("PATCHCORE_TOKEN"),
+                        help="required on feedback, update and rollback (default: $PATCHCORE_TOKEN)")
+    parser.add_argument("--insecure", action="store_true", help="allow --host without a token")
+    parser.add_argument("--feedback_dir", default=None, help="where 'Mark as good / defect' store images")
+    parser.add_argument("--max_upload_mb", type=finite_float, default=32.0)
+    parser.add_argument("--max_batch", type=positive_int, default=8, help="images per micro-batch")
+    parser.add_argument("--max_wait_ms", type=finite_float, default=5.0,
+                        help="how long a batch waits for more images")
+    parser.add_argument("--max_queue", type=positive_int, default=64, help="queued images per model before 503")
+    parser.add_argument("--decode_threads", type=positive_int, default=2)
+    parser.add_argument("--backend", default="auto", help="extractor runtime (deploy.runtimes)")
+    parser.add_argument("--cpu_threads", type=positive_int, default=2)
+    parser.add_argument("--reload_interval", type=finite_float, default=1.0,
+                        help="seconds between checks for a replaced export")
+
+
+def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
+    return ServiceSettings(host=args.host, port=args.port, token=args.token or None, insecure=args.insecure,
+                           max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
+                           max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                           decode_threads=args.decode_threads, feedback_dir=args.feedback_dir,
+                           backend=args.backend, cpu_threads=args.cpu_threads,
+                           reload_interval_s=args.reload_interval)
