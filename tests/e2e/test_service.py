@@ -390,7 +390,7 @@ def test_operator_page_in_chromium(served_models, images, infer_results, tmp_pat
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1100, "height": 800})
             page.goto(srv.url + "/")
-            page.wait_for_selector("#model option")
+            page.wait_for_function("document.querySelector('#model-info').dataset.version")
             before = page.get_attribute("#model-info", "data-version")
             page.set_input_files("#files", [str(uploads / f"{k}.png") for k in ("good", "defect", "corrupt")])
             page.wait_for_function("document.querySelectorAll('#table tbody tr').length === 3", timeout=60000)
