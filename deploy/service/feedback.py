@@ -18,7 +18,8 @@ LABELS = {"good": "good", "defect": "defect"}   # "good": a false reject; "defec
 
 def store_feedback(feedback_dir: str, model: str, label: str, data: bytes) -> str:
     """Write `data` as feedback; returns its path relative to `feedback_dir`."""
-    assert is_safe_name(model) and label in LABELS
+    if not is_safe_name(model) or label not in LABELS:
+        raise ValueError(f"feedback for model {model!r} with label {label!r}: not a served model and label")
     name = hashlib.sha256(data).hexdigest()[:32] + sniff_extension(data)
     relative = os.path.join(model, LABELS[label], name)
     target = os.path.join(feedback_dir, relative)

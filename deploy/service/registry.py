@@ -81,6 +81,7 @@ class ModelEntry:
         self.versions_dir = os.path.join(self.parent, VERSIONS_DIR, name)
         self.batcher = MicroBatcher(settings.max_batch, settings.max_wait_ms / 1000.0, settings.max_queue)
         self.lock = threading.Lock()
+        self.unloadable: tuple | None = None   # the files' signature when they last failed to load
 
     @property
     def training_file(self) -> str:
@@ -100,7 +101,10 @@ class ModelEntry:
             except UserError as err:
                 if force:
                     raise
-                print(f"model '{self.name}': not reloaded yet ({err})", file=sys.stderr, flush=True)
+                signature = files_signature(self.export_dir)
+                if signature != self.unloadable:   # one line per state of the files, not per check
+                    print(f"model '{self.name}': not reloaded yet ({err})", file=sys.stderr, flush=True)
+                    self.unloadable = signature
                 return False
             changed = loaded.version != self.current.version
             self.current = loaded   # one assignment: new requests use it, queued ones keep theirs

@@ -149,6 +149,7 @@ def keep_previous(entry: ModelEntry) -> None:
     os.makedirs(entry.versions_dir, exist_ok=True)
     remove_stale_temporaries(entry.versions_dir)
     copy = tempfile.mkdtemp(dir=entry.versions_dir, prefix=temp_prefix("previous"), suffix=".tmp")
+    os.chmod(copy, 0o755)   # mkdtemp's 0700 would hide the kept version from the other users of the line PC
     shutil.copytree(entry.export_dir, os.path.join(copy, "export"))
     shutil.copy2(entry.training_file, os.path.join(copy, "model.pdparams"))
     if os.path.isdir(entry.previous_dir):

@@ -12,10 +12,12 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -306,8 +308,15 @@ def test_errors_are_one_line_json_with_their_status(make_client, images):
     png = images["good"].read_bytes()
     big = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(big, "PNG")
+    # A PNG header claiming 20000 x 20000 pixels: above Pillow's decompression-bomb limit, as for infer.py.
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
     cases = [
         (client.post("/api/v1/models/part/predict", content=images["corrupt"].read_bytes()), 400, "cannot decode"),
+        (client.post("/api/v1/models/part/predict", content=bomb), 413, "too large to decode safely"),
         (client.post("/api/v1/models/part/feedback?label=good", content=png), 401, "token"),
         (client.post("/api/v1/models/nope/predict", content=png), 404, "no model named 'nope'"),
         (client.post("/api/v1/models/part/predict", content=big.getvalue()), 413, "--max_upload_mb"),
