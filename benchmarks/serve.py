@@ -73,7 +73,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def load(url: str, paths: list[str], clients: int, requests: int, want: dict[str, float]) -> dict[str, float]:
+def load(url: str, name: str, paths: list[str], clients: int, requests: int, want: dict[str, float]) -> dict[str, float]:
     """`requests` predict calls over `clients` threads, each with its own connection; bounded in count."""
     payloads = [(p, Path(p).read_bytes()) for p in paths]
     latencies: list[float] = []
@@ -89,7 +89,7 @@ def load(url: str, paths: list[str], clients: int, requests: int, want: dict[str
                 path, data = payloads[i % len(payloads)]
                 start = time.perf_counter()
                 try:
-                    answer = http.post(f"{url}/api/v1/models/model/predict", content=data)
+                    answer = http.post(f"{url}/api/v1/models/{name}/predict", content=data)
                     ok = answer.status_code == 200
                 except httpx.HTTPError:
                     ok = False
@@ -143,6 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)   # not a line per request
     paths = collect_images(args.images)
+    name = os.path.basename(os.path.normpath(args.export))
     os.makedirs(args.save_path, exist_ok=True)
     work = tempfile.mkdtemp(prefix="bench-serve-")
     rows, infer_ms = [], {8: [], 1: []}
@@ -159,7 +160,7 @@ def main() -> None:
     infer_rows("before")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "serve.py", "--model", f"model={args.export}", "--port", str(port),
+    server = subprocess.Popen([sys.executable, "serve.py", "--model", f"{name}={args.export}", "--port", str(port),
                                "--max_batch", str(args.max_batch), "--max_wait_ms", str(args.max_wait_ms)],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     memory = {}
@@ -174,14 +175,16 @@ def main() -> None:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit("serve.py did not start")
             time.sleep(0.3)
-        load(url, paths, 1, 100, want)
+        load(url, name, paths, 16, 100, want)
         memory["after 100"] = rss_mb(server.pid)
+        done = 100
         for clients in (int(c) for c in args.clients.split(",")):
-            rows.append(load(url, paths, clients, args.requests, want))
-        done = 100 + args.requests * len(args.clients.split(","))
+            rows.append(load(url, name, paths, clients, args.requests, want))
+            done += args.requests
+            memory[f"after {done}"] = rss_mb(server.pid)
         if done < 1000:
-            load(url, paths, 4, 1000 - done, want)
-        memory[f"after {max(done, 1000)}"] = rss_mb(server.pid)
+            load(url, name, paths, 4, 1000 - done, want)
+            memory["after 1000"] = rss_mb(server.pid)
         if args.screenshot:
             chosen = args.screenshot_images or [next(p for p in paths if "/good/" in p),
                                                  *[p for p in paths if "/good/" not in p][:2]]
@@ -200,7 +203,7 @@ def main() -> None:
         "16 clients >= 0.9x infer.py --batch_size 8": served[16]["img_per_s"] >= 0.9 * batch8 if 16 in served else None,
         "p50 at 1 client <= 1.2x infer.py per image": served[1]["p50_ms"] <= 1.2 * one_ms if 1 in served else None,
         "0 errors": all(r["errors"] == 0 for r in served.values()),
-        "RSS after 1000 <= after 100 + 50 MB": list(memory.values())[-1] <= memory["after 100"] + 50,
+        "RSS at the end (>= 1000 requests) <= after 100 + 50 MB": list(memory.values())[-1] <= memory["after 100"] + 50,
         "scores equal infer.py's within 1e-5": all(r["max_score_diff"] <= 1e-5 for r in served.values()),
     }
     if 16 in served:

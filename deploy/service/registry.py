@@ -60,12 +60,18 @@ def files_signature(export_dir: str) -> tuple:
 
 
 def load_version(export_dir: str, settings: ServiceSettings) -> LoadedVersion:
-    """Load and warm up (one batch) the export in `export_dir`."""
+    """Load the export in `export_dir` and warm it up at every batch size up to --max_batch.
+
+    The predictor plans its memory per input shape on first use (bottle, MobileNetV2: RSS 0.43 GB
+    after batches of one, 1.0 GB once batches of 1..8 have run, then flat): done here, before the
+    version serves, so neither the first requests nor the memory curve of a running service pay it.
+    """
     signature = files_signature(export_dir)
     inferencer = Inferencer(export_dir, options=RuntimeOptions(backend=settings.backend,
                                                                cpu_threads=settings.cpu_threads))
     crop = np.atleast_1d(inferencer.data.crop_size)
-    inferencer.predict_preprocessed(np.zeros((1, 3, int(crop[0]), int(crop[-1])), np.float32))
+    for size in range(1, settings.max_batch + 1):
+        inferencer.predict_preprocessed(np.zeros((size, 3, int(crop[0]), int(crop[-1])), np.float32))
     stats = inferencer.files.stats
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(stats)))
     return LoadedVersion(inferencer, file_sha256(stats)[:12], created, signature)
