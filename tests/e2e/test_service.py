@@ -425,3 +425,18 @@ def test_operator_page_in_chromium(served_models, images, infer_results, tmp_pat
         assert (tmp_path / "operator_page.png").stat().st_size > 10000
     finally:
         srv.stop()
+
+
+def test_model_arguments_name_export_folders(served_models, tmp_path):
+    from deploy.service.registry import parse_model_args
+    from utils.errors import UserError
+
+    part = str(served_models / "part")
+    assert parse_model_args(str(served_models), []) == {"part": part}
+    assert parse_model_args(None, [f"line1={part}"]) == {"line1": part}
+    for models_dir, pairs, fragment in ((None, [], "nothing to serve"), (None, [part], "expected NAME=EXPORT_DIR"),
+                                        (None, [f"x={tmp_path}"], "no stats.npz"),
+                                        (str(tmp_path), [], "no export folders"),
+                                        (str(tmp_path / "none"), [], "folder not found")):
+        with pytest.raises(UserError, match=fragment):
+            parse_model_args(models_dir, pairs)
