@@ -26,8 +26,9 @@ def test_readme_python_example_runs(tmp_path) -> None:
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    rows = [line.split() for line in done.stdout.splitlines() if line.strip()]
-    scores = {path: float(score) for score, path in rows}
+    # After train()'s table: one line per test image, "score normalised decision path".
+    rows = re.findall(r"^ *(\d+\.\d+) (\d\.\d+) (normal|anomalous) +(\S+)$", done.stdout, flags=re.M)
+    scores = {path: float(score) for score, _, _, path in rows}
     assert len(scores) == 20                       # 5 good + 3 defect types x 5 test images
     good = [s for p, s in scores.items() if "/good/" in p]
     defective = [s for p, s in scores.items() if "/good/" not in p]
