@@ -1,4 +1,4 @@
-"""Serve exported models over HTTP, with the operator page at / (see docs/service-notes.md).
+"""Serve exported models over HTTP, with the operator page at / (see docs/deployment.md, Serving).
 
 Example: python serve.py --models output --feedback_dir feedback
          (output/ holds train.py's <category>.pdparams and export_model.py's export folders)

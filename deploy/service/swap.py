@@ -2,7 +2,7 @@
 
 Linux's renameat2(RENAME_EXCHANGE) swaps two paths atomically: after a crash either the old or the
 new export is in place, never a mix. Where it is missing, three renames are used (a crash between
-them leaves the old version beside a hidden temporary; documented in docs/service-notes.md).
+them leaves the old version beside a hidden temporary; documented in docs/deployment.md, Serving).
 """
 from __future__ import annotations
 

@@ -76,7 +76,9 @@ def test_full_model_scores_with_onnxruntime_and_numpy_alone(exported, tmp_path):
     from helpers import ROOT
 
     folder, dynamic, test_dir = exported
-    example = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "runtimes-notes.md").read_text(), re.S).group(1)
+    # The example users copy: the python block of docs/deployment.md's ONNX Runtime section.
+    section = (ROOT / "docs" / "deployment.md").read_text().split("## Scoring with ONNX Runtime and NumPy alone", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     # After the example: which modules it loaded (run outside the repo, so the project is not importable).
     check = ("\nimport sys as _s\nprint('LOADED', sorted({m.split('.')[0] for m in _s.modules} & "
              "{'paddle', 'utils', 'datasets', 'models', 'engine', 'deploy', 'tools'}))\n")
