@@ -69,10 +69,15 @@ def dynamic_embedder(model: AnomalyModel, pretrained: str | None = None) -> Call
     return lambda images: extract(extractor, images)
 
 
-def extract_batches(extractor: PatchFeatureExtractor, images: Any, batch_size: int, desc: str,
-                    progress: bool) -> Iterator[np.ndarray]:
-    """Embeddings of `images`, batch by batch, in order: the extraction step of a fit."""
-    return (extract(extractor, batch) for batch, _, _ in iterate_batches(images, batch_size, desc, progress))
+def extract_batches(extractor: PatchFeatureExtractor, crop_hw: tuple[int, int], images: Any, batch_size: int,
+                    desc: str, progress: bool) -> Iterator[np.ndarray]:
+    """Embeddings of `images`, batch by batch, in order: the extraction step of a fit or an update.
+
+    Both go through the same engine (engine.fast_extraction), so an update's new features are the
+    features a fit on all images would have had.
+    """
+    embed = training_embedder(extractor, crop_hw)
+    return (embed(batch) for batch, _, _ in iterate_batches(images, batch_size, desc, progress))
 
 
 def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str,
@@ -93,9 +98,8 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
     images = shard_images(train_set, shard)
     check_fit_memory(config, len(images), run.batch_size)      # before the first batch is decoded
     progress = run.progress and shard.is_main
-    embed = training_embedder(extractor, config.data.crop_hw)
-    embeddings = (embed(batch) for batch, _, _ in iterate_batches(images, run.batch_size, f"{category}: features",
-                                                                    progress))
+    embeddings = extract_batches(extractor, config.data.crop_hw, images, run.batch_size, f"{category}: features",
+                                 progress)
     fit_method = METHODS[config.model.method].fit_function()
     arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(images)), config.model,
                                                           progress, run.backend, shard)

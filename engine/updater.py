@@ -119,8 +119,8 @@ def extend_model(model: AnomalyModel, extractor: PatchFeatureExtractor, images: 
                  run: RunSettings) -> None:
     """Add the fitted new images to the model's arrays and count them in its fit_stats."""
     spec = METHODS[model.method]
-    embeddings = extract_batches(extractor, images.fitted, run.batch_size, f"{model.category}: new features",
-                                 run.progress)
+    embeddings = extract_batches(extractor, model.config.data.crop_hw, images.fitted, run.batch_size,
+                                 f"{model.category}: new features", run.progress)
     arrays, stats = spec.update_function()(model.arrays, EmbeddingStream(embeddings, len(images.fitted)),
                                            model.config.model, run.progress)
     model.arrays.update(arrays)
