@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from utils.errors import install_interrupt_hook
+
+# The fit's extraction builds a static program; without this Paddle's glog prints executor chatter
+# ("New Executor is Running") into the training output. Set before paddle is first imported.
+os.environ.setdefault("GLOG_minloglevel", "2")
 
 # First thing the entry scripts import: Ctrl-C during the slow imports below is one line too.
 install_interrupt_hook()
