@@ -33,6 +33,7 @@ Embedder = Callable[[np.ndarray], np.ndarray]
 
 
 def dynamic_graph(extractor: PatchFeatureExtractor) -> Embedder:
+    """images -> embeddings with `extractor` on the dynamic graph (predict.py's path, the fallback)."""
     return lambda images: extract(extractor, images)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.distributed import make_shard
-from engine.fast_extraction import training_embedder
+from engine.fast_extraction import dynamic_graph, training_embedder
 from engine.settings import RunSettings
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
 from models.fit_memory import check_fit_memory
@@ -65,8 +65,7 @@ def rebuild_extractor(model: AnomalyModel, pretrained: str | None = None) -> Pat
 
 def dynamic_embedder(model: AnomalyModel, pretrained: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """images [B, 3, H, W] -> embeddings with the model's own extractor on the dynamic graph."""
-    extractor = rebuild_extractor(model, pretrained)
-    return lambda images: extract(extractor, images)
+    return dynamic_graph(rebuild_extractor(model, pretrained))
 
 
 def extract_batches(extractor: PatchFeatureExtractor, crop_hw: tuple[int, int], images: Any, batch_size: int,
