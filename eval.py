@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 
 from engine.cli import ARCH_NAMES, add_data_args, add_eval_args, run_cli, run_settings, script_parser
-from engine.trainer import evaluate_saved
 
 
 def parse_args() -> argparse.Namespace:
@@ -26,6 +25,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    from engine.trainer import evaluate_saved   # Paddle loads after parsing: -h answers at once
+
     evaluate_saved(run_settings(args, figures=args.save_pic, model_dir=args.model_dir, arch=args.arch))
     return 0
 

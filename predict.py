@@ -7,9 +7,7 @@ from __future__ import annotations
 import argparse
 
 from deploy.cli import add_batch_size_arg, add_decision_args, run_cli, script_parser
-from deploy.inference import collect_images, run_inference
 from engine.cli import add_device_arg, select_device
-from engine.pipeline import dynamic_embedder, load_model
 
 
 def parse_args() -> argparse.Namespace:
@@ -28,6 +26,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    # Paddle loads here, after parsing: -h and usage errors answer at once.
+    from deploy.inference import collect_images, run_inference
+    from engine.pipeline import dynamic_embedder, load_model
+
     backend = select_device(args.device)
     model = load_model(args.model_path, args.model_dir, args.category)
     failed = run_inference(collect_images(args.input), model, lambda: dynamic_embedder(model, args.pretrained),

@@ -12,8 +12,6 @@ import argparse
 
 from engine.cli import (add_data_args, auto_geometry, add_eval_args, add_model_args, config_from_args, fixed_options, run_cli,
                         run_settings, script_parser)
-from engine.trainer import train
-from engine.updater import update
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> int:
     parser = build_parser()
     args = parser.parse_args()
+    # Paddle loads here, after parsing: -h and usage errors answer at once.
+    from engine.trainer import train
+    from engine.updater import update
+
     if args.update:
         # The model's own weights unless --pretrained names others (e.g. the same file elsewhere).
         update(args.update, run_settings(args, category=None if args.category == "all" else args.category,
