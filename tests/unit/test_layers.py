@@ -88,3 +88,35 @@ def test_the_rule_check_catches_violations():
     assert violations("engine", "from deploy.inference import run_inference\n")
     assert not violations("engine", "from deploy.runtimes import open_runtime\n")
     assert not violations("deploy", "from models.thresholds import Thresholds\nimport numpy\n")
+
+
+LIBRARY_PACKAGES = ("utils", "datasets", "models", "engine", "deploy")
+
+
+def patches_sys_path(source: str) -> bool:
+    """Whether a source changes the import path (sys.path.insert/append/..., or assigns to it)."""
+    for node in ast.walk(ast.parse(source)):
+        target = node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else None
+        targets = getattr(node, "targets", []) + [getattr(node, "target", None)]
+        for candidate in [target, *targets]:
+            while isinstance(candidate, ast.Subscript):
+                candidate = candidate.value
+            if (isinstance(candidate, ast.Attribute) and candidate.attr == "path"
+                    and isinstance(candidate.value, ast.Name) and candidate.value.id == "sys"):
+                return True
+    return False
+
+
+def test_library_modules_leave_the_import_path_alone():
+    # Only entry scripts (the root scripts, tools/, benchmarks/) and tests may put the project root on
+    # sys.path; an import of a library module changes no process-wide state of that kind.
+    patched = [str(path.relative_to(ROOT)) for package in LIBRARY_PACKAGES
+               for path in sorted((ROOT / package).rglob("*.py")) if patches_sys_path(path.read_text())]
+    assert patched == []
+
+
+def test_the_import_path_check_sees_a_patch():
+    assert patches_sys_path("import sys\nsys.path.insert(0, '/x')\n")
+    assert patches_sys_path("import sys\nsys.path[:0] = ['/x']\n")
+    assert patches_sys_path("import sys\nsys.path += ['/x']\n")
+    assert not patches_sys_path("import os\nos.path.join('a', 'b')\nimport sys\nprint(sys.path[0])\n")
