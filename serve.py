@@ -1,6 +1,6 @@
 """Serve exported models over HTTP, with the operator page at / (see docs/deployment.md, Serving).
 
-Example: python serve.py --models output --feedback_dir feedback
+Example: python serve.py --models output --feedback_dir output/feedback
          (output/ holds train.py's <category>.pdparams and export_model.py's export folders)
 Then open http://127.0.0.1:8000/ or POST an image to /api/v1/models/<name>/predict. Loads no training code.
 """

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli import (add_data_args, auto_geometry, add_eval_args, add_model_args, config_from_args, fixed_options, run_cli,
-                        run_settings, script_parser)
+from engine.cli import (add_data_args, auto_geometry, add_eval_args, add_model_args, config_from_args, fixed_options,
+                        refuse_source_package, run_cli, run_settings, script_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> int:
     parser = build_parser()
     args = parser.parse_args()
+    refuse_source_package(args.save_path, "--save_path")
     # Paddle loads here, after parsing: -h and usage errors answer at once.
     from engine.trainer import train
     from engine.updater import update

@@ -9,9 +9,9 @@ its start-up; run before and after the server, averaged) and the server's RSS af
 
 Example (bottle, MobileNetV2 weights converted with tools/convert_weights.py):
     python train.py --data_path MVTEC_ROOT --category bottle --arch mobilenet_v2 --pretrained mnv2.pdparams \\
-        --k 10 --save_path models
-    python export_model.py --model_path models/bottle.pdparams --save_dir models/bottle
-    python benchmarks/serve.py --export models/bottle --images MVTEC_ROOT/bottle/test \\
+        --k 10 --save_path output/models
+    python export_model.py --model_path output/models/bottle.pdparams --save_dir output/models/bottle
+    python benchmarks/serve.py --export output/models/bottle --images MVTEC_ROOT/bottle/test \\
         --screenshot docs/service-page.png
 """
 from __future__ import annotations

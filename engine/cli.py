@@ -17,6 +17,7 @@ from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, m
 from utils.config import (AGGREGATIONS, AutoSize, DEFAULT_VAL_RATIO, Config, DataConfig, ModelConfig, finite_float,
                           INTERPOLATIONS, crop_size_type, non_negative_int, positive_int, resize_size, str2bool)
 from utils.errors import UserError, run_cli, script_parser
+from utils.io import refuse_source_package
 from utils.runtime import DEVICES, select_device
 from engine.distributed import quiet_launched_worker
 from datasets.geometry import DEFAULT_CROP_SHORT, DEFAULT_RESIZE_SHORT, GRID_STRIDE, AutoGeometry
@@ -25,7 +26,8 @@ from engine.settings import FIXED_OPTIONS, RunSettings
 quiet_launched_worker()
 
 __all__ = ["ARCH_NAMES", "add_data_args", "add_device_arg", "add_eval_args", "add_model_args", "config_from_args",
-           "given_options", "run_cli", "run_settings", "script_parser", "select_device"]
+           "given_options", "refuse_source_package", "run_cli", "run_settings", "script_parser",
+           "select_device"]
 
 ARCH_NAMES = tuple(ARCHS)
 

@@ -33,6 +33,34 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return folder
 
 
+# The repository's root: the folder that holds this utils package.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_package_of(path: str | os.PathLike) -> Path | None:
+    """The project's Python package (a folder of the repository with an __init__.py) that `path`
+    lies in, or None. Outputs written there show in `git status` and `git clean` deletes them."""
+    target = Path(path).resolve()
+    try:
+        parts = target.relative_to(PROJECT_ROOT).parts
+    except ValueError:
+        return None
+    folder = PROJECT_ROOT
+    for part in parts:
+        folder = folder / part
+        if (folder / "__init__.py").is_file():
+            return folder
+    return None
+
+
+def refuse_source_package(path: str | os.PathLike, option: str) -> None:
+    """A one-line UserError when an output folder given as `option` lies inside a source package."""
+    package = source_package_of(path)
+    if package is not None:
+        raise UserError(f"{option} {path} is inside the source package {package.relative_to(PROJECT_ROOT)}/ "
+                        "(git clean would delete what is written there): use a folder under output/")
+
+
 LOCK_FILE = ".lock"
 
 
