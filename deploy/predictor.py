@@ -7,7 +7,7 @@ import numpy as np
 from paddle import inference
 
 from models.model_file import AnomalyModel, arrays_sha256
-from utils.errors import UserError
+from utils.errors import UserError, last_line
 from utils.io import file_sha256
 from utils.runtime import select_device
 
@@ -87,7 +87,7 @@ class FeaturePredictor:
             self.predictor = inference.create_predictor(config)
         except Exception as err:
             raise UserError(f"cannot load the exported model '{model_file}': "
-                                 f"{str(err).strip().splitlines()[-1][:160]}") from None
+                                 f"{last_line(err)}") from None
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
@@ -98,5 +98,5 @@ class FeaturePredictor:
         try:
             self.predictor.run()
         except Exception as err:   # e.g. PIR programs under oneDNN hit unimplemented attributes
-            raise UserError(f"the predictor failed: {str(err).strip().splitlines()[-1][:200]}") from None
+            raise UserError(f"the predictor failed: {last_line(err, 200)}") from None
         return self.output.copy_to_cpu()

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from models.sharding import Shard, shard_bounds
-from utils.errors import UserError
+from utils.errors import UserError, last_line
 from utils.launch import launched_world
 
 _initialised = False
@@ -59,7 +59,7 @@ def _collective(run, array: np.ndarray):
     except RuntimeError as err:
         rank = launched_world()[0]
         raise UserError(f"worker {rank}: another worker stopped during the distributed fit "
-                        f"({str(err).strip().splitlines()[-1][:120]}); see its log for the cause") from None
+                        f"({last_line(err, 120)}); see its log for the cause") from None
 
 
 def _all_gather(array: np.ndarray) -> np.ndarray:

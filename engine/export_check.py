@@ -15,7 +15,7 @@ from deploy.runtimes import ExportFiles, RuntimeOptions, installed_engines, open
 from models.feature_extractor import PatchFeatureExtractor, extract
 from models.model_file import AnomalyModel
 from utils.config import DataConfig
-from utils.errors import UserError
+from utils.errors import UserError, last_line
 
 # Scores and maps must agree with predict.py to 1e-5 / 1e-4; the embeddings they come from to this.
 EXPORT_TOLERANCE = 1e-4
@@ -108,7 +108,7 @@ def verify_full_model(model: AnomalyModel, extractor: PatchFeatureExtractor, pat
             outputs = _run_full_model(engine, path, inputs, cpu_threads)
         except Exception as err:   # the engines raise their own C++ errors
             raise UserError(f"export refused: {engine} cannot run {os.path.basename(path)}: "
-                            f"{str(err).strip().splitlines()[-1][:160]}; nothing was written") from None
+                            f"{last_line(err)}; nothing was written") from None
         scores = relative_difference(expected.image_scores, outputs["image_score"])
         maps = max(relative_difference(e, a) for e, a in zip(expected.anomaly_maps, outputs["anomaly_map"]))
         if not (scores <= FULL_SCORE_TOLERANCE and maps <= EXPORT_TOLERANCE):

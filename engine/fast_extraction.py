@@ -20,6 +20,7 @@ import paddle
 
 from deploy.runtimes import ExportFiles, RuntimeOptions, open_runtime
 from models.feature_extractor import PatchFeatureExtractor, extract
+from utils.errors import last_line
 
 # Features the fit gets from an engine agree with the dynamic graph's to this (relative to the
 # largest value), or the fit extracts them on the dynamic graph. The export check's bound: float32
@@ -66,7 +67,7 @@ class EngineEmbedder:
             if features.shape != expected.shape or not difference <= FIT_TOLERANCE:
                 raise ValueError(f"{runtime.name} differs from the dynamic graph by {difference:.1e}")
         except Exception as err:   # any engine trouble: the dynamic graph does the work as before
-            print(f"warning: fit extraction on the dynamic graph ({str(err).strip().splitlines()[-1][:160]})",
+            print(f"warning: fit extraction on the dynamic graph ({last_line(err)})",
                   file=sys.stderr, flush=True)
             self.embed = dynamic_graph(self.extractor)
             return expected

@@ -18,7 +18,7 @@ from paddle import nn
 from paddle.vision import models as vision_models
 
 from models.registry import ArchSpec, StagePart, arch_spec
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 from utils.safe_pickle import load_plain_pickle
 
 
@@ -57,7 +57,7 @@ def _download_imagenet(spec: ArchSpec) -> nn.Layer:
             return build(pretrained=True)
     except Exception as err:
         raise UserError(
-            f"could not download ImageNet weights for {spec.name} ({str(err).splitlines()[0][:120]}); "
+            f"could not download ImageNet weights for {spec.name} ({first_line(err, 120)}); "
             f"pass a local file with --pretrained PATH.pdparams "
             f"(PyTorch weights convert with tools/convert_weights.py)") from None
     finally:

@@ -20,8 +20,15 @@ class UserError(Exception):
 
 def first_line(err: BaseException, limit: int = 160) -> str:
     """The first line of an exception's message (its type name if it has none), for one-line errors."""
-    text = str(err).strip()
-    return text.splitlines()[0][:limit] if text else type(err).__name__
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
+
+
+def last_line(err: BaseException, limit: int = 160) -> str:
+    """The last line of an exception's message (its type name if it has none): where Paddle, OpenVINO
+    and ONNX Runtime put the actual error, after their C++ stack or context lines."""
+    lines = str(err).strip().splitlines()
+    return lines[-1][:limit] if lines else type(err).__name__
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from utils.config import Config, DataConfig, ModelConfig, finite_float, positive_int, resize_int
-from utils.errors import run_cli, script_parser
+from utils.errors import first_line, last_line, run_cli, script_parser
 
 
 def _run(exception, capsys):
@@ -51,3 +51,19 @@ def test_config_ranges(data, model, name):
     with pytest.raises(ValueError, match=f"^{name} must be"):
         Config(DataConfig(**data), ModelConfig(**model)).check()
     assert math.isfinite(ModelConfig().k)
+
+
+@pytest.mark.parametrize("message,first,last", [
+    ("", "RuntimeError", "RuntimeError"),
+    ("  \n ", "RuntimeError", "RuntimeError"),
+    ("one", "one", "one"),
+    ("C++ stack\n  frame 1\nInvalidArgument: shape mismatch\n", "C++ stack", "InvalidArgument: shape mismatch"),
+])
+def test_first_and_last_line_of_an_error(message, first, last):
+    err = RuntimeError(message)
+    assert first_line(err) == first and last_line(err) == last
+
+
+def test_lines_of_an_error_are_cut_to_the_limit():
+    assert last_line(ValueError("a\n" + "x" * 300), 120) == "x" * 120
+    assert first_line(ValueError("y" * 300)) == "y" * 160

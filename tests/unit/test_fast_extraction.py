@@ -52,6 +52,22 @@ def test_a_mismatching_engine_falls_back_to_the_dynamic_graph(extractor, monkeyp
     assert len(err) == 1 and "planted differs from the dynamic graph by 1.0e-03" in err[0]
 
 
+def test_an_engine_failing_without_a_message_falls_back(extractor, monkeypatch, capsys):
+    # An engine error with an empty message (last_line used to index an empty list here, so the fit
+    # crashed instead of falling back): the warning names the error's type.
+    monkeypatch.delenv(fast.RUNTIME_VARIABLE, raising=False)
+
+    def failing(files, options):
+        raise RuntimeError("")
+
+    monkeypatch.setattr(fast, "open_runtime", failing)
+    embed = fast.training_embedder(extractor, (64, 64))
+    batch = _batches()[0]
+    np.testing.assert_array_equal(embed(batch), extract(extractor, batch))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warning: fit extraction on the dynamic graph (RuntimeError)"]
+
+
 def test_the_variable_keeps_the_dynamic_graph(extractor, monkeypatch):
     monkeypatch.setenv(fast.RUNTIME_VARIABLE, "dynamic")
     embed = fast.training_embedder(extractor, (64, 64))
