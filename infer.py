@@ -9,9 +9,9 @@ Flag names follow the TIPC inference conventions. Loads no training code.
 from __future__ import annotations
 
 import argparse
-import os
 
-from deploy.cli import add_batch_size_arg, add_decision_args, add_predictor_args, run_cli, script_parser
+from deploy.cli import (add_batch_size_arg, add_decision_args, add_predictor_args, quiet_paddle_logs, run_cli,
+                        script_parser)
 
 
 def parse_args() -> argparse.Namespace:
@@ -26,8 +26,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    # Paddle Inference logs through glog; a production line wants only the results.
-    os.environ.setdefault("GLOG_minloglevel", "2")
+    quiet_paddle_logs()   # a production line wants only the results
     from deploy.benchmark import make_timer, report_benchmark
     from deploy.inference import collect_images, run_inference
     from deploy.predictor import load_exported_model, scoring_backend

@@ -7,9 +7,8 @@ Then open http://127.0.0.1:8000/ or POST an image to /api/v1/models/<name>/predi
 from __future__ import annotations
 
 import argparse
-import os
 
-from deploy.cli import run_cli, script_parser
+from deploy.cli import quiet_paddle_logs, run_cli, script_parser
 from deploy.service.cli import add_service_args, settings_from_args
 
 
@@ -21,7 +20,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    os.environ.setdefault("GLOG_minloglevel", "2")
+    quiet_paddle_logs()
     from deploy.service.server import serve
 
     serve(settings_from_args(args), args.models, args.model)

@@ -24,7 +24,7 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from compare_methods import benchmark_numbers, report, run, train_export_infer  # noqa: E402
 from models.registry import ARCHS  # noqa: E402
 from tools.compare_outputs import load_outputs, relative_differences  # noqa: E402
-from utils.config import AGGREGATIONS, ModelConfig  # noqa: E402
+from utils.config import AGGREGATIONS, DEFAULT_CPU_THREADS, ModelConfig  # noqa: E402
 
 COLUMNS = ("aggregation", "embed_dim", "bank_patches", "bank_MB", "Image_AUROC", "Pixel_AUROC", "PRO_score",
            "fit_seconds", "infer_ms_per_img", "extract_ms_per_img", "score_ms_per_img", "infer_vs_predict")
@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--aggregations", default=",".join(AGGREGATIONS), help="comma-separated, run in this order")
     parser.add_argument("--pretrain_embed_dim", default=str(m.pretrain_embed_dim))
     parser.add_argument("--target_embed_dim", default=str(m.target_embed_dim))
-    parser.add_argument("--cpu_threads", type=int, default=2)
+    parser.add_argument("--cpu_threads", type=int, default=DEFAULT_CPU_THREADS)
     parser.add_argument("--save_path", default="output/aggregation")
     return parser.parse_args()
 

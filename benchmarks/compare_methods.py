@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from models.registry import ARCHS  # noqa: E402
+from utils.config import DEFAULT_CPU_THREADS  # noqa: E402
 from utils.table import format_table, write_csv  # noqa: E402
 
 COLUMNS = ("method", "k", "fitted", "Image_AUROC", "Pixel_AUROC", "PRO_score", "fit_seconds", "model_MB", "deploy_MB",
@@ -40,7 +41,7 @@ def parse_args() -> argparse.Namespace:
                                                           "(default: train.py's)")
     parser.add_argument("--padim_k", default=None, help="PaDiM's --k: channels kept, 0 = all (default: train.py's "
                                                         "for the arch)")
-    parser.add_argument("--cpu_threads", type=int, default=2)
+    parser.add_argument("--cpu_threads", type=int, default=DEFAULT_CPU_THREADS)
     parser.add_argument("--save_path", default="output/compare_methods")
     return parser.parse_args()
 

@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import utils  # noqa: E402,F401  (sets the BLAS threading environment before NumPy loads)
+from utils.runtime import quiet_paddle_logs  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -205,7 +206,7 @@ def fit_extraction(args: argparse.Namespace) -> list[dict]:
 
 def main() -> int:
     args = parse_args()
-    os.environ.setdefault("GLOG_minloglevel", "2")
+    quiet_paddle_logs()
     os.makedirs(args.save_path, exist_ok=True)
     print_and_save(network_and_accuracy(args), os.path.join(args.save_path, "runtimes.csv"))
     if args.end_to_end:

@@ -8,10 +8,12 @@ from utils.errors import install_interrupt_hook
 # First thing the entry scripts import: Ctrl-C during the slow imports that follow is one line too.
 install_interrupt_hook()
 
-from utils.config import finite_float, non_negative_int, positive_int, str2bool
+from utils.config import DEFAULT_CPU_THREADS, finite_float, non_negative_int, positive_int, str2bool
 from utils.errors import run_cli, script_parser
+from utils.runtime import quiet_paddle_logs
 
-__all__ = ["add_batch_size_arg", "add_decision_args", "add_predictor_args", "run_cli", "script_parser"]
+__all__ = ["add_batch_size_arg", "add_decision_args", "add_predictor_args", "quiet_paddle_logs", "run_cli",
+           "script_parser"]
 
 
 def add_decision_args(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +41,7 @@ def add_predictor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use_gpu", type=str2bool, default=False)
     parser.add_argument("--enable_mkldnn", type=str2bool, default=None,
                         help="Paddle Inference's oneDNN on the CPU (default: on for a .pdmodel, off for .json)")
-    parser.add_argument("--cpu_threads", type=positive_int, default=2)
+    parser.add_argument("--cpu_threads", type=positive_int, default=DEFAULT_CPU_THREADS)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     parser.add_argument("--use_tensorrt", type=str2bool, default=False)
     parser.add_argument("--enable_benchmark", type=str2bool, default=False)

@@ -24,6 +24,7 @@ from deploy.inference import decision_row, non_finite_error, score_batch
 from deploy.predictor import load_exported_model, scoring_backend
 from deploy.runtimes import ExportFiles, RuntimeOptions, open_runtime
 from models.thresholds import Thresholds
+from utils.config import DEFAULT_CPU_THREADS
 from utils.errors import UserError
 
 ImageInput = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
@@ -69,7 +70,7 @@ class Inferencer:
     the extractor runs on `options.backend` (deploy.runtimes). Thresholds default to the calibrated ones.
     """
 
-    def __init__(self, export_dir: str | os.PathLike, backend: str = "auto", *, cpu_threads: int = 2,
+    def __init__(self, export_dir: str | os.PathLike, backend: str = "auto", *, cpu_threads: int = DEFAULT_CPU_THREADS,
                  use_gpu: bool = False, options: RuntimeOptions | None = None,
                  image_threshold: float | None = None, pixel_threshold: float | None = None):
         self.export_dir = os.fspath(export_dir)

@@ -7,6 +7,7 @@ import numpy as np
 from paddle import inference
 
 from models.model_file import AnomalyModel, arrays_sha256
+from utils.config import DEFAULT_CPU_THREADS
 from utils.errors import UserError, last_line
 from utils.io import file_sha256
 from utils.runtime import select_device
@@ -50,7 +51,7 @@ class FeaturePredictor:
     """images [B,3,H,W] float32 -> patch embedding [B,C,h,w], through paddle.inference."""
 
     def __init__(self, model_file: str, params_file: str, use_gpu: bool = False, enable_mkldnn: bool = False,
-                 cpu_threads: int = 1, precision: str = "fp32", use_tensorrt: bool = False, gpu_id: int = 0):
+                 cpu_threads: int = DEFAULT_CPU_THREADS, precision: str = "fp32", use_tensorrt: bool = False, gpu_id: int = 0):
         for path in (model_file, params_file):
             if not os.path.isfile(path):
                 raise UserError(f"file not found: {path}")

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from utils.errors import install_interrupt_hook
+from utils.runtime import quiet_paddle_logs
 
-# The fit's extraction builds a static program; without this Paddle's glog prints executor chatter
-# ("New Executor is Running") into the training output. Set before paddle is first imported.
-os.environ.setdefault("GLOG_minloglevel", "2")
+# The fit's extraction builds a static program: no glog chatter in the training output.
+quiet_paddle_logs()
 
 # First thing the entry scripts import: Ctrl-C during the slow imports below is one line too.
 install_interrupt_hook()
@@ -26,7 +25,7 @@ from engine.settings import FIXED_OPTIONS, RunSettings
 quiet_launched_worker()
 
 __all__ = ["ARCH_NAMES", "add_data_args", "add_device_arg", "add_eval_args", "add_model_args", "config_from_args",
-           "given_options", "refuse_source_package", "run_cli", "run_settings", "script_parser",
+           "given_options", "quiet_paddle_logs", "refuse_source_package", "run_cli", "run_settings", "script_parser",
            "select_device"]
 
 ARCH_NAMES = tuple(ARCHS)

@@ -14,7 +14,7 @@ from datasets.preprocess import load_image, preprocess_image
 from deploy.runtimes import ExportFiles, RuntimeOptions, installed_engines, open_runtime
 from models.feature_extractor import PatchFeatureExtractor, extract
 from models.model_file import AnomalyModel
-from utils.config import DataConfig
+from utils.config import DEFAULT_CPU_THREADS, DataConfig
 from utils.errors import UserError, last_line
 
 # Scores and maps must agree with predict.py to 1e-5 / 1e-4; the embeddings they come from to this.
@@ -61,7 +61,7 @@ def runtime_variants(files: ExportFiles) -> list[tuple[str, ExportFiles]]:
 
 
 def verify_export(extractor: PatchFeatureExtractor, files: ExportFiles, data: DataConfig,
-                  image: str | None = None, cpu_threads: int = 2) -> list[RuntimeCheck]:
+                  image: str | None = None, cpu_threads: int = DEFAULT_CPU_THREADS) -> list[RuntimeCheck]:
     """One RuntimeCheck per engine and file; UserError naming the first beyond EXPORT_TOLERANCE."""
     inputs = check_inputs(data, image)
     expected = extract(extractor, inputs)
@@ -97,7 +97,7 @@ def _run_full_model(engine: str, path: str, images: np.ndarray, cpu_threads: int
 
 
 def verify_full_model(model: AnomalyModel, extractor: PatchFeatureExtractor, path: str, data: DataConfig,
-                      image: str | None = None, cpu_threads: int = 2) -> list[RuntimeCheck]:
+                      image: str | None = None, cpu_threads: int = DEFAULT_CPU_THREADS) -> list[RuntimeCheck]:
     """The self-contained ONNX model against the dynamic graph and the project's scorer: image scores
     to FULL_SCORE_TOLERANCE, maps to EXPORT_TOLERANCE (relative), in every installed ONNX engine."""
     inputs = check_inputs(data, image)

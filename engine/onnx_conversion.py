@@ -7,6 +7,7 @@ import sys
 import tempfile
 
 from utils.errors import UserError
+from utils.runtime import QUIET_PADDLE_LOGS
 
 # The lowest opset asked for; paddle2onnx raises it where an op needs a later one.
 ONNX_OPSET = 13
@@ -32,7 +33,7 @@ def convert_to_onnx(program: str, params: str) -> bytes:
     """The ONNX model (serialised) of a Paddle inference program and its parameters."""
     with tempfile.TemporaryDirectory() as scratch:
         target = os.path.join(scratch, "model.onnx")
-        env = dict(os.environ, GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
+        env = dict(os.environ, **QUIET_PADDLE_LOGS, PYTHONWARNINGS="ignore")
         done = subprocess.run([sys.executable, "-c", _CONVERT, program, params, target, str(ONNX_OPSET)],
                               capture_output=True, text=True, env=env)
         if done.returncode != 0 or not os.path.isfile(target) or os.path.getsize(target) == 0:

@@ -114,6 +114,10 @@ class DataConfig:
         return hw(self.crop_size)
 
 
+# Threads one inference engine (Paddle Inference, OpenVINO, ONNX Runtime) runs on the CPU: infer.py's
+# --cpu_threads, the Inferencer, the export check. The project's machines have 2 cores.
+DEFAULT_CPU_THREADS = 2
+
 # train.py's --val_ratio: a tenth of the good images is enough to place the thresholds on bottle-
 # sized sets (200+ images) and costs the bank little; see README "Thresholds from good images only".
 DEFAULT_VAL_RATIO = 0.1

@@ -23,6 +23,18 @@ def configure_environment() -> None:
     warnings.filterwarnings("ignore", message="No ccache found")
 
 
+# Paddle logs through glog; at this level only errors remain: no executor chatter ("New Executor is
+# Running") from a fit's static extraction or an export, nothing but results from Paddle Inference.
+QUIET_PADDLE_LOGS = {"GLOG_minloglevel": "2"}
+
+
+def quiet_paddle_logs() -> None:
+    """Paddle's glog prints only errors (a GLOG_minloglevel the user set wins). Call before paddle is
+    first imported: glog reads it once."""
+    for name, value in QUIET_PADDLE_LOGS.items():
+        os.environ.setdefault(name, value)
+
+
 DEVICES = ("auto", "cpu", "gpu")
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from utils.config import DEFAULT_CPU_THREADS
 from utils.errors import UserError
 
 
@@ -14,7 +15,7 @@ class RuntimeOptions:
     """How to run the extractor; fields a backend has no use for are ignored by it."""
     backend: str = "auto"
     use_gpu: bool = False
-    cpu_threads: int = 2
+    cpu_threads: int = DEFAULT_CPU_THREADS
     enable_mkldnn: bool | None = None   # Paddle Inference only; None: on for a .pdmodel on the CPU
     precision: str = "fp32"
     use_tensorrt: bool = False
