@@ -294,6 +294,17 @@ def readable_row(row: dict[str, Any]) -> dict[str, Any]:
     return {key: readable_text(value) if isinstance(value, str) else value for key, value in row.items()}
 
 
+def check_embedder_fits(embed: Embedder, model: AnomalyModel) -> None:
+    """One blank image of the model's crop through the network, before any output file exists: a
+    program exported for another geometry (a crop edited in an old stats file) fails here, in one
+    line, rather than at the first batch beside a header-only results.partial.csv."""
+    crop_h, crop_w = model.config.data.crop_hw
+    shape = tuple(embed(np.zeros((1, 3, crop_h, crop_w), np.float32)).shape)
+    if shape[2:] != tuple(model.feature_grid):
+        raise UserError(f"the network gives a {shape[2]}x{shape[3]} feature grid for a {crop_h}x{crop_w} crop, the "
+                        f"model file {model.feature_grid[0]}x{model.feature_grid[1]}: they are not from one export")
+
+
 def _print_row(row: dict[str, Any], first: bool) -> None:
     row = readable_row(row)
     if first:
@@ -318,6 +329,7 @@ def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable
     """
     thresholds = Thresholds.from_calibration(model.calibration, image_threshold, pixel_threshold)
     embed, scorer = make_embedder(), model.scorer(backend)
+    check_embedder_fits(embed, model)
     # One run at a time per folder: two would remove and mix each other's results.
     with output_lock(save_path):
         writer = ResultWriter(save_path, model.config.data, thresholds, model.calibration, figures, save_maps)
