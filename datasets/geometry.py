@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Iterable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from datasets.preprocess import open_image
 from utils.config import DataConfig, hw
 from utils.errors import UserError
 
@@ -40,9 +40,9 @@ def image_sizes(paths: Iterable[str | os.PathLike]) -> np.ndarray:
     sizes = []
     for path in paths:
         try:
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 sizes.append(img.size)
-        except (OSError, UnidentifiedImageError, ValueError):
+        except Exception:   # whatever it is (a crafted header raises TypeError), the loader says it
             continue
     return np.array(sizes, dtype=np.float64).reshape(-1, 2)
 

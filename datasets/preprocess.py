@@ -8,10 +8,12 @@ import contextlib
 import os
 import stat
 import sys
+import threading
+import warnings
 from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from utils.config import hw
 from utils.errors import UserError, first_line
@@ -21,9 +23,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # Pillow's own check warns between 1x and 2x Image.MAX_IMAGE_PIXELS and refuses only above: one
 # limit instead (Pillow's default, 89.5 Mpx), checked by open_image from the header before
-# decoding and refused in one line. Pillow's is turned off so it never prints a raw warning.
-MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-Image.MAX_IMAGE_PIXELS = None
+# decoding and refused in one line. Pillow's global setting is left as it is (importing this
+# module changes no process-wide state): its warning is turned into our refusal for the one
+# Image.open call only (see _header).
+MAX_IMAGE_PIXELS = 89_478_485
+# warnings.catch_warnings swaps the process's filters while it is active: our own threads (the
+# reader thread, the service's decoding pool) take turns so that none restores another's filters.
+_HEADER_LOCK = threading.Lock()
+# EXIF tag 0x0112: how the camera was held. 1 is upright; 2..8 are mirrored and/or rotated.
+_EXIF_ORIENTATION = 0x0112
 
 
 def open_regular_file(path: str | os.PathLike) -> BinaryIO:
@@ -45,11 +53,34 @@ def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
     has more than MAX_IMAGE_PIXELS pixels."""
     # An open stream (an upload) is read as it is; a path is opened as a regular file only.
     source = contextlib.nullcontext(path) if hasattr(path, "read") else open_regular_file(path)
-    with source as f, Image.open(f) as img:
+    with source as f, _header(f, path) as img:
         if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise UserError(f"image '{path}' is too large to decode safely: {img.width}x{img.height} pixels, "
-                            f"more than {MAX_IMAGE_PIXELS}")
+            raise _too_large(path, img.width, img.height)
         yield img
+
+
+def _too_large(path: object, width: int | str, height: int | str) -> UserError:
+    return UserError(f"image '{path}' is too large to decode safely: {width}x{height} pixels, "
+                     f"more than {MAX_IMAGE_PIXELS}")
+
+
+def _header(f: BinaryIO, path: object) -> Image.Image:
+    """Image.open(f) (the header only), Pillow's pixel-limit warning or error raised as our refusal."""
+    with _HEADER_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(f)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise _too_large(path, "more than", "the limit of") from None
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as viewers show it: its EXIF orientation applied (phone photos are stored sideways
+    with a tag saying so). Every loader (training, evaluation, predict, infer, the service, masks)
+    goes through here, so training and inference always see the same pixels."""
+    if img.getexif().get(_EXIF_ORIENTATION, 1) in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(img)
+    return img
 
 
 def load_image(path: str | os.PathLike | BinaryIO, name: str | None = None) -> Image.Image:
@@ -60,13 +91,17 @@ def load_image(path: str | os.PathLike | BinaryIO, name: str | None = None) -> I
     try:
         with open_image(path) as img:
             img.load()
-            return to_rgb8(img, path)
+            return to_rgb8(upright(img), path)
+    except UserError:
+        raise
     except FileNotFoundError:
         raise UserError(f"image not found: {path}") from None
     except PermissionError:
         raise UserError(f"cannot read image '{path}': permission denied") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise UserError(f"cannot decode image '{path}': {err}") from None
+    except Exception as err:
+        # Any decoder failure costs only this image (a crafted TIFF makes Pillow raise TypeError, a
+        # deep one MemoryError): the callers turn it into an error row, a 400, or a named refusal.
+        raise UserError(f"cannot decode image '{path}': {first_line(err)}") from None
 
 
 def _load_named(stream: BinaryIO, name: str) -> Image.Image:
@@ -166,8 +201,11 @@ def load_mask(path: str | os.PathLike | None, resize: int | tuple[int, int], cro
     try:
         with open_image(path) as img:
             img.load()
+            img = upright(img)
             mask = to_rgb8(img, path).convert("L") if img.mode != "L" else img.copy()
-    except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as err:
+    except UserError as err:
+        raise UserError(f"cannot read mask '{path}': {err}") from None
+    except Exception as err:   # as load_image: any decoder failure is this file's one-line error
         raise UserError(f"cannot read mask '{path}': {first_line(err)}") from None
     if image_size is not None and mask.size != tuple(image_size):
         raise UserError(f"mask '{path}' is {mask.size[0]}x{mask.size[1]}, its image {image_size[0]}x{image_size[1]}")

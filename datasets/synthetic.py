@@ -23,6 +23,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -411,6 +412,24 @@ def write_corrupt_image(path: str | os.PathLike, *, truncated: bool = False) -> 
         path.write_bytes(data[: len(data) // 2])
     else:
         path.write_bytes(b"this is not an image: corrupt test file written by datasets.synthetic\n")
+    return path
+
+
+def write_crafted_tiff(path: str | os.PathLike) -> Path:
+    """Write an 8x8 TIFF whose StripOffsets tag is stored as a DOUBLE: the header opens, and Pillow's
+    decoder then raises TypeError (not an OSError), the case of a hostile or broken camera file."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    first_ifd = struct.unpack_from("<I", data, 4)[0]            # Pillow writes little-endian ("II")
+    for entry in range(struct.unpack_from("<H", data, first_ifd)[0]):
+        offset = first_ifd + 2 + 12 * entry
+        tag, _, count, _ = struct.unpack_from("<HHII", data, offset)
+        if tag == 273:    # StripOffsets: type 12 (DOUBLE), its 8-byte value appended to the file
+            data += struct.pack("<d", 8.0)
+            struct.pack_into("<HHII", data, offset, tag, 12, count, len(data) - 8)
+    path = Path(path)
+    path.write_bytes(bytes(data))
     return path
 
 

@@ -29,7 +29,8 @@ from models.scoring import Scores
 from models.thresholds import Thresholds
 from utils.config import DataConfig
 from utils.errors import UserError
-from utils.io import atomic_path, ensure_writable_dir, output_lock, remove_stale_temporaries, temp_prefix
+from utils.io import (atomic_path, ensure_writable_dir, output_lock, readable_text, remove_stale_temporaries,
+                      temp_prefix)
 from utils.visualize import save_figure
 
 # "error" is empty for scored images; for the others decision is "error" and it says why.
@@ -224,9 +225,10 @@ class ResultWriter:
             self.raw_maps = os.fdopen(fd, "wb")
 
     def add(self, row: dict[str, Any], anomaly_map: np.ndarray | None) -> None:
-        self.csv.writerow([f"{row[c]:.4f}" if isinstance(row[c], float) else "" if row[c] is None else row[c]
+        shown = readable_row(row)   # non-UTF-8 names backslash-escaped; row keeps the real path to read
+        self.csv.writerow([f"{shown[c]:.4f}" if isinstance(shown[c], float) else "" if shown[c] is None else shown[c]
                            for c in RESULT_COLUMNS])
-        self.json_file.write(("," if self.n_rows else "") + "\n" + json.dumps(row))
+        self.json_file.write(("," if self.n_rows else "") + "\n" + json.dumps(shown))
         self.n_rows += 1
         # Flushed per image: an interrupted run keeps every row written so far.
         self.csv_file.flush()
@@ -236,7 +238,7 @@ class ResultWriter:
             return
         if self.raw_maps is not None:
             self.raw_maps.write(np.ascontiguousarray(anomaly_map, dtype=np.float32).tobytes())
-            self.map_images.append(row["image"])
+            self.map_images.append(shown["image"])
             self.map_scores.append(row["image_score"])
         if self.figures:
             self._figure(row, anomaly_map)
@@ -287,7 +289,24 @@ class ResultWriter:
                     shutil.copyfileobj(raw, member, 2**20)
 
 
+def readable_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its text fields as utils.io.readable_text writes them (names that are not UTF-8)."""
+    return {key: readable_text(value) if isinstance(value, str) else value for key, value in row.items()}
+
+
+def check_embedder_fits(embed: Embedder, model: AnomalyModel) -> None:
+    """One blank image of the model's crop through the network, before any output file exists: a
+    program exported for another geometry (a crop edited in an old stats file) fails here, in one
+    line, rather than at the first batch beside a header-only results.partial.csv."""
+    crop_h, crop_w = model.config.data.crop_hw
+    shape = tuple(embed(np.zeros((1, 3, crop_h, crop_w), np.float32)).shape)
+    if shape[2:] != tuple(model.feature_grid):
+        raise UserError(f"the network gives a {shape[2]}x{shape[3]} feature grid for a {crop_h}x{crop_w} crop, the "
+                        f"model file {model.feature_grid[0]}x{model.feature_grid[1]}: they are not from one export")
+
+
 def _print_row(row: dict[str, Any], first: bool) -> None:
+    row = readable_row(row)
     if first:
         print(f"{'decision':<10} {'score':>10} {'normalized':>10} {'area':>7}  image", flush=True)
     if row["error"]:
@@ -310,6 +329,7 @@ def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable
     """
     thresholds = Thresholds.from_calibration(model.calibration, image_threshold, pixel_threshold)
     embed, scorer = make_embedder(), model.scorer(backend)
+    check_embedder_fits(embed, model)
     # One run at a time per folder: two would remove and mix each other's results.
     with output_lock(save_path):
         writer = ResultWriter(save_path, model.config.data, thresholds, model.calibration, figures, save_maps)

@@ -14,7 +14,7 @@ install_interrupt_hook()
 
 from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
 from utils.config import (AGGREGATIONS, AutoSize, DEFAULT_VAL_RATIO, Config, DataConfig, ModelConfig, finite_float,
-                          INTERPOLATIONS, crop_size_type, non_negative_int, positive_int, resize_size, str2bool)
+                          INTERPOLATIONS, crop_size_type, positive_int, resize_size, seed_int, str2bool)
 from utils.errors import UserError, run_cli, script_parser
 from utils.io import refuse_source_package
 from utils.runtime import DEVICES, select_device
@@ -79,7 +79,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_neighbors", type=positive_int, default=m.num_neighbors, help="coreset only: b of the eq. 7 re-weighting")
     parser.add_argument("--image_score", default=m.image_score, choices=("reweighted", "max"),
                         help="coreset only (padim's image score is the maximum of its anomaly map)")
-    parser.add_argument("--seed", type=non_negative_int, default=m.seed)
+    parser.add_argument("--seed", type=seed_int, default=m.seed)
     parser.add_argument("--val_ratio", type=finite_float, default=DEFAULT_VAL_RATIO,
                         help="fraction of train/good held out of the fit (seeded) and scored to set the thresholds "
                              f"from good images only (default {DEFAULT_VAL_RATIO}; 0 = thresholds from the test "

@@ -16,6 +16,7 @@ from paddle import nn
 
 from models.backbones import build_backbone_stages, weights_fingerprint
 from models.registry import STAGE_NAMES, arch_spec, check_aggregation
+from models.shapes import embedding_channels
 from utils.config import ModelConfig
 from utils.errors import UserError
 
@@ -153,11 +154,6 @@ def unfold_aggregate(maps: Sequence[paddle.Tensor], pretrain_dim: int, target_di
     columns = paddle.concat(grids, axis=1).transpose([0, 2, 3, 1])                 # [B, h, w, sum C*9]
     # F.linear is columns @ pool; paddle.matmul fails to trace into a classic (.pdmodel) program.
     return F.linear(columns, pool).transpose([0, 3, 1, 2])
-
-
-def embedding_channels(arch: str, layers: Sequence[str]) -> int:
-    """Channels of the concatenated embedding before any selection."""
-    return sum(arch_spec(arch).channels[STAGE_NAMES.index(name)] for name in layers)
 
 
 def select_channels(total: int, count: float, seed: int) -> np.ndarray | None:

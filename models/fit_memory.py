@@ -9,54 +9,13 @@ inner layers and Paddle's allocator add to it): it refuses only what surely cann
 """
 from __future__ import annotations
 
-import math
-
-from models.feature_extractor import embedding_channels
 from models.patchcore.fit import fit_bytes
-from models.registry import STAGE_NAMES, arch_spec
+from models.shapes import FLOAT32, batch_bytes, embedding_width, feature_grid
 from utils.config import Config
 from utils.errors import UserError
 from utils.runtime import available_memory_bytes, format_bytes
 
-# Output stride of each of STAGE_NAMES (every registered arch: layer1/2/3 end at 4/8/16).
-STAGE_STRIDES = (4, 8, 16)
-FLOAT32, FLOAT64 = 4, 8
-# Unfold aggregation: each stage's C x 3 x 3 neighbourhood vector per position.
-UNFOLD_NEIGHBOURS = 9
-
-
-def feature_grid(config: Config) -> tuple[int, int]:
-    """(h, w) of the patch grid: the crop divided by the stride of the first chosen layer, rounded up."""
-    stride = STAGE_STRIDES[min(STAGE_NAMES.index(name) for name in config.model.layers)]
-    return tuple(math.ceil(side / stride) for side in config.data.crop_hw)
-
-
-def embedding_width(config: Config) -> int:
-    """Channels of the embedding the fit stores per patch."""
-    m = config.model
-    if m.method == "padim":
-        return int(m.k) or embedding_channels(m.arch, m.layers)
-    if m.aggregation == "unfold":
-        return m.target_embed_dim
-    return embedding_channels(m.arch, m.layers)
-
-
-def batch_bytes(config: Config, batch_size: int) -> int:
-    """One batch from pixels to embedding: the resized images, the network input, the largest
-    stage activation (input and output of a layer alive together), the chosen stages' maps (and
-    their 3x3 averages or unfolded neighbourhoods) and the embedding on the patch grid."""
-    (resize_h, resize_w), (crop_h, crop_w) = config.data.resize_hw, config.data.crop_hw
-    m, spec = config.model, arch_spec(config.model.arch)
-    pixels = crop_h * crop_w
-    stage_floats = [c * pixels / s**2 for c, s in zip(spec.channels, STAGE_STRIDES)]
-    chosen = sum(stage_floats[STAGE_NAMES.index(name)] for name in m.layers)
-    chosen *= UNFOLD_NEIGHBOURS if m.aggregation == "unfold" and m.method != "padim" else 2
-    grid_h, grid_w = feature_grid(config)
-    per_image = (3 * resize_h * resize_w                                  # resized uint8 RGB
-                 + FLOAT32 * (2 * 3 * pixels                             # normalised array, stacked batch
-                              + 2 * max(stage_floats) + chosen
-                              + 2 * embedding_width(config) * grid_h * grid_w))
-    return int(batch_size * per_image)
+FLOAT64 = 8
 
 
 def method_bytes(config: Config, n_images: int, batch_size: int) -> int:

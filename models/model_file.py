@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import sys
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
@@ -18,6 +21,7 @@ import paddle
 
 from models.registry import METHODS
 from models.scoring import Scores, check_magnitude
+from models.shapes import array_shape_problem, check_image_memory
 from utils.config import Config
 from utils.errors import UserError, first_line
 from utils.io import atomic_path, is_safe_name
@@ -32,6 +36,9 @@ Scorer = Callable[[np.ndarray], Scores]
 # What ties a stats file to its export: SHA-256 of the exported program file, of the parameters
 # file, of the method's arrays (arrays_sha256) and of the ONNX file where one was exported.
 BINDING_KEYS = ("program_sha256", "params_sha256", "arrays_sha256", "onnx_sha256", "onnx_full_sha256")
+# Both files also hold the SHA-256 of every other field (AnomalyModel.settings_sha256), so that
+# a threshold or a geometry edited by hand is refused rather than silently used.
+SETTINGS_HASH = "settings_sha256"
 
 
 def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
@@ -136,20 +143,50 @@ class AnomalyModel:
         for name, rank in spec.update_arrays:
             if name in stored:
                 arrays[name] = _checked_array(stored[name], rank, f"arrays.{name}", bad, dtype=np.float64)
+        # Before any index is built or image resized (the arrays themselves are bounded by the file's
+        # size): a wrong width was found minutes into building a kNN index, a huge geometry only by
+        # the first image's resize, gigabytes later.
+        problem = array_shape_problem(config, (int(grid[0]), int(grid[1])),
+                                      {name: value.shape for name, value in arrays.items()})
+        if problem:
+            raise UserError(f"{source}: {problem}")
+        try:
+            check_image_memory(config)
+        except UserError as err:
+            raise UserError(f"{source}: {err}") from None
         return cls(config=config, category=raw["category"], arrays=arrays,
                    extractor_fingerprint=raw["extractor_fingerprint"], feature_grid=(int(grid[0]), int(grid[1])),
                    calibration=tables["calibration"], fit_stats=tables["fit_stats"])
 
+    def settings_sha256(self) -> str:
+        """Hash of every field but the arrays (settings, geometry, calibrated thresholds, category...):
+        what decides a verdict besides the arrays, which have their own hash (arrays_sha256)."""
+        fields = {k: v for k, v in self.to_dict().items() if k not in ("arrays", "format")}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=float).encode()).hexdigest()
+
+    def check_settings_hash(self, stored: Any, source: str, redo: str) -> None:
+        """Refuse settings edited after the file was written (the hash was not made again); files
+        written before the hash existed load with a warning line saying how to get one."""
+        if stored is None:
+            print(f"warning: {source} has no settings hash (written before it existed): its settings and "
+                  f"thresholds are used unchecked; {redo} to have them checked", file=sys.stderr)
+        elif stored != self.settings_sha256():
+            raise UserError(f"{source}: its settings or thresholds were changed after it was written "
+                            f"(field '{SETTINGS_HASH}' does not match); {redo}")
+
     def save(self, path: str | os.PathLike) -> None:
         with atomic_path(path) as tmp:
-            paddle.save(self.to_dict(), str(tmp))
+            paddle.save({**self.to_dict(), SETTINGS_HASH: self.settings_sha256()}, str(tmp))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AnomalyModel":
         if not os.path.isfile(path):
             raise UserError(f"model file not found: {path}")
         # Not paddle.load: that is plain pickle, and a downloaded model file could run code.
-        return cls.from_dict(load_plain_pickle(path, "model file"), source=f"model file '{path}'")
+        raw, source = load_plain_pickle(path, "model file"), f"model file '{path}'"
+        model = cls.from_dict(raw, source=source)
+        model.check_settings_hash(raw.get(SETTINGS_HASH), source, "train it again")
+        return model
 
     def check_arch(self, arch: str | None) -> None:
         if arch and arch != self.config.model.arch:
@@ -162,7 +199,7 @@ class AnomalyModel:
         meta = {k: v for k, v in self.to_dict().items() if k != "arrays"}
         # Only what scoring needs: the running sums kept for updates stay in the training file.
         scoring = {name: self.arrays[name] for name in METHODS[self.method].arrays}
-        meta.update(binding, arrays_sha256=arrays_sha256(scoring))
+        meta.update(binding, arrays_sha256=arrays_sha256(scoring), **{SETTINGS_HASH: self.settings_sha256()})
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 # Each array is its own npz member (a PatchCore file keeps the version 1 layout).
@@ -176,6 +213,7 @@ class AnomalyModel:
             raise UserError(f"stats file not found: {path}")
         source = f"stats file '{path}'"
         try:
+            check_npz_sizes(path, source)
             # allow_pickle=False: an npz member holding pickled objects is refused, never unpickled.
             with np.load(path, allow_pickle=False) as data:
                 if "meta" not in data.files:
@@ -194,18 +232,48 @@ class AnomalyModel:
                 raise UserError(f"{source}: field '{key}' is not a string")
         binding = {key: meta[key] for key in BINDING_KEYS if meta.get(key)}
         meta["arrays"] = arrays
-        return cls.from_dict(meta, source=source), binding
+        model = cls.from_dict(meta, source=source)
+        model.check_settings_hash(meta.get(SETTINGS_HASH), source, "export it again with export_model.py")
+        return model, binding
+
+
+# A compressed npz member may expand at most this much (float features compress by 1.1x; a deflate
+# bomb by 1000x). export_model.py stores members uncompressed (np.savez).
+MAX_COMPRESSION_RATIO = 20
+
+
+def check_npz_sizes(path: str | os.PathLike, source: str) -> None:
+    """UserError unless every array in the npz at `path` declares no more bytes than its member
+    holds: read from the .npy headers, before np.load allocates what they declare."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(member)
+                held = info.file_size - member.tell()
+            declared = dtype.itemsize * math.prod(shape)
+            if info.compress_type != zipfile.ZIP_STORED:
+                held = min(held, MAX_COMPRESSION_RATIO * info.compress_size)
+            if declared > held:
+                raise UserError(f"{source}: member {info.filename} declares shape {list(shape)} ({declared} bytes) but holds "
+                                f"only {held} bytes")
 
 
 def _number_table(value: Any, name: str, bad: Callable[[str, str], UserError]) -> dict[str, Any]:
-    """A {str: finite number or text} field (calibration, fit_stats); numbers come back as float."""
+    """A {str: finite number or text} field (calibration, fit_stats); numbers come back as float.
+
+    In the calibration only the `*_rule` entries (how a threshold was set) may be text: every other
+    entry (thresholds, score ranges) decides verdicts and must be a finite number.
+    """
     if not isinstance(value, dict):
         raise bad(name, "is not a dict")
     table: dict[str, Any] = {}
     for key, entry in value.items():
         if not isinstance(key, str):
             raise bad(name, f"has a non-text key {key!r:.60}")
-        if isinstance(entry, str):   # e.g. calibration's image_rule
+        if isinstance(entry, str) and (name != "calibration" or key.endswith("_rule")):
             table[key] = entry
         elif isinstance(entry, (int, float, np.number)) and not isinstance(entry, bool) and np.isfinite(entry):
             table[key] = float(entry)

@@ -34,15 +34,15 @@ def str2bool(value: str) -> bool:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _number_type(kind: type, minimum: float, name: str) -> Callable[[str], Any]:
-    """An argparse `type=`: parses `kind`, refuses NaN/inf, values below `minimum` and floats
-    beyond float32's range."""
+def number_type(kind: type, minimum: float, name: str, maximum: float = math.inf) -> Callable[[str], Any]:
+    """An argparse `type=`: parses `kind`, refuses NaN/inf, values outside [minimum, maximum] and
+    floats beyond float32's range."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
-        if not math.isfinite(value) or value < minimum:
+        if not math.isfinite(value) or not minimum <= value <= maximum:
             raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}")
         if kind is float and abs(value) > FLOAT32_MAX:
             raise argparse.ArgumentTypeError(f"expected {name} within float32's range (+-{FLOAT32_MAX:.3g}), "
@@ -72,7 +72,7 @@ class AutoSize:
 def _size_type(minimum: int, name: str) -> Callable[[str], Any]:
     """An argparse `type=` for sizes: "256" (square), "256,320" (height,width) or "auto[:N]" (AutoSize);
     a square pair is stored as one number, so square settings and model files stay as they always were."""
-    number = _number_type(int, minimum, name)
+    number = number_type(int, minimum, name)
 
     def parse(text: str) -> Any:
         if text == "auto" or text.startswith("auto:"):
@@ -86,10 +86,15 @@ def _size_type(minimum: int, name: str) -> Callable[[str], Any]:
 
 
 # Command-line number types: every numeric option is range-checked when it is parsed.
-positive_int = _number_type(int, 1, "a positive integer")
-resize_int = _number_type(int, 2, "an integer >= 2")
-non_negative_int = _number_type(int, 0, "an integer >= 0")
-finite_float = _number_type(float, -math.inf, "a finite number")
+positive_int = number_type(int, 1, "a positive integer")
+resize_int = number_type(int, 2, "an integer >= 2")
+non_negative_int = number_type(int, 0, "an integer >= 0")
+finite_float = number_type(float, -math.inf, "a finite number")
+non_negative_float = number_type(float, 0.0, "a number >= 0")
+# Paddle's and NumPy's generators both take a 32-bit seed; a larger one was a libpaddle TypeError.
+MAX_SEED = 2**32 - 1
+seed_int = number_type(int, 0, f"an integer between 0 and {MAX_SEED}", MAX_SEED)
+port_int = number_type(int, 1, "a port number between 1 and 65535", 65535)
 resize_size = _size_type(2, "an integer >= 2")
 crop_size_type = _size_type(1, "a positive integer")
 
@@ -200,6 +205,7 @@ class Config:
         _require(m.num_neighbors >= 1, "num_neighbors", m.num_neighbors, "at least 1")
         _require(m.image_score in ("reweighted", "max"), "image_score", m.image_score, "reweighted or max")
         _require(m.sigma >= 0, "sigma", m.sigma, ">= 0")
+        _require(0 <= m.seed <= MAX_SEED, "seed", m.seed, f"between 0 and {MAX_SEED}")
         _require(0 <= m.val_ratio < 1, "val_ratio", m.val_ratio, "in [0, 1)")
         _require(0 <= m.max_false_reject < 1, "max_false_reject", m.max_false_reject, "in [0, 1)")
         _require(0 <= m.pixel_false_reject < 1, "pixel_false_reject", m.pixel_false_reject, "in [0, 1)")

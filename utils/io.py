@@ -21,6 +21,20 @@ def is_safe_name(name: str) -> bool:
             and "/" not in name and "\\" not in name and "\0" not in name)
 
 
+def readable_text(text: str) -> str:
+    """`text` (a file name, or a message holding one) as valid UTF-8, for results files and the terminal.
+
+    A name that is not UTF-8 on disk (b'bad\\xff\\xfe.png', e.g. from a GBK share) reaches Python with
+    its undecodable bytes as lone surrogates (os.fsdecode's surrogateescape), which no UTF-8 writer
+    accepts. Each such byte is written as a backslash escape instead: 'bad\\xff\\xfe.png' (the same
+    spelling as Python's repr), so the exact bytes can be read back. Other text is unchanged.
+    """
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:   # a surrogate that stands for no byte: escape the code point itself
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create `path` if needed and check that files can be written into it."""
     folder = Path(path)

@@ -10,6 +10,12 @@ text. Only those globals are resolved; every other one (os.system, builtins.eval
 with a __reduce__, ...) is refused before anything is called, and so are persistent ids.
 Containers nested deeper than MAX_NESTING, or holding themselves, are refused too: the unpickler
 builds them without recursion, but repr, copy or paddle.save of them would end in a RecursionError.
+
+Arrays can only be as large as the bytes the file holds: an array's data comes from the file
+(ndarray.__setstate__ checks that its bytes match its shape), but a call of `numpy.ndarray(shape,
+dtype)` or `_reconstruct(ndarray, shape, dtype)` allocates whatever shape it is given, and a 2 KB
+file could declare gigabytes. Such declared shapes are checked against the file's size before
+anything is allocated (paddle.save itself always declares shape (0,) and fills the array after).
 """
 from __future__ import annotations
 
@@ -48,26 +54,61 @@ def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    # Taken from NumPy's own reductions rather than named, so they are right for any NumPy version.
-    reconstruct = np.zeros(1).__reduce__()[0]
-    scalar = np.float32(0).__reduce__()[0]
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _plain_dtype,
+# Taken from NumPy's own reduction rather than named, so it is right for any NumPy version.
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+
+
+class _DeclaredArrays:
+    """What the pickle gets for numpy.ndarray and _reconstruct: the same arrays, each declared
+    shape checked against the bytes still unclaimed in the file before it is allocated."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+
+    def claim(self, shape: Any, dtype: Any) -> None:
+        shape = (shape,) if isinstance(shape, int) else shape
+        if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise RefusedContent(f"an array shape is not a tuple of sizes: {shape!r:.60}")
+        size = _plain_dtype(dtype).itemsize
+        for n in shape:
+            size *= n
+        if size > self.budget:
+            raise RefusedContent(f"an array declares shape {shape} ({size} bytes), more than the "
+                                 f"{self.budget} bytes the file still holds")
+        self.budget -= size
+
+    def ndarray(self, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> np.ndarray:
+        if args or kwargs:   # buffer, offset, strides: a zero stride repeats a few bytes without end
+            raise RefusedContent("an array is built from a buffer or strides, which a project file never does")
+        self.claim(shape, dtype)
+        return np.ndarray(shape, dtype)
+
+    def reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype != self.ndarray:   # the bound method find_class gave for numpy.ndarray
+            raise RefusedContent("an array of a type other than numpy.ndarray, which a project file never holds")
+        self.claim(shape, dtype)
+        return _RECONSTRUCT(np.ndarray, shape, dtype)
+
+
+def _allowed_globals(arrays: _DeclaredArrays) -> dict[tuple[str, str], Any]:
+    scalar = np.float32(0).__reduce__()[0]   # a scalar's value is bytes in the file: bounded by it
+    allowed = {("numpy", "ndarray"): arrays.ndarray, ("numpy", "dtype"): _plain_dtype,
                ("_codecs", "encode"): _latin1_bytes}
     # Files written under NumPy 1.x name numpy.core, under 2.x numpy._core; both still load.
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = reconstruct
+        allowed[(module, "_reconstruct")] = arrays.reconstruct
         allowed[(module, "scalar")] = scalar
     return allowed
 
 
-_ALLOWED = _numpy_globals()
-
-
 class _PlainUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes):
+        super().__init__(io.BytesIO(data))
+        self.allowed = _allowed_globals(_DeclaredArrays(len(data)))
+
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED[(module, name)]
+            return self.allowed[(module, name)]
         except KeyError:
             raise RefusedContent(f"it names {module}.{name}, which a project file never holds") from None
 
@@ -113,7 +154,7 @@ def check_nesting(root: Any, limit: int = MAX_NESTING) -> None:
 
 def loads_plain(data: bytes) -> Any:
     """Unpickle `data`, allowing only plain containers, scalars and NumPy arrays (see module doc)."""
-    content = _PlainUnpickler(io.BytesIO(data)).load()
+    content = _PlainUnpickler(data).load()
     check_nesting(content)
     return content
 

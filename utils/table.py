@@ -7,13 +7,13 @@ import math
 import os
 from typing import Any, Sequence
 
-from utils.io import atomic_write_text
+from utils.io import atomic_write_text, readable_text
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
+    return readable_text(str(value))   # file names that are not UTF-8: backslash-escaped bytes
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -31,7 +31,7 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], columns: 
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(c, "")) if isinstance(row.get(c), float) else row.get(c, "")
+        writer.writerow([_cell(row.get(c, "")) if isinstance(row.get(c), (float, str)) else row.get(c, "")
                          for c in columns])
     atomic_write_text(path, buffer.getvalue())
 

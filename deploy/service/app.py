@@ -155,7 +155,7 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
         if map not in (None, "", "png"):
             raise ServiceError(400, f"map={map}: the only map format is png")
         start = time.perf_counter()
-        data = await read_image_upload(request, settings.max_upload_bytes)
+        data = await read_image_upload(request, settings.max_upload_bytes, settings.upload_timeout_s)
         answer = await service.predict(entry, data, map == "png")
         answer["latency_ms"] = round(1000 * (time.perf_counter() - start), 2)
         return JSONResponse(answer, headers={"x-decision": answer["decision"]})
@@ -168,7 +168,7 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
             raise ServiceError(400, "feedback is off: start serve.py with --feedback_dir")
         if label not in LABELS:
             raise ServiceError(400, f"label={label!r}: use label=good (a false reject) or label=defect (a miss)")
-        data = await read_image_upload(request, settings.max_upload_bytes)
+        data = await read_image_upload(request, settings.max_upload_bytes, settings.upload_timeout_s)
         stored = await asyncio.get_running_loop().run_in_executor(
             service.decoders, store_feedback, settings.feedback_dir, entry.name, label, data)
         return {"model": name, "label": label, "stored": stored, "feedback": count_feedback(settings.feedback_dir, name)}

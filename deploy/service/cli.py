@@ -5,7 +5,12 @@ import argparse
 import os
 
 from deploy.service.settings import ServiceSettings
-from utils.config import finite_float, positive_int
+from utils.config import number_type, non_negative_float, port_int, positive_int
+
+# Below these the service cannot work: a 0 MB limit answers 413 to every upload, a 0 s interval
+# polls the export folders without pause.
+upload_mb = number_type(float, 0.001, "a size in MB >= 0.001")
+interval_s = number_type(float, 0.05, "a number of seconds >= 0.05")
 
 
 def add_service_args(parser: argparse.ArgumentParser) -> None:
@@ -13,21 +18,24 @@ def add_service_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=EXPORT_DIR",
                         help="serve one export folder under NAME (repeatable)")
     parser.add_argument("--host", default="127.0.0.1", help="other than loopback needs --token or --insecure")
-    parser.add_argument("--port", type=positive_int, default=8000)
+    parser.add_argument("--port", type=port_int, default=8000,
+                        help="bound before any model loads: a port in use is a one-line error at once")
     parser.add_argument("--token", default=os.environ.get("PATCHCORE_TOKEN"),
                         help="required on feedback, update and rollback (default: $PATCHCORE_TOKEN)")
     parser.add_argument("--insecure", action="store_true", help="allow --host without a token")
     parser.add_argument("--feedback_dir", default=None, help="where 'Mark as good / defect' store images")
-    parser.add_argument("--max_upload_mb", type=finite_float, default=32.0)
+    parser.add_argument("--max_upload_mb", type=upload_mb, default=32.0)
     parser.add_argument("--max_batch", type=positive_int, default=8, help="images per micro-batch")
-    parser.add_argument("--max_wait_ms", type=finite_float, default=5.0,
+    parser.add_argument("--max_wait_ms", type=non_negative_float, default=5.0,
                         help="how long a batch waits for more images")
     parser.add_argument("--max_queue", type=positive_int, default=64, help="queued images per model before 503")
     parser.add_argument("--decode_threads", type=positive_int, default=2)
     parser.add_argument("--backend", default="auto", help="extractor runtime (deploy.runtimes)")
     parser.add_argument("--cpu_threads", type=positive_int, default=2)
-    parser.add_argument("--reload_interval", type=finite_float, default=1.0,
+    parser.add_argument("--reload_interval", type=interval_s, default=1.0,
                         help="seconds between checks for a replaced export")
+    parser.add_argument("--upload_timeout", type=interval_s, default=30.0,
+                        help="seconds an upload may send nothing before it is answered 408 and closed")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
@@ -36,4 +44,4 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
                            max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                            decode_threads=args.decode_threads, feedback_dir=args.feedback_dir,
                            backend=args.backend, cpu_threads=args.cpu_threads,
-                           reload_interval_s=args.reload_interval)
+                           reload_interval_s=args.reload_interval, upload_timeout_s=args.upload_timeout)

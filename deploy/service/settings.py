@@ -22,6 +22,7 @@ class ServiceSettings:
     backend: str = "auto"
     cpu_threads: int = 2
     reload_interval_s: float = 1.0
+    upload_timeout_s: float = 30.0
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,5 +1,6 @@
 """Inputs that used to hang, recurse or score wrongly: named pipes, deep pickles, huge values,
 images between Pillow's warning and error limits, interrupts that Python would ignore."""
+import json
 import os
 import pickle
 import subprocess
@@ -121,3 +122,64 @@ def test_interrupts_python_or_a_library_would_ignore_still_stop_the_run(tmp_path
     script.write_text(_FINALISER_SCRIPT.format(root=str(ROOT), body=body))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr.strip()) == (130, "error: interrupted"), done.stderr
+
+
+def test_any_decoder_exception_is_the_images_own_one_line_error(tmp_path):
+    """A TIFF whose StripOffsets is a DOUBLE makes Pillow raise TypeError while decoding."""
+    from datasets.synthetic import write_crafted_tiff
+
+    crafted = write_crafted_tiff(tmp_path / "crafted.tif")
+    with pytest.raises(TypeError):
+        with Image.open(crafted) as img:
+            img.load()
+    with pytest.raises(UserError, match="cannot decode image .*crafted.tif"):
+        load_image(crafted)
+    with pytest.raises(UserError, match="cannot read mask .*crafted.tif"):
+        load_mask(crafted, 8, 8)
+    with pytest.raises(UserError, match="cannot decode image 'upload'"):
+        load_image(open(crafted, "rb"), name="upload")
+
+
+def test_importing_the_loaders_leaves_pillows_limit_alone():
+    code = "from PIL import Image; import datasets.preprocess, deploy.inferencer; print(Image.MAX_IMAGE_PIXELS)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.split() == [str(preprocess.MAX_IMAGE_PIXELS)], done.stderr
+
+
+def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path):
+    """A phone photo stored sideways (EXIF orientation 6: rotate 90 degrees clockwise to view) is
+    read upright, by every loader; its mask, tagged the same way, still fits it."""
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :10] = 255                              # a white band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(stored[:, :, 0]).save(tmp_path / "phone_mask.png", exif=exif)
+    upright = np.asarray(load_image(tmp_path / "phone.jpg"))
+    assert upright.shape == (40, 20, 3) and upright[:10].mean() > 200 and upright[-10:].mean() < 50
+    mask = load_mask(tmp_path / "phone_mask.png", (40, 20), (40, 20), image_size=(20, 40))
+    assert mask.shape == (40, 20) and mask[:10].all() and not mask[10:].any()
+
+
+def test_names_that_are_not_utf8_are_written_backslash_escaped(tmp_path):
+    """b'bad\\xff\\xfename.png' (a GBK share's name) in results.csv/json and a scores table: valid
+    UTF-8 files spelling the raw bytes as \\xff escapes, from which the exact name can be read back."""
+    from deploy.inference import ResultWriter
+    from utils.config import DataConfig
+    from utils.io import readable_text
+    from utils.table import write_csv
+
+    name = os.fsdecode(str(tmp_path).encode() + b"/bad\xff\xfename.png")
+    shown = readable_text(name)
+    assert shown.endswith(r"bad\xff\xfename.png")
+    assert shown.rsplit("/", 1)[1].encode("ascii").decode("unicode_escape").encode("latin1") == b"bad\xff\xfename.png"
+    # No figures: the thresholds are not used (None keeps this test off the verdict rule's own types).
+    writer = ResultWriter(str(tmp_path / "out"), DataConfig(), None, {}, figures=False)
+    writer.add({"image": name, "image_score": None, "normalized_score": None, "decision": "error",
+                "defect_area": None, "error": f"cannot decode image '{name}'"}, None)
+    writer.close(complete=True)
+    text = (tmp_path / "out" / "results.csv").read_bytes().decode("utf-8")
+    assert text.count(r"bad\xff\xfename.png") == 2
+    assert json.loads((tmp_path / "out" / "results.json").read_text("utf-8"))[0]["image"] == shown
+    write_csv(tmp_path / "scores.csv", [{"image": name, "score": 1.0}], ["image", "score"])
+    assert (tmp_path / "scores.csv").read_text("utf-8").splitlines()[1] == f"{shown},1.0000"

@@ -5,13 +5,20 @@ import numpy as np
 import pytest
 
 from models.model_file import AnomalyModel
-from utils.config import Config
+from utils.config import Config, DataConfig, ModelConfig
 from utils.errors import UserError
+
+# ResNet18 layer2+layer3 on a 16x16 crop: a 2x2 feature grid of 128 + 256 = 384 channels.
+WIDTH = 384
+
+
+def _small_config(method: str = "patchcore") -> Config:
+    return Config(DataConfig(resize=16, crop_size=16), ModelConfig(arch="resnet18", method=method))
 
 
 def test_version1_patchcore_files_still_load(tmp_path):
-    bank = np.arange(12, dtype=np.float32).reshape(4, 3)
-    old = {"format": "patchcore-paddle/1", "category": "part", "config": Config().to_dict(), "memory_bank": bank,
+    bank = np.arange(4 * WIDTH, dtype=np.float32).reshape(4, WIDTH)
+    old = {"format": "patchcore-paddle/1", "category": "part", "config": _small_config().to_dict(), "memory_bank": bank,
            "extractor_fingerprint": "abc", "feature_grid": [2, 2], "calibration": {}, "fit_stats": {}}
     np.testing.assert_array_equal(AnomalyModel.from_dict(old).arrays["memory_bank"], bank)
     stats = tmp_path / "stats.npz"
@@ -27,8 +34,8 @@ def test_version1_patchcore_files_still_load(tmp_path):
 
 
 def _valid_dict() -> dict:
-    return {"format": "patchcore-paddle/2", "category": "part", "config": Config().to_dict(),
-            "arrays": {"memory_bank": np.ones((4, 3), np.float32)}, "extractor_fingerprint": "abc",
+    return {"format": "patchcore-paddle/2", "category": "part", "config": _small_config().to_dict(),
+            "arrays": {"memory_bank": np.ones((4, WIDTH), np.float32)}, "extractor_fingerprint": "abc",
             "feature_grid": [2, 2], "calibration": {"image_threshold": np.float32(1.5)}, "fit_stats": {"n": 3}}
 
 
@@ -50,7 +57,7 @@ def test_model_files_load_without_running_code(tmp_path):
     path = tmp_path / "part.pdparams"
     paddle.save(_valid_dict(), str(path))
     model = AnomalyModel.load(path)
-    assert model.calibration == {"image_threshold": 1.5} and model.arrays["memory_bank"].shape == (4, 3)
+    assert model.calibration == {"image_threshold": 1.5} and model.arrays["memory_bank"].shape == (4, WIDTH)
     # Files written under NumPy 1.x name numpy.core.multiarray (protocol 2 spells globals as text).
     old = pickle.dumps(_valid_dict(), protocol=2).replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
     path.write_bytes(old)

@@ -1,0 +1,99 @@
+"""What a model's settings imply, from numbers alone: its feature grid, its embedding width, the
+shapes of its arrays and the memory one batch takes from pixels to embedding.
+
+No Paddle and no fit code: the fit's memory estimate (models.fit_memory) and every loader of a
+model or stats file (models.model_file, deployment included) share these, so a file's arrays are
+checked against its own settings, and its geometry against the memory there is, before any
+network, index or image buffer is built.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from models.registry import STAGE_NAMES, arch_spec
+from utils.config import Config
+from utils.errors import UserError
+from utils.runtime import available_memory_bytes, format_bytes
+
+# Output stride of each of STAGE_NAMES (every registered arch: layer1/2/3 end at 4/8/16).
+STAGE_STRIDES = (4, 8, 16)
+FLOAT32 = 4
+# Unfold aggregation: each stage's C x 3 x 3 neighbourhood vector per position.
+UNFOLD_NEIGHBOURS = 9
+
+
+def embedding_channels(arch: str, layers: Sequence[str]) -> int:
+    """Channels of the concatenated embedding before any selection."""
+    return sum(arch_spec(arch).channels[STAGE_NAMES.index(name)] for name in layers)
+
+
+def feature_grid(config: Config) -> tuple[int, int]:
+    """(h, w) of the patch grid: the crop divided by the stride of the first chosen layer, rounded up."""
+    stride = STAGE_STRIDES[min(STAGE_NAMES.index(name) for name in config.model.layers)]
+    return tuple(math.ceil(side / stride) for side in config.data.crop_hw)
+
+
+def embedding_width(config: Config) -> int:
+    """Channels of the embedding the fit stores per patch (PaDiM: --k of them, 0 or more = all)."""
+    m = config.model
+    total = embedding_channels(m.arch, m.layers)
+    if m.method == "padim":
+        return min(int(m.k), total) or total
+    if m.aggregation == "unfold":
+        return m.target_embed_dim
+    return total
+
+
+def batch_bytes(config: Config, batch_size: int) -> int:
+    """One batch from pixels to embedding: the resized images, the network input, the largest
+    stage activation (input and output of a layer alive together), the chosen stages' maps (and
+    their 3x3 averages or unfolded neighbourhoods) and the embedding on the patch grid."""
+    (resize_h, resize_w), (crop_h, crop_w) = config.data.resize_hw, config.data.crop_hw
+    m, spec = config.model, arch_spec(config.model.arch)
+    pixels = crop_h * crop_w
+    stage_floats = [c * pixels / s**2 for c, s in zip(spec.channels, STAGE_STRIDES)]
+    chosen = sum(stage_floats[STAGE_NAMES.index(name)] for name in m.layers)
+    chosen *= UNFOLD_NEIGHBOURS if m.aggregation == "unfold" and m.method != "padim" else 2
+    grid_h, grid_w = feature_grid(config)
+    per_image = (3 * resize_h * resize_w                                  # resized uint8 RGB
+                 + FLOAT32 * (2 * 3 * pixels                             # normalised array, stacked batch
+                              + 2 * max(stage_floats) + chosen
+                              + 2 * embedding_width(config) * grid_h * grid_w))
+    return int(batch_size * per_image)
+
+
+def array_shape_problem(config: Config, grid: tuple[int, int], shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """Why arrays of `shapes` cannot be the model `config` describes (None when they fit).
+
+    The stored feature grid must be the one the crop gives (to within one patch: rounding at the
+    border); PatchCore's bank rows have the embedding's width; PaDiM has one mean [C] and one
+    inverse covariance [C, C] per grid position.
+    """
+    expected = feature_grid(config)
+    if any(abs(g - e) > 1 for g, e in zip(grid, expected)):
+        crop_h, crop_w = config.data.crop_hw
+        return f"field 'feature_grid' is {list(grid)}, which does not fit a {crop_h}x{crop_w} crop (expected {list(expected)})"
+    width, positions = embedding_width(config), grid[0] * grid[1]
+    wanted = ({"memory_bank": (None, width)} if config.model.method == "patchcore"
+              else {"mean": (positions, width), "inv_covariance": (positions, width, width)})
+    for name, dims in wanted.items():
+        shape = shapes.get(name)
+        if shape is None or len(shape) != len(dims):
+            continue   # a missing array or a wrong rank is named by the loader's own checks
+        if any(d is not None and s != d for s, d in zip(shape, dims)):
+            described = " x ".join("N" if d is None else str(d) for d in dims)
+            return (f"field 'arrays.{name}' has shape {list(shape)}, but {config.model.arch} {', '.join(config.model.layers)} "
+                    f"with this geometry gives {described}")
+    return None
+
+
+def check_image_memory(config: Config, batch_size: int = 1) -> None:
+    """Refuse, in one line, a geometry whose batch of images cannot fit in the memory available
+    (as the fit's estimate does): a model file saying resize 1000000 must fail at load."""
+    available = available_memory_bytes()
+    needed = batch_bytes(config, batch_size)
+    if available is not None and needed > available:
+        (resize_h, resize_w), (crop_h, crop_w) = config.data.resize_hw, config.data.crop_hw
+        raise UserError(f"resize {resize_h}x{resize_w} / crop {crop_h}x{crop_w} needs at least {format_bytes(needed)} "
+                        f"per batch of {batch_size} images, but only {format_bytes(available)} of memory is available")
