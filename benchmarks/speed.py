@@ -41,7 +41,7 @@ def _child(args: argparse.Namespace) -> dict:
     out: dict = {}
     if args.part == "fit":
         start = time.perf_counter()
-        model, _ = fit(extractor, train_set, config, args.category, RunSettings("", "", progress=False))
+        model = fit(extractor, train_set, config, args.category, RunSettings("", "", progress=False)).model
         out = dict(model.fit_stats, total_seconds=time.perf_counter() - start)
         model.save(os.path.join(args.save_path, f"{args.category}.pdparams"))
     elif args.part.startswith("coreset"):

@@ -1,6 +1,7 @@
 """The input geometry (resize and crop, height x width) chosen from the training images' shape.
 
 `--resize auto[:N]` keeps the images' median aspect ratio with N (default 256) as the short side;
+`--resize auto` alone does not crop: the whole image is inspected (the crop equals the resize).
 `--crop_size auto[:N]` crops to the resized geometry's aspect with short side N (default 224). Both
 sides are multiples of GRID_STRIDE, the stride of the coarsest stage the extractor uses (layer3),
 so every stage's grid covers the image exactly.
@@ -28,10 +29,12 @@ class AutoGeometry:
     """What --resize auto[:N] / --crop_size auto[:N] asked for: the short sides (None: not auto)."""
     resize_short: int | None = None
     crop_short: int | None = None
+    # No centre crop: the crop equals the chosen resize (--resize auto alone, or --crop_size none).
+    no_crop: bool = False
 
     @property
     def any(self) -> bool:
-        return self.resize_short is not None or self.crop_short is not None
+        return self.resize_short is not None or self.crop_short is not None or self.no_crop
 
 
 def image_sizes(paths: Iterable[str | os.PathLike]) -> np.ndarray:
@@ -75,7 +78,7 @@ def choose_geometry(data: DataConfig, auto: AutoGeometry, image_size: tuple[int,
     resize = data.resize
     if auto.resize_short is not None:
         resize = _as_size(*shape_with_short_side(image_size[0] / image_size[1], auto.resize_short))
-    crop = data.crop_size
+    crop = resize if auto.no_crop else data.crop_size
     if auto.crop_short is not None:
         height, width = hw(resize)
         crop_h, crop_w = shape_with_short_side(width / height, auto.crop_short)
@@ -95,3 +98,16 @@ def squash_warning(data: DataConfig, image_size: tuple[int, int], category: str)
     return (f"warning: {category}: the training images are {width}x{height} (width x height, median) but "
             f"--resize {resize_h},{resize_w} changes their aspect {max(ratio, 1 / ratio):.2f}x; "
             f"--resize auto (here {kept[0]},{kept[1]}) keeps it")
+
+
+def crop_warning(data: DataConfig, category: str) -> str | None:
+    """One warning line when the centre crop discards image area (how much, and the option that
+    keeps the whole image); None without a crop."""
+    (resize_h, resize_w), (crop_h, crop_w) = data.resize_hw, data.crop_hw
+    if (crop_h, crop_w) == (resize_h, resize_w):
+        return None
+    lost = 1.0 - (crop_h * crop_w) / (resize_h * resize_w)
+    return (f"warning: {category}: the centre crop {crop_h}x{crop_w} of the {resize_h}x{resize_w} resize discards "
+            f"{100 * lost:.1f}% of every image ({(resize_h - crop_h) / 2:g} px top and bottom, "
+            f"{(resize_w - crop_w) / 2:g} px left and right): a defect there is never seen; "
+            f"--crop_size none (or equal to --resize) inspects the whole image")

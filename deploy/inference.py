@@ -155,11 +155,12 @@ def score_images(paths: list[str], data: DataConfig, embed: Embedder,
 
 
 def decision_row(path: str, image_score: float, anomaly_map: np.ndarray, thresholds: Thresholds) -> dict[str, Any]:
-    """Raw score, score normalised to [0, 1] (0.5 = threshold), decision, flagged area of one image."""
+    """Raw score, score normalised to [0, 1] (0.5 = threshold), decision, shown defect area of one
+    image (Thresholds.decide / region_shown: the area is 0 on a normal image)."""
     return {"image": path, "image_score": float(image_score),
             "normalized_score": float(thresholds.normalize(image_score)),
-            "decision": "anomalous" if image_score >= thresholds.image else "normal",
-            "defect_area": float((anomaly_map >= thresholds.pixel).mean()), "error": ""}
+            "decision": thresholds.decide(image_score),
+            "defect_area": float(thresholds.region_shown(image_score, anomaly_map).mean()), "error": ""}
 
 
 def figure_name(path: str, used: set[str]) -> str:
@@ -249,7 +250,7 @@ class ResultWriter:
         vmax = float(anomaly_map.max()) if vmax is None else vmax
         image = resized_rgb(load_image(row["image"]), self.data.resize, self.data.crop_size, self.data.interpolation)
         save_figure(os.path.join(self.save_path, figure_name(row["image"], self.figure_names)), image, anomaly_map,
-                    self.thresholds.pixel, vmin, vmax,
+                    self.thresholds.region_shown(row["image_score"], anomaly_map), vmin, vmax,
                     title=f"{row['image']}: {row['decision']} (score {row['image_score']:.3f}, "
                           f"normalised {row['normalized_score']:.2f})")
 

@@ -33,13 +33,13 @@ ImageInput = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
 @dataclass(frozen=True)
 class Prediction:
     """One image's outcome. decision: "normal" or "anomalous"; defect_area: the share of the
-    (cropped) image whose map value reaches the pixel threshold, i.e. mask.mean()."""
+    (cropped) image in the region shown, i.e. mask.mean() (0 on a normal image: models.thresholds)."""
     image_score: float
     normalized_score: float
     decision: str
     defect_area: float
     anomaly_map: np.ndarray   # [H, W] float32, the crop's geometry
-    mask: np.ndarray          # [H, W] bool, anomaly_map >= the pixel threshold
+    mask: np.ndarray          # [H, W] bool, the region shown: Thresholds.region_shown (empty when normal)
 
     def as_dict(self) -> dict[str, float | str]:
         """The scalar fields (what results.csv holds per image)."""
@@ -103,7 +103,8 @@ class Inferencer:
             anomaly_map = scores.anomaly_maps[i]
             row = decision_row(name, scores.image_scores[i], anomaly_map, self.thresholds)
             predictions.append(Prediction(row["image_score"], row["normalized_score"], row["decision"],
-                                          row["defect_area"], anomaly_map, anomaly_map >= self.thresholds.pixel))
+                                          row["defect_area"], anomaly_map,
+                                          self.thresholds.region_shown(row["image_score"], anomaly_map)))
         return predictions
 
     def predict(self, image: ImageInput) -> Prediction:

@@ -1,13 +1,22 @@
 """Where a fitted or updated model's thresholds come from: one rule for train.py and --update.
 
-1. held-out good images (a model trained with --val_ratio > 0): the quantiles of their scores
-   (models.calibration.calibrate_held_out);
-2. else, with --eval, the labelled test split: its F1-optimal thresholds;
-3. else the highest score of a good training image (over every worker's images).
+The model's config.model.threshold_rule names it (docs/guide.md "Decisions and thresholds"):
 
-An update never lowers a threshold placed by rule 1 or 3: the images behind the old threshold are
-not scored again, and the larger bank can only lower their scores, so the old value still bounds
-them (rule 2 sees labels and is taken as it is).
+1. own_image_out (the default): every training image scored against the bank without the entries
+   that came from it (PaDiM: without its own contribution to the Gaussians), so all of train/good
+   both fits and calibrates; the image threshold at the max_false_reject target of those scores
+   (models.calibration.calibrate_good);
+2. held_out (the default before; --val_ratio > 0): the quantiles of the held-out images' scores
+   (models.calibration.calibrate_held_out);
+3. test_split (--eval): between the classes of the labelled test split.
+
+Model files written before the setting ("") follow the old choice: held-out images if any, else
+the test split with --eval, else the highest score of a good training image (rule "good_images").
+
+An update never lowers a threshold placed from good images (rules 1, 2 and the last): the images
+behind the old threshold are not scored again, and the larger bank can only lower their scores, so
+the old value still bounds them; an update's own images are in the bank, so their in-sample scores
+can only raise it (rule 3 sees labels and is taken as it is).
 """
 from __future__ import annotations
 
@@ -21,15 +30,21 @@ from engine.evaluation import evaluate
 from engine.outputs import CategoryOutputs
 from engine.pipeline import score_batches
 from engine.settings import RunSettings
-from models.calibration import calibrate, calibrate_held_out
+from models.calibration import calibrate, calibrate_good, calibrate_held_out
 from models.feature_extractor import PatchFeatureExtractor
 from models.model_file import AnomalyModel
 from models.scoring import Scores
 from models.sharding import Shard
 from utils.config import ModelConfig
 
-HELD_OUT, TEST_SPLIT, GOOD_IMAGES = "held-out good images", "labelled test split", "highest good score"
+OWN_IMAGE_OUT, HELD_OUT, TEST_SPLIT, GOOD_IMAGES = "own_image_out", "held_out", "test_split", "good_images"
+# Rules whose thresholds come from the good training images' scores (the `good_scores` callable).
+FROM_TRAINING_IMAGES = (OWN_IMAGE_OUT, GOOD_IMAGES)
+# Distributed fits gather this many quantiles of each rank's good pixels for the pixel threshold.
+PIXEL_SUMMARY_POINTS = 2001
 THRESHOLD_KEYS = ("image_threshold", "pixel_threshold", "image_max", "pixel_max")
+# What models.calibration records about where the image threshold sits relative to its scores.
+CALIBRATION_FACTS = ("image_margin", "calibration_images", "false_reject_target", "expected_false_reject")
 
 
 @dataclass
@@ -44,7 +59,12 @@ class GoodImages:
         return cls(good.subset(fitted), good.subset(held_out))
 
 
-def calibration_rule(images: GoodImages, run: RunSettings) -> str:
+def calibration_rule(m: ModelConfig, images: GoodImages, run: RunSettings) -> str:
+    """The rule that places this fit's or update's thresholds (see the module doc)."""
+    if m.threshold_rule == TEST_SPLIT and not run.run_eval:
+        return GOOD_IMAGES          # an update without --eval has no labelled images
+    if m.threshold_rule:
+        return m.threshold_rule
     if len(images.held_out):
         return HELD_OUT
     return TEST_SPLIT if run.run_eval else GOOD_IMAGES
@@ -53,36 +73,42 @@ def calibration_rule(images: GoodImages, run: RunSettings) -> str:
 def calibrate_and_evaluate(model: AnomalyModel, extractor: PatchFeatureExtractor, images: GoodImages,
                            run: RunSettings, outputs: CategoryOutputs,
                            good_scores: Callable[[], tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
-    """Set model.calibration by the rule; with --eval, evaluate (staging its files in `outputs`).
+    """Set model.calibration by the rule; with --eval, evaluate (staging its files in `outputs`) at
+    the thresholds just placed.
 
-    `good_scores()`: the fitted images' (image scores, maps or their extremes) over every worker,
-    asked for only by rule 3. Returns the results row (metrics when evaluated).
+    `good_scores()`: the training images' (image scores, maps or a summary of their pixels) over
+    every worker: leave-own-image-out scores for rule own_image_out, in-sample for good_images.
+    Returns the results row (metrics when evaluated).
     """
-    rule = calibration_rule(images, run)
+    m = model.config.model
+    rule = calibration_rule(m, images, run)
     if rule == HELD_OUT:
         # Thresholds from good images the model has not seen; evaluation reports how they do.
-        m = model.config.model
         scores = score_batches(model, extractor, images.held_out, run)[0]
         model.calibration = calibrate_held_out(scores.image_scores, scores.anomaly_maps, m.max_false_reject,
                                                m.pixel_false_reject)
+    elif rule == OWN_IMAGE_OUT:
+        model.calibration = calibrate_good(*good_scores(), m.max_false_reject, m.pixel_false_reject,
+                                           "leave-own-image-out scores of the training images")
+    elif rule == GOOD_IMAGES:
+        model.calibration = calibrate(*good_scores())
     row: dict[str, Any] = {"category": model.category}
     if run.run_eval:
         row, test_calibration = evaluate(model, extractor, run, outputs)
         if rule == TEST_SPLIT:
             model.calibration = test_calibration
-    if rule == GOOD_IMAGES:
-        model.calibration = calibrate(*good_scores())
     return row
 
 
 def gathered_good_scores(scores: Scores, shard: Shard) -> tuple[np.ndarray, np.ndarray]:
-    """Rule 3's input over every rank's training images: the images' scores and the range of their
-    maps (all the rule needs; a plain run passes its maps as they are)."""
+    """The training images' scores over every rank, and their maps (a plain run), or in a
+    distributed one PIXEL_SUMMARY_POINTS quantiles of each rank's pixels (ranks hold near-equal
+    numbers of images, so the pooled quantiles stand for the pooled pixels)."""
     if shard.world_size == 1:
         return scores.image_scores, scores.anomaly_maps
-    maps = scores.anomaly_maps
-    extremes = shard.gather_rows(np.array([maps.min(), maps.max()], dtype=maps.dtype))
-    return shard.gather_rows(scores.image_scores), extremes
+    levels = np.linspace(0.0, 1.0, PIXEL_SUMMARY_POINTS)
+    summary = np.quantile(scores.anomaly_maps, levels).astype(scores.anomaly_maps.dtype)
+    return shard.gather_rows(scores.image_scores), shard.gather_rows(summary)
 
 
 def never_below(calibration: dict[str, Any], previous: dict[str, Any], rule: str) -> dict[str, Any]:
@@ -96,4 +122,10 @@ def never_below(calibration: dict[str, Any], previous: dict[str, Any], rule: str
     for kind in ("image", "pixel"):
         if kept.get(f"{kind}_threshold") != calibration.get(f"{kind}_threshold"):
             kept[f"{kind}_rule"] = f"{calibration.get(f'{kind}_rule', '')}; kept at the previous threshold"
+    if kept.get("image_threshold") != calibration.get("image_threshold"):
+        # The previous threshold and the facts of its placement (margin, expected rate) stay together.
+        for key in CALIBRATION_FACTS:
+            kept.pop(key, None)
+            if key in previous:
+                kept[key] = previous[key]
     return kept

@@ -14,7 +14,8 @@ install_interrupt_hook()
 
 from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
 from utils.config import (AGGREGATIONS, AutoSize, DEFAULT_VAL_RATIO, Config, DataConfig, ModelConfig, finite_float,
-                          INTERPOLATIONS, crop_size_type, positive_int, resize_size, seed_int, str2bool)
+                          INTERPOLATIONS, NO_CROP, THRESHOLD_RULES, crop_size_type, positive_int, resize_size,
+                          seed_int, str2bool)
 from utils.errors import UserError, run_cli, script_parser
 from utils.io import refuse_source_package
 from utils.runtime import DEVICES, select_device
@@ -44,9 +45,10 @@ def add_data_args(parser: argparse.ArgumentParser, preprocessing: bool = True) -
                              f"median aspect with short side N (default {DEFAULT_RESIZE_SHORT}), sides multiples of "
                              f"{GRID_STRIDE}; stored in the model (default {d.resize})")
     parser.add_argument("--crop_size", type=crop_size_type, default=None,
-                        help="N, H,W or auto[:N] (the resized aspect, short side N, default "
-                             f"{DEFAULT_CROP_SHORT}): centre crop after resizing; equal to --resize means no crop "
-                             f"(default {d.crop_size}, or auto with --resize auto)")
+                        help="N, H,W, auto[:N] (the resized aspect, short side N, default "
+                             f"{DEFAULT_CROP_SHORT}) or none: centre crop after resizing; none or equal to --resize "
+                             f"inspects the whole image (default {d.crop_size}, the MVTec protocol 256 -> 224; "
+                             "none with --resize auto); train.py warns when a crop discards image area")
     parser.add_argument("--interpolation", default=d.interpolation, choices=INTERPOLATIONS,
                         help="image downscaling: antialias (PIL bilinear with its area-widened filter) or bilinear "
                              "(plain two-tap, as OpenCV INTER_LINEAR; keeps thin defects sharper)")
@@ -81,13 +83,19 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="coreset only (padim's image score is the maximum of its anomaly map)")
     parser.add_argument("--seed", type=seed_int, default=m.seed)
     parser.add_argument("--val_ratio", type=finite_float, default=DEFAULT_VAL_RATIO,
-                        help="fraction of train/good held out of the fit (seeded) and scored to set the thresholds "
-                             f"from good images only (default {DEFAULT_VAL_RATIO}; 0 = thresholds from the test "
-                             "split with --eval, else the highest score of a training image)")
+                        help="fraction of train/good held out of the fit (seeded) for --threshold_rule held_out "
+                             f"(default {DEFAULT_VAL_RATIO:g}: every good image is in the bank; above 0 the rule "
+                             "defaults to held_out; it was 0.1 before own_image_out existed)")
+    parser.add_argument("--threshold_rule", default=None, choices=THRESHOLD_RULES,
+                        help="own_image_out: every training image scored against the bank without its own "
+                             "patches, threshold at --max_false_reject (the default); held_out: the quantile of "
+                             "the --val_ratio held-out images (the default with --val_ratio > 0); test_split: "
+                             "between the classes of the labelled test split (needs --eval)")
     parser.add_argument("--max_false_reject", type=finite_float, default=m.max_false_reject,
-                        help="with --val_ratio: fraction of good images the image threshold may flag")
+                        help="false-reject target of the image threshold on good images (default "
+                             f"{m.max_false_reject:g})")
     parser.add_argument("--pixel_false_reject", type=finite_float, default=m.pixel_false_reject,
-                        help="with --val_ratio: fraction of good pixels the pixel threshold may flag")
+                        help="fraction of good pixels the pixel threshold may flag (shapes the outlined region)")
     parser.add_argument("--keep_sums", action="store_true",
                         help="padim only: keep the float64 running sums in the model file (positions x channels^2 "
                              "x 8 bytes more) so that train.py --update can add images exactly")
@@ -106,18 +114,29 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def auto_geometry(args: argparse.Namespace) -> AutoGeometry:
-    """What --resize / --crop_size auto asked for (a crop not given follows an auto resize)."""
-    crop = args.crop_size if args.crop_size is not None or not isinstance(args.resize, AutoSize) else AutoSize()
+    """What --resize / --crop_size auto or none asked for (an auto resize without a crop: no crop)."""
+    crop = args.crop_size
     return AutoGeometry(
         resize_short=(args.resize.short or DEFAULT_RESIZE_SHORT) if isinstance(args.resize, AutoSize) else None,
-        crop_short=(crop.short or DEFAULT_CROP_SHORT) if isinstance(crop, AutoSize) else None)
+        crop_short=(crop.short or DEFAULT_CROP_SHORT) if isinstance(crop, AutoSize) else None,
+        no_crop=crop is NO_CROP or (crop is None and isinstance(args.resize, AutoSize)))
+
+
+def threshold_rule(args: argparse.Namespace) -> str:
+    """--threshold_rule, or its default: held_out when images are held out, else own_image_out."""
+    if args.threshold_rule:
+        if args.threshold_rule == "test_split" and not getattr(args, "eval", False):
+            raise UserError("--threshold_rule test_split needs --eval (the labelled test split)")
+        return args.threshold_rule
+    return "held_out" if args.val_ratio > 0 else "own_image_out"
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The fit's settings; auto sides hold their short side here until engine chooses them per category."""
     auto = auto_geometry(args)
-    crop = DataConfig.crop_size if args.crop_size is None else args.crop_size
-    data = DataConfig(resize=auto.resize_short or args.resize, crop_size=auto.crop_short or crop,
+    resize = auto.resize_short or args.resize
+    crop = DataConfig.crop_size if args.crop_size is None else resize if auto.no_crop else args.crop_size
+    data = DataConfig(resize=resize, crop_size=auto.crop_short or crop,
                       interpolation=args.interpolation)
     spec = method_spec(args.method)
     chosen = {"k": args.k, "local_aggregation": args.local_aggregation}
@@ -125,7 +144,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     model = ModelConfig(method=spec.name, arch=args.arch, pretrained=args.pretrained or ModelConfig.pretrained,
                         num_neighbors=args.num_neighbors,
                         image_score=args.image_score, seed=args.seed, aggregation=args.aggregation,
-                        val_ratio=args.val_ratio, max_false_reject=args.max_false_reject,
+                        val_ratio=args.val_ratio, threshold_rule=threshold_rule(args),
+                        max_false_reject=args.max_false_reject,
                         pixel_false_reject=args.pixel_false_reject, keep_sums=args.keep_sums,
                         pretrain_embed_dim=args.pretrain_embed_dim, target_embed_dim=args.target_embed_dim,
                         **settings)

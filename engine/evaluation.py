@@ -15,6 +15,8 @@ from engine.settings import RunSettings
 from models.calibration import calibrate
 from models.feature_extractor import PatchFeatureExtractor
 from models.model_file import AnomalyModel
+from models.scoring import Scores
+from models.thresholds import Thresholds
 from utils.metrics import compute_metrics
 from utils.table import write_csv
 from utils.visualize import save_figure
@@ -34,37 +36,37 @@ def evaluate(model: AnomalyModel, extractor: PatchFeatureExtractor, run: RunSett
     scores, masks, labels = score_batches(model, extractor, test_set, run)
     metrics = compute_metrics(scores.image_scores, labels, scores.anomaly_maps, masks, run.with_pro)
     test_calibration = calibrate(scores.image_scores, scores.anomaly_maps, labels, masks)
-    metrics.update(decision_rates(scores.image_scores, labels,
-                                  model.calibration.get("image_threshold", test_calibration["image_threshold"])))
+    thresholds = Thresholds.from_calibration(model.calibration or test_calibration)
+    metrics.update(decision_rates(scores.image_scores, labels, thresholds))
     rows = [{"path": s.path, "defect": s.defect, "label": s.label, "image_score": float(v)}
             for s, v in zip(test_set.samples, scores.image_scores)]
     outputs.write(f"{model.category}_test_scores.csv", lambda tmp: write_csv(tmp, rows, SCORE_COLUMNS))
     if run.figures:
-        threshold = model.calibration.get("pixel_threshold", test_calibration["pixel_threshold"])
-        save_test_figures(model, test_set, (scores.anomaly_maps, masks), threshold, run, outputs)
+        save_test_figures(model, test_set, scores, masks, thresholds, run, outputs)
     return {"category": model.category, **metrics}, test_calibration
 
 
-def decision_rates(image_scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """Good images flagged (false_reject_rate) and defective ones passed (miss_rate) at `threshold`."""
-    flagged = image_scores >= threshold
+def decision_rates(image_scores: np.ndarray, labels: np.ndarray, thresholds: Thresholds) -> dict[str, float]:
+    """Good images flagged (false_reject_rate) and defective ones passed (miss_rate) by the verdict rule."""
+    flagged = thresholds.flags(image_scores)
     good, bad = labels == 0, labels == 1
     return {"false_reject_rate": float(flagged[good].mean()) if good.any() else float("nan"),
             "miss_rate": float((~flagged[bad]).mean()) if bad.any() else float("nan")}
 
 
-def save_test_figures(model: AnomalyModel, test_set: MVTecDataset, maps_and_masks: tuple[np.ndarray, np.ndarray],
-                      threshold: float, run: RunSettings, outputs: CategoryOutputs) -> None:
-    """A figure per test image into a fresh pics/<category> (published with the category's files)."""
-    maps, masks = maps_and_masks
+def save_test_figures(model: AnomalyModel, test_set: MVTecDataset, scores: Scores, masks: np.ndarray,
+                      thresholds: Thresholds, run: RunSettings, outputs: CategoryOutputs) -> None:
+    """A figure per test image into a fresh pics/<category> (published with the category's files);
+    the region is outlined only on images the verdict rule flags."""
+    maps = scores.anomaly_maps
     vmin, vmax = float(maps.min()), float(maps.max())
     data = model.config.data
     folder = outputs.figures_folder()
-    for sample, amap, mask in tqdm(list(zip(test_set.samples, maps, masks)), desc=f"{model.category}: figures",
-                                   disable=not run.progress, leave=False):
+    for sample, score, amap, mask in tqdm(list(zip(test_set.samples, scores.image_scores, maps, masks)),
+                                          desc=f"{model.category}: figures", disable=not run.progress, leave=False):
         name = f"{sample.defect}_{os.path.splitext(os.path.basename(sample.path))[0]}.png"
         image = resized_rgb(load_image(sample.path), data.resize, data.crop_size, data.interpolation)
         outputs.staged_file(folder, name, lambda path: save_figure(
-            path, image, amap, threshold, vmin, vmax,
+            path, image, amap, thresholds.region_shown(score, amap), vmin, vmax,
             title=f"{model.category}/{sample.defect}/{os.path.basename(sample.path)}",
             mask=mask if sample.label else None))

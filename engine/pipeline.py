@@ -6,7 +6,7 @@ record in models.registry; data, extractor, batching and scoring loops are commo
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -79,16 +79,24 @@ def extract_batches(extractor: PatchFeatureExtractor, crop_hw: tuple[int, int], 
     return (embed(batch) for batch, _, _ in iterate_batches(images, batch_size, desc, progress))
 
 
+class Fitted(NamedTuple):
+    """A fit's model, the replay of its training embeddings where the fit kept them (see FitResult),
+    and the training image each memory-bank entry came from (PatchCore)."""
+    model: AnomalyModel
+    replay: Callable[[int], Iterator[np.ndarray]] | None
+    entry_images: np.ndarray | None
+
+
 def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, category: str,
-        run: RunSettings | None = None,
-        shard: Shard | None = None) -> tuple[AnomalyModel, Callable[[int], Iterator[np.ndarray]] | None]:
+        run: RunSettings | None = None, shard: Shard | None = None) -> Fitted:
     """Fit the configured method on the training images; embeddings are streamed batch by batch.
 
     `run`: batch size, progress bars and backend (see utils.runtime.select_device: "paddle" runs the
     method's array work on the device); default RunSettings'.
     `shard`: this process's part of a distributed fit (default: from the launcher's environment).
 
-    Returns the model and, where the fit kept them, a replay of the training embeddings (see FitResult).
+    Returns the model, the replay of the training embeddings where the fit kept them, and the bank
+    entries' training images (Fitted).
     """
     run = run or RunSettings(data_path="", save_path="")
     start = time.perf_counter()
@@ -100,14 +108,14 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
     embeddings = extract_batches(extractor, config.data.crop_hw, images, run.batch_size, f"{category}: features",
                                  progress)
     fit_method = METHODS[config.model.method].fit_function()
-    arrays, grid, stats, training_embeddings = fit_method(EmbeddingStream(embeddings, len(images)), config.model,
-                                                          progress, run.backend, shard)
+    result = fit_method(EmbeddingStream(embeddings, len(images)), config.model, progress, run.backend, shard)
+    arrays, grid, stats = result.arrays, result.feature_grid, result.fit_stats
     stats["fit_seconds"] = time.perf_counter() - start
     peaks = shard.all_gather(np.array([peak_memory_mb()]))[:, 0]
     stats.update({"peak_memory_mb": float(peaks.max())} if shard.world_size == 1 else
                  {f"rank{r}_peak_memory_mb": float(p) for r, p in enumerate(peaks)})
     model = AnomalyModel(config, category, arrays, extractor.fingerprint(), grid, fit_stats=stats)
-    return model, training_embeddings
+    return Fitted(model, result.training_embeddings, result.entry_images)
 
 
 def score_batches(model: AnomalyModel, extractor: PatchFeatureExtractor, dataset: Any,

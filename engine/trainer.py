@@ -12,15 +12,16 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from datasets.geometry import choose_geometry, median_size, squash_warning
+from datasets.geometry import choose_geometry, crop_warning, median_size, squash_warning
 from datasets.mvtec import MVTecDataset, resolve_categories
-from engine.calibration_rule import GoodImages, calibrate_and_evaluate, gathered_good_scores
+from engine.calibration_rule import (FROM_TRAINING_IMAGES, OWN_IMAGE_OUT, GoodImages, calibrate_and_evaluate,
+                                     calibration_rule, gathered_good_scores)
 from engine.distributed import is_main_process, make_shard
 from engine.evaluation import evaluate
 from engine.outputs import CategoryOutputs
-from engine.pipeline import fit, rebuild_extractor, score_batches, shard_images
+from engine.pipeline import fit, iterate_batches, rebuild_extractor, shard_images
 from engine.settings import RunSettings
-from models.feature_extractor import PatchFeatureExtractor, build_extractor
+from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
 from models.model_file import AnomalyModel, model_path
 from models.registry import METHODS
 from models.scoring import Scores
@@ -55,32 +56,57 @@ def train_category(config: Config, run: RunSettings, category: str) -> dict[str,
     extractor = build_extractor(config.model)
     images = GoodImages.split(MVTecDataset(run.data_path, category, "train", config.data), config.model)
     shard = make_shard(len(images.fitted))
-    model, replay = fit(extractor, images.fitted, config, category, run, shard)
+    model, replay, entry_images = fit(extractor, images.fitted, config, category, run, shard)
     if len(images.held_out):
         model.fit_stats["held_out_images"] = float(len(images.held_out))
-    if len(images.held_out) or run.run_eval:
-        replay = None       # the kept training features (as large as the fit) are not needed
-        if not shard.is_main:
-            return {"category": category}       # worker 0 alone scores held-out or test images
+    rule = calibration_rule(config.model, images, run)
 
     def good_scores() -> tuple:
-        # The fit's kept embeddings where it kept them (no second extraction); each rank its own.
-        if replay is None:
-            quiet = replace(run, progress=run.progress and shard.is_main)
-            return gathered_good_scores(score_batches(model, extractor, shard_images(images.fitted, shard),
-                                                      quiet)[0], shard)
-        scorer = model.scorer(run.backend)
-        return gathered_good_scores(Scores.concatenate([scorer(e) for e in replay(run.batch_size)]), shard)
+        # The training images' scores (each rank its own images, gathered): the fit's kept
+        # embeddings where it kept them (no second extraction), else extracted again.
+        quiet = replace(run, progress=run.progress and shard.is_main)
+        if replay is not None:
+            embeddings = replay(run.batch_size)
+        else:
+            embeddings = (extract(extractor, batch) for batch, _, _ in iterate_batches(
+                shard_images(images.fitted, shard), run.batch_size, f"{category}: training images", quiet.progress))
+        if rule == OWN_IMAGE_OUT:
+            own_image_out = METHODS[model.method].own_image_out_function()
+            scores = own_image_out(model, embeddings, entry_images, shard.first_image, run.backend, quiet.progress)
+        else:
+            scorer = model.scorer(run.backend)
+            scores = Scores.concatenate([scorer(e) for e in embeddings])
+        return gathered_good_scores(scores.check_finite(), shard)
 
+    if not shard.is_main:
+        # Worker 0 alone scores held-out or test images; the others give their images' scores.
+        if rule in FROM_TRAINING_IMAGES:
+            good_scores()
+        return {"category": category}
+    if rule not in FROM_TRAINING_IMAGES:
+        replay = None       # the kept training features (as large as the fit) are not needed
     with CategoryOutputs(run.save_path, category) as outputs:
         row = calibrate_and_evaluate(model, extractor, images, run, outputs, good_scores)
-        if not shard.is_main:
-            return row
         outputs.write(os.path.basename(model_path(run.save_path, category)), model.save)
         outputs.publish()
+    print(threshold_line(model))
     size_column = METHODS[model.method].size_column
     row.update({"fit_seconds": model.fit_stats["fit_seconds"], size_column: int(model.fit_stats[size_column])})
     return row
+
+
+def threshold_line(model: AnomalyModel) -> str:
+    """One line: where the image threshold sits, from how many good scores, the false-reject rate it
+    expects, and its distance to the nearest calibration score."""
+    c = model.calibration
+    line = f"{model.category}: image threshold {c['image_threshold']:.6g} ({c.get('image_rule', '')})"
+    if "calibration_images" in c:
+        line += f"; {int(c['calibration_images'])} calibration scores"
+    if "expected_false_reject" in c:
+        line += f", expected false-reject rate {100 * c['expected_false_reject']:.2f}%"
+    if "image_margin" in c:
+        line += f"; {c['image_margin']:.4g} from the nearest calibration score"
+    return line
 
 
 def category_geometry(config: Config, run: RunSettings, good: MVTecDataset) -> Config:
@@ -92,9 +118,10 @@ def category_geometry(config: Config, run: RunSettings, good: MVTecDataset) -> C
         config.check()
     except ValueError as err:
         raise UserError(f"--{err}") from None
-    warning = squash_warning(config.data, size, good.category)
-    if warning and is_main_process():
-        print(warning, file=sys.stderr)
+    if is_main_process():
+        for warning in (squash_warning(config.data, size, good.category), crop_warning(config.data, good.category)):
+            if warning:
+                print(warning, file=sys.stderr)
     return config
 
 

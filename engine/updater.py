@@ -143,7 +143,7 @@ def recalibrate(model: AnomalyModel, extractor: PatchFeatureExtractor, images: G
         return scores.image_scores, scores.anomaly_maps
 
     row = calibrate_and_evaluate(model, extractor, images, run, outputs, good_scores)
-    model.calibration = never_below(model.calibration, previous, calibration_rule(images, run))
+    model.calibration = never_below(model.calibration, previous, calibration_rule(model.config.model, images, run))
     return row
 
 

@@ -2,20 +2,141 @@
 
 models.thresholds turns them into decisions at deployment ("13.6" -> "0.71, anomalous").
 
-With good images held out of the fit (train.py --val_ratio, the default) the thresholds are
-quantiles of their scores: set without any defective image, on images the bank has not seen (a
-training image's own patches are in the bank, so its scores are biased low). With --val_ratio 0:
-on a labelled test split the F1-optimal thresholds (images and pixels), else the highest score any
-good training image reaches.
+Where the image threshold goes (engine.calibration_rule picks the scores; docs/guide.md "Decisions
+and thresholds"):
+
+* Good images only (the default, leave-own-image-out scores of every training image; or the
+  held-out rule's scores): the threshold estimates the (1 - max_false_reject) quantile of good
+  scores (`false_reject_quantile`: the empirical quantile where at least MIN_TAIL_SCORES scores lie
+  above it, else an exponential tail fitted to the highest scores).
+* A labelled split (--threshold_rule test_split): the F1-optimal cut between the classes.
+
+Either way the value is then placed *between* calibration scores, never on one (`between_scores`):
+inside the gap between the two scores it falls between, at its middle, so every calibration image
+keeps the decision the estimate gave it and none sits at a distance an engine's rounding could
+cross (infer.py's engines differ from the dynamic graph by ~1e-6 relative); above the highest
+score, at least MARGIN_FRACTION of the scores' spread above it. The distance from the threshold
+to the nearest calibration score is stored as `image_margin` (train.py prints it).
+
+The pixel threshold only shapes the region outlined on an anomalous image (it decides nothing,
+models.thresholds): the (1 - pixel_false_reject) quantile of the good images' pixels, or the
+F1-optimal pixel cut on a labelled split.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from utils.metrics import UndefinedMetricError, f1_optimal_threshold
 
+# The empirical quantile is used when at least this many calibration scores lie above it; with
+# fewer, the tail is fitted (one or two order statistics are too noisy to place a 1% threshold).
+MIN_TAIL_SCORES = 10
+# The fitted tail uses the highest max(MIN_TAIL_SCORES, TAIL_FRACTION * n) scores.
+TAIL_FRACTION = 0.1
+# A threshold above every calibration score stays at least this fraction of their spread above the
+# highest (1e-3: ~100x the largest engine difference measured on exported models).
+MARGIN_FRACTION = 1e-3
 
-def _threshold(scores: np.ndarray, labels: np.ndarray | None) -> tuple[float, str]:
+
+def false_reject_quantile(scores: np.ndarray, rate: float) -> tuple[float, float, str]:
+    """(estimate, its expected false-reject rate, how it was estimated) of the score a good image
+    exceeds with probability `rate`, from good calibration scores.
+
+    With n * rate >= MIN_TAIL_SCORES: the empirical (1 - rate) quantile (linear interpolation).
+    Otherwise peaks over threshold: the m = max(MIN_TAIL_SCORES, TAIL_FRACTION n) highest scores'
+    excesses over the next one, u, are taken as exponential with their mean beta (the maximum-
+    likelihood fit), so P(score > t) = (m / n) exp(-(t - u) / beta) and t = u + beta ln(m / (n rate)).
+    rate 0: the highest score (placement puts the threshold above it).
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(s)
+    if rate <= 0 or n < 2:
+        return float(s[-1]), 0.0, f"above the highest of {n} good scores"
+    if n * rate >= MIN_TAIL_SCORES:
+        return float(np.quantile(s, 1.0 - rate)), rate, f"empirical {1 - rate:.4g} quantile of {n} good scores"
+    m = min(n - 1, max(MIN_TAIL_SCORES, int(math.ceil(TAIL_FRACTION * n))))
+    u = s[n - m - 1]
+    beta = float(np.mean(s[n - m:] - u))
+    estimate = u + beta * math.log(m / (n * rate)) if beta > 0 else float(s[-1])
+    return float(estimate), rate, (f"exponential tail fitted to the top {m} of {n} good scores "
+                                   f"for a {rate:.4g} false-reject rate")
+
+
+def tail_rate(scores: np.ndarray, threshold: float) -> float:
+    """The false-reject rate the good `scores` imply at `threshold`: the fitted exponential tail's
+    where fewer than MIN_TAIL_SCORES scores reach it, else the fraction that does."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(s)
+    above = int(np.count_nonzero(s >= threshold))
+    if above >= MIN_TAIL_SCORES or n < 2:
+        return above / n
+    m = min(n - 1, max(MIN_TAIL_SCORES, int(math.ceil(TAIL_FRACTION * n))))
+    u = s[n - m - 1]
+    beta = float(np.mean(s[n - m:] - u))
+    if beta <= 0 or threshold <= u:
+        return above / n
+    return float(m / n * math.exp(-(threshold - u) / beta))
+
+
+def between_scores(estimate: float, scores: np.ndarray) -> float:
+    """`estimate` moved off the calibration scores (see the module doc): the middle of the gap it
+    falls in (the calibration images' decisions are unchanged), or at least MARGIN_FRACTION of the
+    spread beyond the highest / lowest score."""
+    s = np.unique(np.asarray(scores, dtype=np.float64))
+    floor = MARGIN_FRACTION * max(s[-1] - s[0], abs(s[-1]), 1e-12)
+    if estimate > s[-1]:
+        return float(max(estimate, s[-1] + floor))
+    if estimate <= s[0]:
+        return float(min(estimate, s[0] - floor))
+    upper = int(np.searchsorted(s, estimate, side="left"))      # s[upper - 1] < estimate <= s[upper]
+    return float((s[upper - 1] + s[upper]) / 2)
+
+
+def decision_margin(threshold: float, scores: np.ndarray) -> float:
+    """Distance from the threshold to the nearest calibration score."""
+    return float(np.min(np.abs(np.asarray(scores, dtype=np.float64) - threshold)))
+
+
+def _ranges(image_scores: np.ndarray, anomaly_maps: np.ndarray) -> dict[str, float]:
+    return {"image_min": float(np.min(image_scores)), "image_max": float(np.max(image_scores)),
+            "pixel_min": float(np.min(anomaly_maps)), "pixel_max": float(np.max(anomaly_maps))}
+
+
+def calibrate_good(image_scores: np.ndarray, anomaly_maps: np.ndarray, max_false_reject: float,
+                   pixel_false_reject: float, source: str) -> dict[str, float | str]:
+    """Thresholds from good images only (`source` names their scores, e.g. "leave-own-image-out
+    scores of the training images"): the image threshold at the false-reject target, placed
+    between scores; the pixel threshold at the (1 - pixel_false_reject) quantile of their pixels."""
+    estimate, _, how = false_reject_quantile(image_scores, max_false_reject)
+    threshold = between_scores(estimate, image_scores)
+    pixel_threshold = float(np.quantile(anomaly_maps, 1.0 - pixel_false_reject))
+    return {"image_threshold": threshold, "pixel_threshold": pixel_threshold, **_ranges(image_scores, anomaly_maps),
+            "image_rule": f"{how}: {source}",
+            "pixel_rule": f"{1 - pixel_false_reject:.4g} quantile of the pixels of {len(image_scores)} good images",
+            "image_margin": decision_margin(threshold, image_scores),
+            "calibration_images": float(len(image_scores)),
+            "false_reject_target": float(max_false_reject),
+            "expected_false_reject": tail_rate(image_scores, threshold)}
+
+
+def calibrate_held_out(image_scores: np.ndarray, anomaly_maps: np.ndarray, max_false_reject: float,
+                       pixel_false_reject: float) -> dict[str, float | str]:
+    """The held-out rule (--val_ratio > 0, the default before leave-own-image-out): good images not in
+    the model; the image threshold at the (1 - max_false_reject) quantile of their scores ("higher":
+    with few images and a small rate, their maximum), placed just above that score."""
+    calibration = calibrate_good(image_scores, anomaly_maps, max_false_reject, pixel_false_reject,
+                                 f"{len(image_scores)} held-out good images")
+    quantile = float(np.quantile(image_scores, 1.0 - max_false_reject, method="higher"))
+    threshold = between_scores(np.nextafter(quantile, -np.inf), image_scores)
+    calibration.update({"image_threshold": threshold, "image_margin": decision_margin(threshold, image_scores),
+                        "image_rule": f"{1 - max_false_reject:.4g} quantile of {len(image_scores)} held-out good images",
+                        "expected_false_reject": float(np.mean(image_scores >= threshold))})
+    return calibration
+
+
+def _f1_cut(scores: np.ndarray, labels: np.ndarray | None) -> tuple[float, str]:
     if labels is not None:
         try:
             return f1_optimal_threshold(scores, labels)[0], "F1-optimal on the test split"
@@ -24,28 +145,20 @@ def _threshold(scores: np.ndarray, labels: np.ndarray | None) -> tuple[float, st
     return float(np.max(scores)), "maximum over good images"
 
 
-def calibrate_held_out(image_scores: np.ndarray, anomaly_maps: np.ndarray, max_false_reject: float,
-                       pixel_false_reject: float) -> dict[str, float | str]:
-    """Thresholds from good images that are not in the model (held out of the fit): the image
-    threshold at the (1 - max_false_reject) quantile of their scores, the pixel threshold at the
-    (1 - pixel_false_reject) quantile of their pixels ("higher": an observed value, so with few
-    images and a small rate it is their maximum)."""
-    n = len(image_scores)
-    image_threshold = float(np.quantile(image_scores, 1.0 - max_false_reject, method="higher"))
-    pixel_threshold = float(np.quantile(anomaly_maps, 1.0 - pixel_false_reject, method="higher"))
-    return {"image_threshold": image_threshold, "pixel_threshold": pixel_threshold,
-            "image_min": float(np.min(image_scores)), "image_max": float(np.max(image_scores)),
-            "pixel_min": float(np.min(anomaly_maps)), "pixel_max": float(np.max(anomaly_maps)),
-            "image_rule": f"{1 - max_false_reject:.4g} quantile of {n} held-out good images",
-            "pixel_rule": f"{1 - pixel_false_reject:.4g} quantile of the pixels of {n} held-out good images"}
-
-
 def calibrate(image_scores: np.ndarray, anomaly_maps: np.ndarray, labels: np.ndarray | None = None,
               masks: np.ndarray | None = None) -> dict[str, float | str]:
-    """Image and pixel thresholds plus the score ranges used to normalise to [0, 1]."""
-    image_threshold, image_rule = _threshold(image_scores, labels)
-    pixel_threshold, pixel_rule = _threshold(anomaly_maps.ravel(), None if masks is None else masks.ravel())
-    return {"image_threshold": image_threshold, "pixel_threshold": pixel_threshold,
-            "image_min": float(np.min(image_scores)), "image_max": float(np.max(image_scores)),
-            "pixel_min": float(np.min(anomaly_maps)), "pixel_max": float(np.max(anomaly_maps)),
-            "image_rule": image_rule, "pixel_rule": pixel_rule}
+    """Thresholds from scored images, labelled where `labels` is given: the F1-optimal image cut
+    (with separated classes: the lowest defect score) moved to the middle of the gap below it, i.e.
+    the midpoint between the highest good and the lowest defect score when they are separated;
+    without labels just above the highest score. Pixel threshold: F1-optimal (with masks) or the maximum."""
+    cut, image_rule = _f1_cut(image_scores, labels)
+    # The cut flags scores >= cut; the estimate just below it keeps those decisions and lands in
+    # the gap under it (or above the highest score when the cut is the maximum of good images).
+    labelled = image_rule.startswith("F1")
+    estimate = np.nextafter(cut, -np.inf if labelled else np.inf)
+    threshold = between_scores(float(estimate), image_scores)
+    pixel_threshold, pixel_rule = _f1_cut(anomaly_maps.ravel(), None if masks is None else masks.ravel())
+    return {"image_threshold": threshold, "pixel_threshold": pixel_threshold, **_ranges(image_scores, anomaly_maps),
+            "image_rule": f"{image_rule}, placed between the classes", "pixel_rule": pixel_rule,
+            "image_margin": decision_margin(threshold, image_scores),
+            "calibration_images": float(len(image_scores))}

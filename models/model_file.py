@@ -74,6 +74,9 @@ class FitResult(NamedTuple):
     feature_grid: tuple[int, int]
     fit_stats: dict[str, float]
     training_embeddings: Callable[[int], Iterator[np.ndarray]] | None = None
+    # The training image (index in fit order) each memory-bank entry came from (PatchCore), for the
+    # leave-own-image-out calibration; None where the method has no bank.
+    entry_images: np.ndarray | None = None
 
 
 @dataclass

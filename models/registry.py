@@ -87,6 +87,9 @@ class MethodSpec:
     update: str = ""
     # Arrays kept, float64, only for updates (never exported): name -> ndim
     update_arrays: tuple[tuple[str, int], ...] = ()
+    # "module:function(model, embeddings, entry_images, first_image, backend, progress) -> Scores":
+    # the training images' leave-own-image-out scores (the default threshold rule's input)
+    own_image_out: str = ""
 
     def build_scorer(self, arrays: dict[str, Any], config: Any, backend: str = "numpy") -> Callable[[Any], Any]:
         return _resolve(self.scorer)(arrays, config, backend)
@@ -96,6 +99,9 @@ class MethodSpec:
 
     def update_function(self) -> Callable[..., Any]:
         return _resolve(self.update)
+
+    def own_image_out_function(self) -> Callable[..., Any]:
+        return _resolve(self.own_image_out)
 
 
 PATCHCORE_LAYERS = ("layer2", "layer3")
@@ -123,13 +129,15 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("patchcore", "PatchCore", ("patchcore", "coreset"), _patchcore_defaults, ("memory_bank",),
                "models.patchcore.scorer:build_scorer", "models.patchcore.fit:fit_memory_bank", "bank_size",
                k_help="percentage of training patches kept (default 10)", aggregations=AGGREGATIONS,
-               array_ranks=(2,), update="models.patchcore.fit:extend_memory_bank"),
+               array_ranks=(2,), update="models.patchcore.fit:extend_memory_bank",
+               own_image_out="models.patchcore.own_image_out:leave_own_image_out"),
     MethodSpec("padim", "PaDiM", ("padim",), _padim_defaults, ("mean", "inv_covariance"),
                "models.padim.scorer:build_scorer", "models.padim.fit:fit_gaussians", "channels",
                k_help="number of channels kept by a seeded random selection, 0 = all (default "
                       + ", ".join(f"{arch} {n or 'all'}" for arch, n in PADIM_CHANNELS.items()) + ")",
                array_ranks=(2, 3), update="models.padim.fit:extend_gaussians",
-               update_arrays=(("sum_shift", 2), ("sum", 2), ("sum_outer", 3), ("count", 1))),
+               update_arrays=(("sum_shift", 2), ("sum", 2), ("sum_outer", 3), ("count", 1)),
+               own_image_out="models.padim.own_image_out:leave_own_image_out"),
 )}
 
 # The seed projects call PatchCore's method "coreset"; every alias names its method.

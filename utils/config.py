@@ -62,6 +62,16 @@ def hw(size: "int | tuple[int, int] | list[int]") -> tuple[int, int]:
     return int(size), int(size)
 
 
+class NoCrop:
+    """--crop_size none: no centre crop (the crop equals the resize)."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+NO_CROP = NoCrop()
+
+
 @dataclass(frozen=True)
 class AutoSize:
     """--resize auto[:N] / --crop_size auto[:N]: the side chosen from the training images' shape
@@ -69,12 +79,15 @@ class AutoSize:
     short: int | None = None
 
 
-def _size_type(minimum: int, name: str) -> Callable[[str], Any]:
-    """An argparse `type=` for sizes: "256" (square), "256,320" (height,width) or "auto[:N]" (AutoSize);
+def _size_type(minimum: int, name: str, allow_none: bool = False) -> Callable[[str], Any]:
+    """An argparse `type=` for sizes: "256" (square), "256,320" (height,width), "auto[:N]" (AutoSize)
+    or, with `allow_none`, "none" (NO_CROP);
     a square pair is stored as one number, so square settings and model files stay as they always were."""
     number = number_type(int, minimum, name)
 
     def parse(text: str) -> Any:
+        if text == "none" and allow_none:
+            return NO_CROP
         if text == "auto" or text.startswith("auto:"):
             return AutoSize(number(text[5:]) if text.startswith("auto:") else None)
         parts = [number(part) for part in text.split(",")]
@@ -96,7 +109,7 @@ MAX_SEED = 2**32 - 1
 seed_int = number_type(int, 0, f"an integer between 0 and {MAX_SEED}", MAX_SEED)
 port_int = number_type(int, 1, "a port number between 1 and 65535", 65535)
 resize_size = _size_type(2, "an integer >= 2")
-crop_size_type = _size_type(1, "a positive integer")
+crop_size_type = _size_type(1, "a positive integer", allow_none=True)
 
 
 @dataclass
@@ -123,9 +136,16 @@ class DataConfig:
 # --cpu_threads, the Inferencer, the export check. The project's machines have 2 cores.
 DEFAULT_CPU_THREADS = 2
 
-# train.py's --val_ratio: a tenth of the good images is enough to place the thresholds on bottle-
-# sized sets (200+ images) and costs the bank little; see README "Thresholds from good images only".
-DEFAULT_VAL_RATIO = 0.1
+# train.py's --val_ratio: 0, every good image is in the bank and the default threshold rule
+# (leave-own-image-out) calibrates on all of them. 0.1 was the default before that rule existed:
+# a tenth held out to set the thresholds (docs/guide.md "Decisions and thresholds").
+DEFAULT_VAL_RATIO = 0.0
+# How the image threshold is placed (engine.calibration_rule): own_image_out (default: every training
+# image scored against the bank without its own entries), held_out (the quantile of --val_ratio's
+# held-out images; the default before), test_split (F1-optimal between the classes of the labelled
+# test split; needs --eval). "" in model files written before the setting: the rule followed from
+# val_ratio and --eval.
+THRESHOLD_RULES = ("own_image_out", "held_out", "test_split")
 
 
 @dataclass
@@ -159,9 +179,12 @@ class ModelConfig:
     # Fraction of train/good held out of the fit and scored to set the thresholds (seeded). 0 here
     # is what model files written before this setting did; train.py's default is DEFAULT_VAL_RATIO.
     val_ratio: float = 0.0
-    # With held-out images: the image threshold flags at most this fraction of good images (the
-    # (1 - rate) quantile of their scores), the pixel threshold this fraction of their pixels.
+    # The image threshold's false-reject target on good images (own_image_out: the fitted tail's
+    # (1 - rate) quantile; held_out: the (1 - rate) quantile of the held-out scores), and the pixel
+    # threshold's on good pixels.
     max_false_reject: float = 0.01
+    # One of THRESHOLD_RULES, or "" (files written before it: the rule followed from val_ratio / --eval).
+    threshold_rule: str = ""
     pixel_false_reject: float = 0.001
     # PaDiM: keep the float64 running sums in the model file so train.py --update can add images
     # exactly (positions x channels^2 x 8 bytes more; never exported).
@@ -207,6 +230,10 @@ class Config:
         _require(m.sigma >= 0, "sigma", m.sigma, ">= 0")
         _require(0 <= m.seed <= MAX_SEED, "seed", m.seed, f"between 0 and {MAX_SEED}")
         _require(0 <= m.val_ratio < 1, "val_ratio", m.val_ratio, "in [0, 1)")
+        _require(m.threshold_rule in ("",) + THRESHOLD_RULES, "threshold_rule", m.threshold_rule,
+                 " or ".join(THRESHOLD_RULES))
+        _require(m.threshold_rule != "held_out" or m.val_ratio > 0, "val_ratio", m.val_ratio,
+                 "above 0 for --threshold_rule held_out (0.1 was its default)")
         _require(0 <= m.max_false_reject < 1, "max_false_reject", m.max_false_reject, "in [0, 1)")
         _require(0 <= m.pixel_false_reject < 1, "pixel_false_reject", m.pixel_false_reject, "in [0, 1)")
 

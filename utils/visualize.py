@@ -43,10 +43,12 @@ def outlined(image: np.ndarray, region: np.ndarray, colour: tuple[int, int, int]
     return out
 
 
-def save_figure(path: str | os.PathLike, image: np.ndarray, anomaly_map: np.ndarray, threshold: float,
+def save_figure(path: str | os.PathLike, image: np.ndarray, anomaly_map: np.ndarray, region: np.ndarray,
                 vmin: float, vmax: float, title: str, mask: np.ndarray | None = None) -> None:
-    """One row: image | ground truth (if any) | heat map | predicted region outlined."""
-    region = anomaly_map >= threshold
+    """One row: image | ground truth (if any) | heat map | predicted region outlined.
+
+    `region`: the region shown (models.thresholds.Thresholds.region_shown: empty on a normal image).
+    """
     panels = [("image", image)]
     if mask is not None:
         panels.append(("ground truth", outlined(image, mask.astype(bool), (0, 255, 0))))

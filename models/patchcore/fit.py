@@ -79,7 +79,8 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
         raise ValueError(f"the stream promised {stream.n_images} images but held {row // per_image}")
     extracted = time.perf_counter()
     mine, selection_stats = slice(None), {}
-    if projected is not None:
+    projected_any = projected is not None
+    if projected_any:
         selected = np.sort(select_coreset(projected.points, n_keep, seed=cfg.seed, backend=backend, shard=rows,
                                           progress=progress and shard.is_main, stats=selection_stats))
         mine = selected[(selected >= rows.first) & (selected < rows.first + n_patches)] - rows.first
@@ -99,7 +100,9 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
         for first_image in range(0, stream.n_images, batch_size):
             yield grid[first_image:first_image + batch_size].transpose(0, 3, 1, 2)
 
-    return FitResult({"memory_bank": bank}, (height, width), stats, training_embeddings)
+    # Bank rows are in global patch order, so an entry's image is its patch index // patches per image.
+    entry_images = (selected if projected_any else np.arange(rows.total)) // per_image
+    return FitResult({"memory_bank": bank}, (height, width), stats, training_embeddings, entry_images)
 
 
 def extend_memory_bank(arrays: dict[str, np.ndarray], stream: EmbeddingStream, cfg: ModelConfig,

@@ -17,7 +17,12 @@ def reweight(test_patch: np.ndarray, nearest: int, bank: MemoryBank, num_neighbo
     """
     _, support = bank.search(bank.features[nearest][None], k=num_neighbors + 1)
     others = [i for i in support[0] if i != nearest][: num_neighbors - 1]
-    neighbourhood = bank.features[[nearest] + others].astype(np.float64)
+    return neighbourhood_score(test_patch, bank.features[[nearest] + others])
+
+
+def neighbourhood_score(test_patch: np.ndarray, neighbourhood: np.ndarray) -> float:
+    """Eq. 7 for a test patch and its neighbourhood [b, C] (m* first, then its nearest other entries)."""
+    neighbourhood = neighbourhood.astype(np.float64)
     dists = np.sqrt(((neighbourhood - test_patch.astype(np.float64)) ** 2).sum(axis=1))
     # Softmax with the max subtracted: the same ratio without overflowing exp().
     shifted = np.exp(dists - dists.max())

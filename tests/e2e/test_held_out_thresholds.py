@@ -41,7 +41,22 @@ def test_val_ratio_zero_keeps_every_image_in_the_fit(synthetic_root, tmp_path):
     assert done.returncode == 0, done.stderr
     model = AnomalyModel.load(str(tmp_path / "part.pdparams"))
     assert model.fit_stats["train_images"] == 8 and "held_out_images" not in model.fit_stats
-    assert model.calibration["image_rule"] == "maximum over good images"
+    c = model.calibration
+    assert model.config.model.threshold_rule == "own_image_out"
+    assert c["image_rule"].endswith("leave-own-image-out scores of the training images")
+    assert c["calibration_images"] == 8 and c["false_reject_target"] == 0.01 and c["image_margin"] > 0
+    # one line says where the threshold is, from how many scores, the rate it expects, its margin
+    line = next(x for x in done.stdout.splitlines() if x.startswith("part: image threshold"))
+    assert "8 calibration scores" in line and "expected false-reject rate 1.00%" in line
+    assert f"{c['image_margin']:.4g} from the nearest calibration score" in line
+
+
+def test_rules_that_cannot_apply_are_refused(synthetic_root, tmp_path):
+    for extra, message in ((("--threshold_rule", "held_out"), "val_ratio"),
+                           (("--threshold_rule", "test_split"), "needs --eval")):
+        done = run_script("train.py", "--data_path", str(synthetic_root), "--category", "part", *FAST_TRAIN_ARGS,
+                          *extra, "--save_path", str(tmp_path))
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_out_of_range_rates_are_one_line_errors(synthetic_root, tmp_path):

@@ -34,13 +34,15 @@ def test_update_adds_new_patches_deterministically(synthetic_root, tmp_path):
     old = base.arrays["memory_bank"]
     np.testing.assert_array_equal(banks[0], banks[1])                  # same inputs, same result
     np.testing.assert_array_equal(banks[0][:len(old)], old)            # the old entries stay
-    n_fitted = 8 - 1                                                    # val_ratio 0.1 of 8 holds out 1
+    n_fitted = 8                                                        # the default val_ratio 0 holds out none
     per_image = base.fit_stats["train_patches"] / base.fit_stats["train_images"]
     assert updated.fit_stats["update_patches"] == n_fitted * per_image
     assert len(banks[0]) - len(old) == updated.fit_stats["update_added"] == round(0.25 * n_fitted * per_image)
     assert updated.fit_stats["updates"] == 1
     assert updated.fit_stats["train_images"] == base.fit_stats["train_images"] + n_fitted
-    assert "held-out" in updated.calibration["image_rule"]
+    # the own-image-out threshold of the fit stays: the new images' in-sample scores are lower
+    assert "leave-own-image-out" in updated.calibration["image_rule"]
+    assert updated.calibration["image_threshold"] >= base.calibration["image_threshold"]
     assert updated.extractor_fingerprint == base.extractor_fingerprint
 
 

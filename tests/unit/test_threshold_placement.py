@@ -1,0 +1,96 @@
+"""Thresholds between the classes (never on a score), the tail estimator, leave-own-image-out scores."""
+import numpy as np
+import pytest
+
+from models.calibration import (MIN_TAIL_SCORES, between_scores, calibrate, calibrate_good, decision_margin,
+                                false_reject_quantile)
+from models.knn import MemoryBank
+from models.padim.own_image_out import own_image_out_distances
+from models.patchcore.own_image_out import nearest_excluding, own_image_out_scores
+from models.patchcore.scorer import PatchCoreScorer
+
+
+def test_labelled_threshold_is_the_midpoint_between_the_classes():
+    scores = np.array([1.0, 2.0, 3.0, 3.5, 5.0])
+    cal = calibrate(scores, np.zeros((5, 2, 2)), np.array([0, 0, 0, 1, 1]))
+    assert cal["image_threshold"] == 3.25 and cal["image_margin"] == 0.25
+
+
+def test_overlapping_classes_keep_the_f1_decisions_with_a_margin():
+    scores = np.array([1.0, 2.0, 4.0, 3.0, 5.0])
+    labels = np.array([0, 0, 0, 1, 1])
+    cal = calibrate(scores, np.zeros((5, 2, 2)), labels)
+    assert cal["image_threshold"] == 2.5                 # below the lowest defect, in the gap under it
+    assert decision_margin(cal["image_threshold"], scores) == 0.5
+
+
+def test_placement_never_lands_on_a_score():
+    rng = np.random.default_rng(0)
+    scores = rng.random(50)
+    gaps = np.diff(np.sort(scores))
+    for estimate in [*scores, scores.max() + 1e-9, 0.5]:
+        placed = between_scores(estimate, scores)
+        assert decision_margin(placed, scores) >= 0.999 * min(gaps.min() / 2, 1e-3 * np.ptp(scores))
+        # the calibration images' decisions are those of the estimate (or it sits above them all)
+        assert (np.sum(scores >= placed) == np.sum(scores >= estimate)) or placed > scores.max()
+
+
+def test_empirical_quantile_with_many_scores_and_fitted_tail_with_few():
+    rng = np.random.default_rng(1)
+    many = rng.exponential(1.0, 5000)
+    estimate, rate, how = false_reject_quantile(many, 0.01)
+    assert "empirical" in how and abs(np.mean(many >= estimate) - 0.01) < 0.002
+    few = rng.exponential(1.0, 200)          # 200 * 1% = 2 scores above: too few, the tail is fitted
+    estimate, rate, how = false_reject_quantile(few, 0.01)
+    assert 200 * 0.01 < MIN_TAIL_SCORES and "exponential tail" in how
+    assert abs(estimate - np.log(100)) < 1.2   # the true 0.99 quantile of Exp(1) is ln 100 = 4.6
+
+
+def test_good_only_calibration_records_its_facts():
+    rng = np.random.default_rng(2)
+    scores = rng.normal(10, 1, 300)
+    cal = calibrate_good(scores, rng.random((300, 4, 4)), 0.01, 0.001, "test scores")
+    assert cal["calibration_images"] == 300 and cal["false_reject_target"] == 0.01
+    assert abs(cal["expected_false_reject"] - 0.01) < 0.005
+    assert cal["image_margin"] == decision_margin(cal["image_threshold"], scores) > 0
+
+
+def test_nearest_excluding_matches_a_bank_without_those_entries():
+    rng = np.random.default_rng(3)
+    features = rng.random((300, 8)).astype(np.float32)
+    queries = rng.random((40, 8)).astype(np.float32)
+    excluded = np.zeros(300, bool)
+    excluded[::3] = True
+    dist, index = nearest_excluding(MemoryBank(features), queries, excluded)
+    want_dist, want_index = MemoryBank(features[~excluded]).search(queries)
+    assert np.array_equal(index, np.flatnonzero(~excluded)[want_index[:, 0]])
+    assert np.allclose(dist, want_dist[:, 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("image_score", ["max", "reweighted"])
+def test_own_image_out_equals_scoring_against_the_bank_of_the_other_images(image_score):
+    rng = np.random.default_rng(4)
+    embeddings = rng.random((5, 6, 3, 3)).astype(np.float32)       # 5 training images, 9 patches each
+    bank = embeddings.transpose(0, 2, 3, 1).reshape(-1, 6)          # k = 100: every patch is an entry
+    entry_images = np.arange(len(bank)) // 9
+    scorer = PatchCoreScorer(bank, 12, num_neighbors=3, image_score=image_score, sigma=0)
+    got = own_image_out_scores(scorer, entry_images, [embeddings[:2], embeddings[2:]])
+    for i in range(5):
+        others = PatchCoreScorer(bank[entry_images != i], 12, num_neighbors=3, image_score=image_score, sigma=0)
+        want = others(embeddings[i:i + 1])
+        assert np.allclose(got.patch_scores[i], want.patch_scores[0], rtol=1e-5)
+        assert np.isclose(got.image_scores[i], want.image_scores[0], rtol=1e-5)
+
+
+def test_padim_own_image_out_is_the_mahalanobis_distance_without_the_image():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(30, 3))
+    n = len(x)
+
+    def distance(point, sample):
+        diff = point - sample.mean(axis=0)
+        return float(np.sqrt(diff @ np.linalg.inv(np.cov(sample, rowvar=False)) @ diff))
+
+    in_sample = np.array([distance(p, x) for p in x], dtype=np.float32)
+    left_out = np.array([distance(x[i], np.delete(x, i, axis=0)) for i in range(n)])
+    assert np.allclose(own_image_out_distances(in_sample, n), left_out, rtol=1e-4)
