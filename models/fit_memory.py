@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from models.feature_extractor import embedding_channels
-from models.patchcore.fit import fit_bytes
+from models.patchcore.fit import bank_entries, fit_bytes
 from models.registry import STAGE_NAMES, arch_spec
 from utils.config import Config
 from utils.errors import UserError
@@ -67,7 +67,8 @@ def method_bytes(config: Config, n_images: int, batch_size: int) -> int:
     m = config.model
     if m.method == "padim":
         return positions * channels * (channels * (FLOAT64 + FLOAT32) + 2 * batch_size * FLOAT64)
-    return fit_bytes(n_images * positions, channels, m.projection_dim, projected=m.k < 100)
+    n_patches = n_images * positions
+    return fit_bytes(n_patches, channels, m.projection_dim, projected=bank_entries(n_patches, m) < n_patches)
 
 
 def check_fit_memory(config: Config, n_images: int, batch_size: int) -> None:
