@@ -68,6 +68,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     # One option, two meanings: say both, per method, in --help.
     k_help = "; ".join(f"{spec.name}: {spec.k_help}" for spec in METHODS.values())
     parser.add_argument("--k", type=finite_float, default=None, help=k_help)
+    parser.add_argument("--bank_size", type=non_negative_int, default=m.bank_size,
+                        help="patchcore only: memory-bank entries to keep, instead of --k percent of the patches "
+                             "(a budget that does not grow with --resize; 0 = use --k)")
     parser.add_argument("--local_aggregation", type=str2bool, default=None,
                         help="3x3 average of each stage's features (default: True for coreset, False for padim)")
     parser.add_argument("--aggregation", default=m.aggregation, choices=AGGREGATIONS,
@@ -144,7 +147,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     model = ModelConfig(method=spec.name, arch=args.arch, pretrained=args.pretrained or ModelConfig.pretrained,
                         num_neighbors=args.num_neighbors,
                         image_score=args.image_score, seed=args.seed, aggregation=args.aggregation,
-                        val_ratio=args.val_ratio, threshold_rule=threshold_rule(args),
+                        val_ratio=args.val_ratio, threshold_rule=threshold_rule(args), bank_size=args.bank_size,
                         max_false_reject=args.max_false_reject,
                         pixel_false_reject=args.pixel_false_reject, keep_sums=args.keep_sums,
                         pretrain_embed_dim=args.pretrain_embed_dim, target_embed_dim=args.target_embed_dim,

@@ -8,7 +8,7 @@ from datasets.geometry import AutoGeometry
 
 
 # train.py options a model fixes: option -> its field in the model's Config ("data" or "model").
-FIXED_OPTIONS = {"method": "model", "arch": "model", "k": "model", "aggregation": "model",
+FIXED_OPTIONS = {"method": "model", "arch": "model", "k": "model", "bank_size": "model", "aggregation": "model",
                  "local_aggregation": "model", "num_neighbors": "model", "image_score": "model", "seed": "model",
                  "val_ratio": "model", "threshold_rule": "model", "max_false_reject": "model", "pixel_false_reject": "model",
                  "keep_sums": "model", "pretrain_embed_dim": "model", "target_embed_dim": "model",

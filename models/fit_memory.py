@@ -9,7 +9,7 @@ inner layers and Paddle's allocator add to it): it refuses only what surely cann
 """
 from __future__ import annotations
 
-from models.patchcore.fit import fit_bytes
+from models.patchcore.fit import bank_entries, fit_bytes
 from models.shapes import FLOAT32, batch_bytes, embedding_width, feature_grid
 from utils.config import Config
 from utils.errors import UserError
@@ -26,7 +26,8 @@ def method_bytes(config: Config, n_images: int, batch_size: int) -> int:
     m = config.model
     if m.method == "padim":
         return positions * channels * (channels * (FLOAT64 + FLOAT32) + 2 * batch_size * FLOAT64)
-    return fit_bytes(n_images * positions, channels, m.projection_dim, projected=m.k < 100)
+    n_patches = n_images * positions
+    return fit_bytes(n_patches, channels, m.projection_dim, projected=bank_entries(n_patches, m) < n_patches)
 
 
 def check_fit_memory(config: Config, n_images: int, batch_size: int) -> None:

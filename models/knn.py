@@ -9,6 +9,18 @@ far (triangle inequality, with a margin for the rounding of the product form). W
 little (distances concentrate: uniform textures, noise) the search falls back to the full product,
 so it is never much slower than it and the answer is the same nearest entry.
 
+Without groups (or when they prune too little) the CPU search is tiled: the queries' [a, 1] rows
+against the bank's [-2b, |b|^2] columns in blocks of QUERY_TILE x BANK_TILE, each product's
+minimum taken while it is still in cache and folded into a running minimum, so the distance matrix
+of a large image against a large bank never goes through main memory (448 px images have 4x the
+patches of 224 and, at the same coreset ratio, 4x the bank: 16x the pairs).
+
+Near ties: the float32 product form can misorder entries whose squared distances differ by less
+than its rounding bound (product_rounding_bound). Every tile also notes whether another entry
+came within twice that bound of a query's minimum; those few queries are searched again with
+their candidates' distances in float64, so the entry returned is the nearest one in exact
+arithmetic (the lowest index among exactly equal distances), whatever the tiling or grouping.
+
 Two backends compute the product: NumPy's BLAS (the CPU default: on the 2-core test machine it
 measured 17 ms for 784 x 16386 x 129, against 95 ms for Paddle's eager CPU matmul) and Paddle
 (for GPUs, where the product runs on the device).
@@ -32,6 +44,11 @@ GROUPED_MAX_VISIT = 0.4
 # pruning useless costs about a sixth of it); the gap doubles up to this many chunks, then the
 # groups are tried again, since the queries (not the bank) decide how much pruning saves.
 GROUPED_MAX_SKIP = 16
+# Tiles of the full product: a bank block of 129 x 2048 float32 (1 MB) stays in the core's L2
+# while 256 query rows go through it; the 2 MB product block is reduced to its row minima at
+# once. Chosen by benchmarks/highres.py-style timing on the 2-core test machine (docs/results.md).
+QUERY_TILE = 256
+BANK_TILE = 2048
 
 
 _blas_controller = None
@@ -66,6 +83,39 @@ def product_rounding_bound(dim: int) -> float:
     search both take their safety margins from it.
     """
     return (4 * dim + 16) * 2.0**-24
+
+
+def exact_sq_distances(queries: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """Squared distances in float64 between rows paired one to one (the reference every search is held to)."""
+    diff = queries.astype(np.float64) - entries.astype(np.float64)
+    return np.einsum("qc,qc->q", diff, diff)
+
+
+class _RunningNearest:
+    """The nearest entry found so far for each query, from float32 products |b|^2 - 2ab seen block by
+    block, with a flag for queries where another entry came within `tolerance` of the minimum (the
+    product's rounding could have swapped them: the caller settles those in float64)."""
+
+    def __init__(self, n_queries: int, tolerance: float):
+        self.value = np.full(n_queries, np.inf, dtype=np.float32)
+        self.position = np.zeros(n_queries, dtype=np.int64)
+        self.tied = np.zeros(n_queries, dtype=bool)
+        self.tolerance = np.float32(tolerance)
+
+    def update(self, rows: slice | np.ndarray, block: np.ndarray, first_column: int) -> None:
+        """Fold in `block` [len(rows), n] = the products of queries `rows` with columns first_column.."""
+        local = block.argmin(axis=1)
+        value = block[np.arange(len(block)), local]
+        # Another entry of this block within the tolerance of its minimum.
+        near = np.count_nonzero(block <= (value + self.tolerance)[:, None], axis=1) > 1
+        current, tied = self.value[rows], self.tied[rows]
+        clearly_better = value < current - self.tolerance
+        close = ~clearly_better & (value <= current + self.tolerance)
+        self.tied[rows] = np.where(clearly_better, near, tied | close | (near & (value < current)))
+        # Strictly better only: in a block sequence by increasing column the lowest index wins ties.
+        better = value < current
+        self.value[rows] = np.where(better, value, current)
+        self.position[rows] = np.where(better, first_column + local, self.position[rows])
 
 
 class _Groups:
@@ -108,7 +158,7 @@ class MemoryBank:
     """A fixed set of feature vectors, kept ready for nearest-neighbour queries."""
 
     def __init__(self, features: np.ndarray, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, backend: str = "numpy",
-                 grouped: bool | None = None):
+                 grouped: bool | None = None, tiled: bool = True):
         if features.ndim != 2 or len(features) == 0:
             raise ValueError(f"memory bank must be a non-empty [M, C] array, got shape {features.shape}")
         if backend not in BACKENDS:
@@ -126,6 +176,8 @@ class MemoryBank:
         stored_sq = self.sq_norms if self.groups is None else self.sq_norms[self.groups.order]
         augmented_t = np.ascontiguousarray(np.hstack([-2.0 * stored, stored_sq[:, None]]).T.astype(np.float32))
         self.backend = backend
+        # tiled=False: one product per chunk of queries then its argmin, as before the tiles (benchmarks).
+        self.tiled = tiled and backend == "numpy"
         if backend == "paddle":
             import paddle
 
@@ -139,6 +191,7 @@ class MemoryBank:
         self.max_chunk_bytes = max_chunk_bytes
         # Chunks answered by visiting groups / by the full product (tests and benchmarks read it).
         self.chunk_counts = {"grouped": 0, "full": 0}
+        self.settled_ties = 0   # queries searched again in float64 (benchmarks read it)
         self._skip_gap = 0      # chunks to answer with the full product before trying the groups again
         self._skip_left = 0
 
@@ -162,24 +215,25 @@ class MemoryBank:
             return partial.argmin(axis=1)[:, None]
         return np.argpartition(partial, k - 1, axis=1)[:, :k]
 
-    def _grouped_nearest(self, augmented_queries: np.ndarray) -> np.ndarray | None:
-        """Sorted positions [Q, 1] of the nearest entries, visiting only the groups that can hold them;
-        None when that would visit too much (the full product is cheaper)."""
+    def _rounding(self, augmented_queries: np.ndarray) -> float:
+        """Bound on the float32 error of one |b|^2 - 2ab product for these queries."""
+        queries = augmented_queries[:, :-1]
+        largest = max(float(np.einsum("qc,qc->q", queries, queries).max()), float(self.sq_norms.max()))
+        return product_rounding_bound(self.dim) * largest
+
+    def _grouped_nearest(self, augmented_queries: np.ndarray) -> _RunningNearest | None:
+        """The nearest entries (positions in group order), visiting only the groups that can hold
+        them; None when that would visit too much (the full product is cheaper)."""
         groups = self.groups
         queries = augmented_queries[:, :-1]
         query_sq = np.einsum("qc,qc->q", queries, queries)
         to_centres = augmented_queries @ self._centres_t          # |c|^2 - 2 q.c
-        best = np.full(len(queries), np.inf, dtype=np.float32)
-        best_pos = np.zeros(len(queries), dtype=np.int64)
+        margin = self._rounding(augmented_queries)
+        nearest = _RunningNearest(len(queries), 2 * margin)
 
         def visit(g: int, rows: np.ndarray) -> None:
             start, end = groups.starts[g], groups.starts[g + 1]
-            partial = augmented_queries[rows] @ self._bank_t[:, start:end]
-            local = partial.argmin(axis=1)
-            value = partial[np.arange(len(rows)), local]
-            better = value < best[rows]
-            best[rows[better]] = value[better]
-            best_pos[rows[better]] = start + local[better]
+            nearest.update(rows, augmented_queries[rows] @ self._bank_t[:, start:end], start)
 
         own = to_centres.argmin(axis=1)
         by_group = np.argsort(own, kind="stable")
@@ -188,9 +242,7 @@ class MemoryBank:
             visit(int(g), by_group[bounds[g]:bounds[g + 1]])
         # The best so far, exactly, bounds the nearest distance from above; a group whose centre is
         # farther than that plus its radius (less the product form's rounding) cannot beat it.
-        diff = queries.astype(np.float64) - self.features[groups.order[best_pos]]
-        upper = np.sqrt(np.einsum("qc,qc->q", diff, diff))
-        margin = product_rounding_bound(self.dim) * max(float(query_sq.max()), float(self.sq_norms.max()))
+        upper = np.sqrt(exact_sq_distances(queries, self.features[groups.order[nearest.position]]))
         centre_sq = np.maximum(to_centres + query_sq[:, None] - margin, 0.0)
         needed = np.sqrt(centre_sq) - groups.radius[None, :] <= upper[:, None]
         needed[np.arange(len(queries)), own] = False
@@ -202,20 +254,61 @@ class MemoryBank:
             visit(int(g), np.flatnonzero(needed[:, g]))
         self.chunk_counts["grouped"] += 1
         self._skip_gap = 0
-        return best_pos[:, None]
+        return nearest
+
+    def _tiled_nearest(self, augmented_queries: np.ndarray) -> _RunningNearest:
+        """The nearest entries (positions in stored order) through the full product, tile by tile."""
+        nearest = _RunningNearest(len(augmented_queries), 2 * self._rounding(augmented_queries))
+        n_stored = self._bank_t.shape[1]
+        buffer = np.empty((min(QUERY_TILE, len(augmented_queries)), min(BANK_TILE, n_stored)), dtype=np.float32)
+        for start in range(0, len(augmented_queries), QUERY_TILE):
+            rows = slice(start, min(start + QUERY_TILE, len(augmented_queries)))
+            query_block = augmented_queries[rows]
+            for first in range(0, n_stored, BANK_TILE):
+                block = buffer[:len(query_block), :min(BANK_TILE, n_stored - first)]
+                np.matmul(query_block, self._bank_t[:, first:first + block.shape[1]], out=block)
+                nearest.update(rows, block, first)
+        return nearest
+
+    def _settle_ties(self, augmented_queries: np.ndarray, nearest: _RunningNearest) -> None:
+        """Re-decide the flagged queries in float64 among every entry the rounding could have put first."""
+        rows = np.flatnonzero(nearest.tied)
+        self.settled_ties += len(rows)
+        per_chunk = max(1, self.max_chunk_bytes // (4 * len(self)))
+        for first in range(0, len(rows), per_chunk):
+            chunk = rows[first:first + per_chunk]
+            partial = augmented_queries[chunk] @ self._bank_t
+            limit = partial.min(axis=1) + nearest.tolerance
+            for row, products, bound in zip(chunk, partial, limit):
+                positions = np.flatnonzero(products <= bound)
+                entries = positions if self.groups is None else self.groups.order[positions]
+                exact = exact_sq_distances(np.broadcast_to(augmented_queries[row, :-1], (len(entries), self.dim)),
+                                           self.features[entries])
+                winner = entries[exact == exact.min()].min()    # the lowest bank index among equals
+                nearest.position[row] = positions[entries == winner][0]
 
     def _nearest_indices(self, augmented_queries: np.ndarray, k: int) -> np.ndarray:
-        positions = None
-        if self.groups is not None and k == 1:
-            if self._skip_left == 0:
-                with one_blas_thread():
-                    positions = self._grouped_nearest(augmented_queries)
-            else:
-                self._skip_left -= 1
-        if positions is None:
+        """Bank indices [Q, k] of the nearest entries (k = 1: exact, ties settled in float64)."""
+        if k > 1 or not self.tiled and self.groups is None:
             positions = self._full_product(augmented_queries, k)
-            if k == 1:
+            self.chunk_counts["full"] += k == 1
+        else:
+            nearest = None
+            with one_blas_thread():
+                if self.groups is not None and self._skip_left == 0:
+                    nearest = self._grouped_nearest(augmented_queries)
+                elif self.groups is not None:
+                    self._skip_left -= 1
+                if nearest is None and self.tiled:
+                    nearest = self._tiled_nearest(augmented_queries)
+                    self.chunk_counts["full"] += 1
+                if nearest is not None:
+                    self._settle_ties(augmented_queries, nearest)
+            if nearest is None:
+                positions = self._full_product(augmented_queries, k)
                 self.chunk_counts["full"] += 1
+            else:
+                positions = nearest.position[:, None]
         return positions if self.groups is None else self.groups.order[positions]
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -224,12 +317,13 @@ class MemoryBank:
         k = min(k, len(self))
         rows = max(1, self.max_chunk_bytes // (4 * len(self)))
         augmented_queries = np.hstack([queries, np.ones((len(queries), 1), np.float32)])
-        index = np.concatenate([self._nearest_indices(augmented_queries[start:start + rows], k)
-                                for start in range(0, len(queries), rows)]).astype(np.int64)
+        index = np.concatenate([np.zeros((0, k), np.int64)]
+                               + [self._nearest_indices(augmented_queries[start:start + rows], k)
+                                  for start in range(0, len(queries), rows)]).astype(np.int64)
         # The expanded form loses precision for near neighbours; the chosen distances are recomputed
         # directly, which also makes them independent of chunking and backend.
-        diff = queries[:, None, :] - self.features[index]
-        exact = np.sqrt(np.einsum("qkc,qkc->qk", diff, diff, dtype=np.float64)).astype(np.float32)
+        exact = np.sqrt(exact_sq_distances(np.repeat(queries, k, axis=0), self.features[index.reshape(-1)]))
+        exact = exact.reshape(len(queries), k).astype(np.float32)
         if k > 1:
             order = np.argsort(exact, axis=1, kind="stable")
             exact, index = np.take_along_axis(exact, order, 1), np.take_along_axis(index, order, 1)

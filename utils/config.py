@@ -158,6 +158,9 @@ class ModelConfig:
     # PatchCore: percentage of training patches kept by the coreset (100 keeps them all).
     # PaDiM: number of embedding channels kept by a seeded random selection (0 keeps them all).
     k: float = 10.0
+    # PatchCore: memory-bank entries kept, whatever the number of training patches (0: --k percent).
+    # A bank budget keeps the search cost of a higher input size from growing with the bank too.
+    bank_size: int = 0
     # 3x3 average of every stage's features before concatenation (PatchCore's local aggregation).
     # Model files written before this setting existed were all PatchCore ones, hence the default.
     local_aggregation: bool = True
@@ -223,6 +226,8 @@ class Config:
             _require(m.k >= 0 and m.k == int(m.k), "k", m.k, "a whole number of channels >= 0 for padim")
         else:
             _require(0 < m.k <= 100, "k", m.k, "a percentage in (0, 100]")
+        _require(m.bank_size >= 0 and m.bank_size == int(m.bank_size), "bank_size", m.bank_size, "a whole number >= 0")
+        _require(m.bank_size == 0 or m.method != "padim", "bank_size", m.bank_size, "0 for padim (patchcore only)")
         _require(len(m.layers) >= 1, "layers", m.layers, "at least one layer")
         _require(m.projection_dim >= 1, "projection_dim", m.projection_dim, "at least 1")
         _require(m.num_neighbors >= 1, "num_neighbors", m.num_neighbors, "at least 1")

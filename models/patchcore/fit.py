@@ -30,6 +30,11 @@ def fit_bytes(n_patches: int, channels: int, projection_dim: int, projected: boo
     return n_patches * per_patch
 
 
+def bank_entries(n_patches: int, cfg: ModelConfig) -> int:
+    """Entries the coreset keeps out of `n_patches`: --bank_size (a budget) or else --k percent."""
+    return min(n_patches, cfg.bank_size) if cfg.bank_size else coreset_size(n_patches, cfg.k)
+
+
 def check_memory(n_images: int, grid: tuple[int, int], channels: int, needed: int) -> None:
     """Refuse up front, with the numbers and the options, a fit that cannot fit in memory."""
     available = available_memory_bytes()
@@ -62,7 +67,7 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     shard = shard or Shard()
     rows = shard.rows(per_image, stream.n_images)          # this rank's patches among all ranks'
     n_patches = stream.n_images * per_image
-    n_keep = coreset_size(rows.total, cfg.k)
+    n_keep = bank_entries(rows.total, cfg)
     reduce = n_keep < rows.total
     check_memory(stream.n_images, (height, width), channels, fit_bytes(n_patches, channels, cfg.projection_dim, reduce))
     features = np.empty((n_patches, channels), dtype=np.float32)
@@ -109,7 +114,10 @@ def extend_memory_bank(arrays: dict[str, np.ndarray], stream: EmbeddingStream, c
                        progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """The bank with `cfg.k` percent of the new images' patches added: the greedy selection goes on
     (greedy_coreset_continued, on the model's own seeded projection) with every bank entry as an
-    already-chosen centre, so the new entries are the new patches least covered by the bank."""
+    already-chosen centre, so the new entries are the new patches least covered by the bank.
+
+    With a bank budget (`cfg.bank_size`) the bank stays at that size: the greedy selection picks
+    that many entries again out of the bank and the new patches together."""
     bank = arrays["memory_bank"]
     start = time.perf_counter()
     parts = [image.reshape(image.shape[0], -1).T for batch in stream.batches for image in batch]
@@ -120,9 +128,15 @@ def extend_memory_bank(arrays: dict[str, np.ndarray], stream: EmbeddingStream, c
         raise UserError(f"new features have {features.shape[1]} channels but the memory bank has {bank.shape[1]}")
     extracted = time.perf_counter()
     matrix = projection_matrix(bank.shape[1], cfg.projection_dim, cfg.seed)
-    n_add = coreset_size(len(features), cfg.k)
-    picks = select_coreset(features @ matrix, n_add, centres=bank @ matrix, progress=progress)
-    extended = np.concatenate([bank, features[np.sort(picks)]])
+    if cfg.bank_size:
+        pooled = np.concatenate([bank, features])
+        extended = pooled[np.sort(select_coreset(pooled @ matrix, bank_entries(len(pooled), cfg), seed=cfg.seed,
+                                                 progress=progress))]
+        n_add = len(extended) - len(bank)
+    else:
+        n_add = coreset_size(len(features), cfg.k)
+        picks = select_coreset(features @ matrix, n_add, centres=bank @ matrix, progress=progress)
+        extended = np.concatenate([bank, features[np.sort(picks)]])
     stats = {"update_patches": float(len(features)), "update_added": float(n_add), "bank_size": float(len(extended)),
              "update_feature_seconds": extracted - start, "update_coreset_seconds": time.perf_counter() - extracted}
     stats["train_patches"] = stats["update_patches"]      # the caller adds the patches seen before
