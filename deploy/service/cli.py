@@ -28,6 +28,9 @@ def add_service_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu_threads", type=positive_int, default=2)
     parser.add_argument("--reload_interval", type=finite_float, default=1.0,
                         help="seconds between checks for a replaced export")
+    parser.add_argument("--allowed_hosts", default="", metavar="NAME[,NAME]",
+                        help="host names the service answers to besides 127.0.0.1, localhost and --host "
+                             "(e.g. the line PC's DNS name); other Host headers are refused")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
@@ -36,4 +39,5 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
                            max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                            decode_threads=args.decode_threads, feedback_dir=args.feedback_dir,
                            backend=args.backend, cpu_threads=args.cpu_threads,
-                           reload_interval_s=args.reload_interval)
+                           reload_interval_s=args.reload_interval,
+                           allowed_hosts=tuple(n.strip() for n in args.allowed_hosts.split(",") if n.strip()))

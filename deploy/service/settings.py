@@ -22,6 +22,7 @@ class ServiceSettings:
     backend: str = "auto"
     cpu_threads: int = 2
     reload_interval_s: float = 1.0
+    allowed_hosts: tuple[str, ...] = ()   # Host names besides loopback and --host (security.HostRule)
 
     @property
     def max_upload_bytes(self) -> int:
