@@ -92,11 +92,14 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        headers = dict(err.headers or {})
+        if "Allow" in headers:   # Starlette lists a route's methods from a set: one order for every answer
+            headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
         message = {404: f"nothing at {request.method} {request.url.path}: the API is under /api/v1 (GET "
                         f"/openapi.json lists it)",
                    405: f"{request.method} is not allowed on {request.url.path}: use "
-                        f"{(err.headers or {}).get('Allow', 'another method')}"}.get(err.status_code, str(err.detail))
-        return _error(err.status_code, message, headers=err.headers)
+                        f"{headers.get('Allow', 'another method')}"}.get(err.status_code, str(err.detail))
+        return _error(err.status_code, message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:

@@ -447,10 +447,11 @@ def test_operator_page_in_chromium(served_models, images, infer_results, tmp_pat
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1100, "height": 800})
             page.goto(srv.url + "/")
-            page.wait_for_function("document.querySelector('#model-info').dataset.version")
+            # Predicates as functions: a string one is eval()ed in the page, which the service's CSP forbids.
+            page.wait_for_function("() => document.querySelector('#model-info').dataset.version")
             before = page.get_attribute("#model-info", "data-version")
             page.set_input_files("#files", [str(uploads / f"{k}.png") for k in ("good", "defect", "corrupt")])
-            page.wait_for_function("document.querySelectorAll('#table tbody tr').length === 3", timeout=60000)
+            page.wait_for_function("() => document.querySelectorAll('#table tbody tr').length === 3", timeout=60000)
             for key, badge in want.items():
                 card = page.locator(f'.card[data-name="{key}.png"]')
                 assert card.locator(".badge").inner_text() == badge
@@ -465,7 +466,7 @@ def test_operator_page_in_chromium(served_models, images, infer_results, tmp_pat
             page.wait_for_selector('.card[data-name="good.png"] .marked')
             assert len(list((tmp_path / "feedback" / "part" / "good").iterdir())) == 1
             page.click("#update")
-            page.wait_for_function(f"document.querySelector('#model-info').dataset.version !== '{before}'",
+            page.wait_for_function(f"() => document.querySelector('#model-info').dataset.version !== '{before}'",
                                    timeout=300000)
             status = page.inner_text("#update-status")
             assert f"before {before}" in status and "after" in status
