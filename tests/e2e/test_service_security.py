@@ -5,6 +5,7 @@ second small HTTP server on another port for the cross-origin test in Chromium.
 """
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import os
@@ -67,6 +68,31 @@ def make_service(served_models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def good_png(synthetic_root) -> bytes:
     return (synthetic_root / "part" / "train" / "good" / "000.png").read_bytes()
+
+
+@contextlib.contextmanager
+def serving(app):
+    """The app under uvicorn in a thread on a free port of 127.0.0.1; yields its port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+
+
+def need_chromium() -> None:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing in CI (.ci/run installs it with apt-get)")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
 
 
 def stored_files(feedback: Path) -> list[str]:
@@ -178,11 +204,7 @@ def test_feedback_is_decoded_labelled_once_listed_deleted_and_a_black_frame_refu
 
 
 def test_a_page_of_another_origin_stores_and_runs_nothing(make_service, good_png, tmp_path):
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing in CI (.ci/run installs it with apt-get)")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    import uvicorn
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     from deploy.service.feedback import FeedbackImage, FeedbackStore
@@ -192,23 +214,16 @@ def test_a_page_of_another_origin_stores_and_runs_nothing(make_service, good_png
     previous = models / ".versions" / "part" / "previous"
     shutil.copytree(models / "part", previous / "export")                          # a rollback could run
     before = (stored_files(feedback), (models / "part" / "stats.npz").stat().st_ino)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
     attacker = tmp_path / "attacker"
     attacker.mkdir()
-    (attacker / "attack.js").write_text(ATTACK_JS.replace("SERVICE", f"http://127.0.0.1:{port}"))
     (attacker / "index.html").write_text('<!doctype html><script src="attack.js">'
                                          '</script>')
     handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(attacker))  # noqa: E731
     site = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     threading.Thread(target=site.serve_forever, daemon=True).start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        with sync_playwright() as p:
+        with serving(app) as port, sync_playwright() as p:
+            (attacker / "attack.js").write_text(ATTACK_JS.replace("SERVICE", f"http://127.0.0.1:{port}"))
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{site.server_port}/index.html")
@@ -223,8 +238,46 @@ def test_a_page_of_another_origin_stores_and_runs_nothing(make_service, good_png
             browser.close()
         assert status == 200 and len(stored_files(feedback)) == 2
     finally:
-        server.should_exit = True
         site.shutdown()
+
+
+def test_the_black_frame_on_the_page_confirm_mark_good_update_refused_still_ng(make_service, tmp_path):
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    _, app, _, feedback = make_service()
+    black = tmp_path / "black.png"
+    black.write_bytes(png_bytes(np.zeros((64, 64, 3), np.uint8)))
+    dialogs = []
+    with serving(app) as port, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("() => document.querySelector('#model-info').dataset.version")
+        version = page.get_attribute("#model-info", "data-version")
+        page.set_input_files("#files", [str(black)])
+        card = page.locator('.card[data-name="black.png"]')
+        page.wait_for_function("() => document.querySelectorAll('#table tbody tr').length === 1")
+        assert card.locator(".badge").inner_text() == "NG"
+        card.locator(".mark-good").click()
+        card.locator(".marked").wait_for()
+        assert len(dialogs) == 1 and "NG image as good" in dialogs[0] and "pass as OK" in dialogs[0]
+        page.locator("#feedback-list li").wait_for()
+        sha = page.get_attribute("#feedback-list li", "data-sha256")
+        assert stored_files(feedback) == [f"{sha}.png"]
+        page.click("#update")
+        page.wait_for_function("() => document.querySelector('#update-status').dataset.state === 'refused'")
+        status = page.inner_text("#update-status")
+        assert "update refused" in status and sha[:12] in status and "near-constant" in status
+        page.set_input_files("#files", [str(black)])   # scored again: still NG, same version
+        page.wait_for_function("() => document.querySelectorAll('#table tbody tr').length === 2")
+        assert page.locator(".card .badge").first.inner_text() == "NG"
+        assert page.get_attribute("#model-info", "data-version") == version
+        page.click("#feedback-list .delete-feedback")
+        page.wait_for_function("() => document.querySelectorAll('#feedback-list li').length === 0")
+        browser.close()
+    assert stored_files(feedback) == [] and not app.state.service.updater.jobs
 
 
 SAME_ORIGIN_UPLOAD = """async () => {
