@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,22 +13,22 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from deploy.service import changes, security
 from deploy.service.batching import QueueFull
 from deploy.service.errors import ServiceError
-from deploy.service.feedback import LABELS, count_feedback, store_feedback
+from deploy.service.feedback import FeedbackStore
 from deploy.service.metrics import ServiceMetrics
 from deploy.service.pictures import overlay_png
 from deploy.service.registry import ModelEntry, Registry
 from deploy.service.settings import ServiceSettings
-from deploy.service.updates import Updater, rollback
+from deploy.service.updates import Updater
 from deploy.service.uploads import read_image_upload
 from utils.errors import UserError, first_line
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+_error = security.error_response
 
 
 def _user_error_status(err: UserError) -> int:
@@ -55,14 +54,8 @@ class Service:
         return entry
 
     def authorize(self, request: Request) -> None:
-        """Mutating calls need the token when one is set: 'Authorization: Bearer <token>'."""
-        token = self.settings.token
-        if not token:
-            return
-        given = request.headers.get("authorization", "")
-        given = given[7:] if given.lower().startswith("bearer ") else request.headers.get("x-token", "")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise ServiceError(401, "this call needs the service token: send 'Authorization: Bearer <token>'")
+        """A call that changes a model: the token, or a same-origin request (deploy.service.security)."""
+        security.authorize_change(request, self.settings)
 
     async def predict(self, entry: ModelEntry, data: bytes, with_map: bool) -> dict[str, Any]:
         version = entry.current   # this request is scored by this version, even if another is swapped in
@@ -95,11 +88,18 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, err: ServiceError) -> JSONResponse:
-        return _error(err.status, err.message)
+        return _error(err.status, err.message, **err.extra)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
-        return _error(err.status_code, str(err.detail))
+        headers = dict(err.headers or {})
+        if "Allow" in headers:   # Starlette lists a route's methods from a set: one order for every answer
+            headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
+        message = {404: f"nothing at {request.method} {request.url.path}: the API is under /api/v1 (GET "
+                        f"/openapi.json lists it)",
+                   405: f"{request.method} is not allowed on {request.url.path}: use "
+                        f"{headers.get('Allow', 'another method')}"}.get(err.status_code, str(err.detail))
+        return _error(err.status_code, message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -123,7 +123,9 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
             service.metrics.latency.labels(name).observe(time.perf_counter() - start)
         return response
 
-    @app.get("/healthz")
+    security.install(app, settings)   # outermost: Host and Origin checked before anything else runs
+
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -145,7 +147,7 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
             job = service.updater.jobs.get(name)
             info["update"] = job.describe() if job else None
             if settings.feedback_dir:
-                info["feedback"] = count_feedback(settings.feedback_dir, name)
+                info["feedback"] = FeedbackStore(settings.feedback_dir, name).counts()
             listed.append(info)
         return {"models": listed, "token_required": bool(settings.token)}
 
@@ -160,41 +162,11 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
         answer["latency_ms"] = round(1000 * (time.perf_counter() - start), 2)
         return JSONResponse(answer, headers={"x-decision": answer["decision"]})
 
-    @app.post("/api/v1/models/{name}/feedback")
-    async def feedback(name: str, request: Request, label: str = "") -> dict[str, Any]:
-        service.authorize(request)
-        entry = service.entry(name)
-        if not settings.feedback_dir:
-            raise ServiceError(400, "feedback is off: start serve.py with --feedback_dir")
-        if label not in LABELS:
-            raise ServiceError(400, f"label={label!r}: use label=good (a false reject) or label=defect (a miss)")
-        data = await read_image_upload(request, settings.max_upload_bytes, settings.upload_timeout_s)
-        stored = await asyncio.get_running_loop().run_in_executor(
-            service.decoders, store_feedback, settings.feedback_dir, entry.name, label, data)
-        return {"model": name, "label": label, "stored": stored, "feedback": count_feedback(settings.feedback_dir, name)}
-
-    @app.post("/api/v1/models/{name}/update", status_code=202)
-    async def update(name: str, request: Request) -> dict[str, Any]:
-        service.authorize(request)
-        return service.updater.start(service.entry(name)).describe()
-
-    @app.get("/api/v1/models/{name}/update")
-    async def update_status(name: str) -> dict[str, Any]:
-        service.entry(name)
-        job = service.updater.jobs.get(name)
-        if job is None:
-            raise ServiceError(404, f"no update of model '{name}' has run since the service started")
-        return job.describe()
-
-    @app.post("/api/v1/models/{name}/rollback")
-    async def rollback_model(name: str, request: Request) -> dict[str, Any]:
-        service.authorize(request)
-        entry = service.entry(name)
-        return await asyncio.get_running_loop().run_in_executor(None, rollback, entry, service.updater)
+    app.include_router(changes.router)   # feedback, update, rollback: the calls that change a model
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(os.path.join(STATIC, "index.html"))
 

@@ -36,6 +36,9 @@ def add_service_args(parser: argparse.ArgumentParser) -> None:
                         help="seconds between checks for a replaced export")
     parser.add_argument("--upload_timeout", type=interval_s, default=30.0,
                         help="seconds an upload may send nothing before it is answered 408 and closed")
+    parser.add_argument("--allowed_hosts", default="", metavar="NAME[,NAME]",
+                        help="host names the service answers to besides 127.0.0.1, localhost and --host "
+                             "(e.g. the line PC's DNS name); other Host headers are refused")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
@@ -44,4 +47,5 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
                            max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                            decode_threads=args.decode_threads, feedback_dir=args.feedback_dir,
                            backend=args.backend, cpu_threads=args.cpu_threads,
-                           reload_interval_s=args.reload_interval, upload_timeout_s=args.upload_timeout)
+                           reload_interval_s=args.reload_interval, upload_timeout_s=args.upload_timeout,
+                           allowed_hosts=tuple(n.strip() for n in args.allowed_hosts.split(",") if n.strip()))

@@ -23,6 +23,7 @@ class ServiceSettings:
     cpu_threads: int = 2
     reload_interval_s: float = 1.0
     upload_timeout_s: float = 30.0
+    allowed_hosts: tuple[str, ...] = ()   # Host names besides loopback and --host (security.HostRule)
 
     @property
     def max_upload_bytes(self) -> int:

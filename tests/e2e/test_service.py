@@ -222,36 +222,81 @@ def test_hot_reload_under_load_fails_no_request(server, images, synthetic_root, 
     assert {before, now} <= versions
 
 
-def test_feedback_update_refused_twice_then_rollback(served_models, images, tmp_path):
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def wait_for_job(url: str, limit_s: float = 300) -> dict:
+    deadline = time.monotonic() + limit_s
+    while (state := httpx.get(f"{url}/api/v1/models/part/update").json())["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    return state
+
+
+def test_guarded_update_black_frame_defect_regression_force_repeat_and_rollback(served_models, synthetic_root,
+                                                                              tmp_path):
+    """The black-frame scenario of issue 28 through the API, then the guard on the defects, forcing, a repeated
+    update (adds nothing) and a rollback (its images count as new again)."""
     models = copy_models(served_models, tmp_path / "models")
-    srv = Server("--models", str(models), "--feedback_dir", str(tmp_path / "feedback"))
+    srv = Server("--models", str(models), "--feedback_dir", str(tmp_path / "feedback"), "--token", "line-token-1")
+    auth = {"Authorization": "Bearer line-token-1"}
+    url, feedback = srv.url, f"{srv.url}/api/v1/models/part/feedback"
+
+    def mark(label: str, data: bytes) -> dict:
+        answer = httpx.post(feedback, params={"label": label}, content=data, headers=auth)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
     try:
-        url = srv.url
         before = httpx.get(url + "/api/v1/models").json()["models"][0]
-        marked = httpx.post(f"{url}/api/v1/models/part/feedback", params={"label": "good"},
-                            files={"file": ("../../evil.png", images["good"].read_bytes())}).json()
-        again = httpx.post(f"{url}/api/v1/models/part/feedback", params={"label": "good"},
-                           content=images["good"].read_bytes()).json()
-        assert marked["stored"] == again["stored"] and marked["feedback"]["good"] == 1   # content-hash name
-        stored = tmp_path / "feedback" / marked["stored"]
-        assert stored.parent == tmp_path / "feedback" / "part" / "good" and stored.read_bytes() == images["good"].read_bytes()
-        assert [p.name for p in (tmp_path / "feedback").rglob("*") if p.is_file()] == [stored.name]
-        job = httpx.post(f"{url}/api/v1/models/part/update")
-        assert job.status_code == 202 and job.json()["before"]["version"] == before["version"]
-        second = httpx.post(f"{url}/api/v1/models/part/update")
-        assert second.status_code == 409 and "already running" in second.json()["error"]
-        deadline = time.monotonic() + 300
-        while (state := httpx.get(f"{url}/api/v1/models/part/update").json())["state"] == "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-        assert state["state"] == "done", state
+        black = png_bytes(np.zeros((64, 64, 3), np.uint8))
+        assert predict(url, black).json()["decision"] == "anomalous"
+        black_sha = mark("good", black)["sha256"]
+        refused = httpx.post(f"{url}/api/v1/models/part/update", headers=auth)
+        assert refused.status_code == 409, refused.text
+        assert [r["sha256"] for r in refused.json()["refused"]] == [black_sha]
+        assert black_sha[:12] in refused.json()["error"] and "near-constant" in refused.json()["error"]
+        assert predict(url, black).json()["decision"] == "anomalous"   # still NG: nothing was trained
+        relabelled = mark("defect", black)            # a later label replaces the earlier one
+        assert relabelled["replaced"] and relabelled["previous_label"] == "good"
+        assert relabelled["feedback"] == {"good": 0, "defect": 1}
+        # A defect the model flags, and near copies of it marked good (the update holds one of every ten out
+        # for its thresholds): the update would teach the model to pass it.
+        stain = (synthetic_root / "part" / "test" / "stain" / "001.png").read_bytes()
+        assert predict(url, stain).json()["decision"] == "anomalous"
+        stain_sha = mark("defect", stain)["sha256"]
+        copy_shas = []
+        for i in range(4):
+            copy = np.asarray(Image.open(io.BytesIO(stain)).convert("RGB")).copy()
+            copy[0, i] ^= 1
+            copy_shas.append(mark("good", png_bytes(copy))["sha256"])
+        assert httpx.post(f"{url}/api/v1/models/part/update", headers=auth).status_code == 202
+        job = wait_for_job(url)
+        assert job["state"] == "refused", job
+        assert [r["sha256"] for r in job["refused"]] == [stain_sha] and stain_sha[:12] in job["message"]
+        assert httpx.get(url + "/api/v1/models").json()["models"][0]["version"] == before["version"]
+        # Forcing needs the token; forced, the update runs and still names what the guard refused.
+        assert httpx.post(f"{url}/api/v1/models/part/update", params={"force": "true"}).status_code == 401
+        assert httpx.post(f"{url}/api/v1/models/part/update", params={"force": "true"}, headers=auth).status_code == 202
+        job = wait_for_job(url)
+        assert job["state"] == "done" and job["forced"] and job["added"] == 4, job
+        assert [r["sha256"] for r in job["refused"]] == [stain_sha] and "forced" in job["message"]
         after = httpx.get(url + "/api/v1/models").json()["models"][0]
-        assert after["version"] == state["after"]["version"] != before["version"] and after["has_previous"]
-        assert predict(url, images["good"].read_bytes()).json()["version"] == after["version"]
+        assert after["version"] == job["after"]["version"] != before["version"] and after["has_previous"]
+        assert predict(url, black).json()["decision"] == "anomalous"
+        listed = {i["sha256"]: i for i in httpx.get(feedback).json()["items"]}
+        assert all(listed[sha]["in_model"] for sha in copy_shas) and not listed[stain_sha]["in_model"]
+        again = httpx.post(f"{url}/api/v1/models/part/update", headers=auth)   # nothing new: adds nothing
+        assert again.status_code == 400 and "already in its version" in again.json()["error"], again.text
+        assert "/" not in json.dumps(httpx.get(f"{url}/api/v1/models/part/update").json()).replace("/api/", "")
         assert not [p for p in models.iterdir() if p.name.startswith(".") and p.name != ".versions"]
-        back = httpx.post(f"{url}/api/v1/models/part/rollback").json()
+        back = httpx.post(f"{url}/api/v1/models/part/rollback", headers=auth).json()
         assert back["after"]["version"] == before["version"]
-        assert predict(url, images["good"].read_bytes()).json()["version"] == before["version"]
+        assert predict(url, stain).json()["version"] == before["version"]
+        assert not any(i["in_model"] for i in httpx.get(feedback).json()["items"])
     finally:
         srv.stop()
 
@@ -261,8 +306,10 @@ def test_kill_9_during_an_update_keeps_the_previous_model_and_no_partial_files(s
     listing = sorted((p.relative_to(models), p.stat().st_size) for p in models.rglob("*") if p.is_file())
     srv = Server("--models", str(models), "--feedback_dir", str(tmp_path / "feedback"))
     before = httpx.get(srv.url + "/api/v1/models").json()["models"][0]["version"]
-    httpx.post(f"{srv.url}/api/v1/models/part/feedback", params={"label": "good"}, content=images["good"].read_bytes())
-    assert httpx.post(f"{srv.url}/api/v1/models/part/update").status_code == 202
+    page = {"X-PatchCore-Request": "page", "Content-Type": "image/png"}
+    httpx.post(f"{srv.url}/api/v1/models/part/feedback", params={"label": "good"}, content=images["good"].read_bytes(),
+               headers=page)
+    assert httpx.post(f"{srv.url}/api/v1/models/part/update", headers=page).status_code == 202
     deadline = time.monotonic() + 60
     while not [p for p in models.iterdir() if p.name.startswith(".update-")]:   # the update is under way
         assert time.monotonic() < deadline
@@ -296,7 +343,8 @@ def make_client(served_models, tmp_path_factory):
         registry = Registry({"part": str(served_models / "part")},
                             ServiceSettings(feedback_dir=str(feedback), reload_interval_s=60, **settings))
         registries.append(registry)
-        return TestClient(create_app(registry.settings, registry), raise_server_exceptions=False), registry
+        return TestClient(create_app(registry.settings, registry), base_url="http://127.0.0.1:8000",
+                          raise_server_exceptions=False), registry
 
     yield build
     for registry in registries:
@@ -322,7 +370,7 @@ def test_errors_are_one_line_json_with_their_status(make_client, images):
         (client.post("/api/v1/models/part/predict", content=big.getvalue()), 413, "--max_upload_mb"),
         (client.post("/api/v1/models/part/predict", content=b"GIF89a" + bytes(100)), 415, "unsupported image type"),
         (client.post("/api/v1/models/part/predict", content=b""), 400, "empty upload"),
-        (client.get("/api/v1/nothing"), 404, "Not Found"),
+        (client.get("/api/v1/nothing"), 404, "nothing at GET /api/v1/nothing"),
     ]
     for response, status, fragment in cases:
         assert response.status_code == status, response.text
@@ -340,7 +388,7 @@ def test_token_guards_mutating_calls_only(make_client, images):
         assert client.post(path, content=png, headers={"Authorization": "Bearer wrong-token"}).status_code == 401
     ok = client.post("/api/v1/models/part/feedback?label=defect", content=png,
                      headers={"Authorization": "Bearer secret-token"})
-    assert ok.status_code == 200 and ok.json()["stored"].startswith(os.path.join("part", "defect", ""))
+    assert ok.status_code == 200 and ok.json()["label"] == "defect" and len(ok.json()["sha256"]) == 64
     assert client.get("/api/v1/models").json()["token_required"] is True
 
 
@@ -399,10 +447,11 @@ def test_operator_page_in_chromium(served_models, images, infer_results, tmp_pat
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1100, "height": 800})
             page.goto(srv.url + "/")
-            page.wait_for_function("document.querySelector('#model-info').dataset.version")
+            # Predicates as functions: a string one is eval()ed in the page, which the service's CSP forbids.
+            page.wait_for_function("() => document.querySelector('#model-info').dataset.version")
             before = page.get_attribute("#model-info", "data-version")
             page.set_input_files("#files", [str(uploads / f"{k}.png") for k in ("good", "defect", "corrupt")])
-            page.wait_for_function("document.querySelectorAll('#table tbody tr').length === 3", timeout=60000)
+            page.wait_for_function("() => document.querySelectorAll('#table tbody tr').length === 3", timeout=60000)
             for key, badge in want.items():
                 card = page.locator(f'.card[data-name="{key}.png"]')
                 assert card.locator(".badge").inner_text() == badge
@@ -412,11 +461,12 @@ def test_operator_page_in_chromium(served_models, images, infer_results, tmp_pat
             page.select_option("#filter", "error")
             assert page.locator("#table tbody tr:not([hidden])").count() == 1
             page.select_option("#filter", "")
+            page.on("dialog", lambda dialog: dialog.accept())   # "Mark as good" on an NG card asks first
             page.click('.card[data-name="good.png"] .mark-good')
             page.wait_for_selector('.card[data-name="good.png"] .marked')
             assert len(list((tmp_path / "feedback" / "part" / "good").iterdir())) == 1
             page.click("#update")
-            page.wait_for_function(f"document.querySelector('#model-info').dataset.version !== '{before}'",
+            page.wait_for_function(f"() => document.querySelector('#model-info').dataset.version !== '{before}'",
                                    timeout=300000)
             status = page.inner_text("#update-status")
             assert f"before {before}" in status and "after" in status

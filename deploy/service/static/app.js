@@ -5,8 +5,11 @@ const $ = (selector) => document.querySelector(selector);
 const state = { models: {}, tokenRequired: false, polling: null };
 
 function authHeaders() {
+  // The custom header marks the page's own requests: a page of another site cannot send it (deploy/service/security.py).
   const token = $("#token").value;
-  return token ? { Authorization: "Bearer " + token } : {};
+  const headers = { "X-PatchCore-Request": "page" };
+  if (token) headers.Authorization = "Bearer " + token;
+  return headers;
 }
 
 async function api(method, path, body) {
@@ -81,12 +84,19 @@ function card(file) {
   return div;
 }
 
+const MARK_GOOD_NG = "Mark this NG image as good?\n\nThe next \"Update model\" adds it to the good images the model " +
+  "learns from: this image and images like it will then pass as OK. The update is refused if the image is far " +
+  "from the good ones (a blank frame, or a score far above the threshold).";
+
 async function mark(file, label, div) {
+  if (label === "good" && div.dataset.decision === "NG" && !window.confirm(MARK_GOOD_NG)) return;
   const form = new FormData();
   form.append("file", file);
   try {
     const answer = await api("POST", `/api/v1/models/${encodeURIComponent(currentModel())}/feedback?label=${label}`, form);
-    div.querySelector(".actions").insertAdjacentHTML("beforeend", `<div class="marked">marked as ${label} (${answer.feedback.good} good in feedback)</div>`);
+    const note = answer.replaced ? ` (was ${answer.previous_label})` : "";
+    div.querySelector(".actions").insertAdjacentHTML("beforeend", `<div class="marked">marked as ${label}${note} (${answer.feedback.good} good in feedback)</div>`);
+    await loadFeedback();
   } catch (err) {
     div.querySelector(".actions").insertAdjacentHTML("beforeend", `<div class="marked error"></div>`);
     div.querySelector(".marked.error").textContent = "feedback failed: " + err.message;
@@ -147,6 +157,7 @@ async function poll(model) {
       clearInterval(state.polling);
       state.polling = null;
       await loadModels();
+      await loadFeedback();
     }
   } catch (err) {
     $("#update-status").textContent = err.message;
@@ -165,6 +176,30 @@ async function startUpdate() {
   }
 }
 
+async function loadFeedback() {
+  const model = currentModel();
+  if (!model) return;
+  let answer;
+  try { answer = await api("GET", `/api/v1/models/${encodeURIComponent(model)}/feedback`); } catch (err) { return; }
+  const list = $("#feedback-list");
+  list.innerHTML = "";
+  for (const item of answer.items) {
+    const li = document.createElement("li");
+    li.dataset.sha256 = item.sha256;
+    li.textContent = `${item.label} · ${item.sha256.slice(0, 12)} · ${item.stored_at}${item.in_model ? " · in the model" : ""} `;
+    const button = document.createElement("button");
+    button.textContent = "Delete";
+    button.className = "delete-feedback";
+    button.onclick = async () => {
+      try { await api("DELETE", `/api/v1/models/${encodeURIComponent(model)}/feedback/${item.sha256}`); }
+      catch (err) { $("#update-status").textContent = err.message; }
+      await loadFeedback();
+    };
+    li.appendChild(button);
+    list.appendChild(li);
+  }
+}
+
 async function rollback() {
   try {
     const answer = await api("POST", `/api/v1/models/${encodeURIComponent(currentModel())}/rollback`);
@@ -180,10 +215,10 @@ drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.ad
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); scoreAll([...e.dataTransfer.files]); });
 $("#files").addEventListener("change", (e) => { scoreAll([...e.target.files]); e.target.value = ""; });
-$("#model").addEventListener("change", showModelInfo);
+$("#model").addEventListener("change", () => { showModelInfo(); loadFeedback(); });
 $("#filter").addEventListener("change", applyFilter);
 $("#update").addEventListener("click", startUpdate);
 $("#rollback").addEventListener("click", rollback);
 $("#token").value = sessionStorage.getItem("patchcore-token") || "";
 $("#token").addEventListener("change", () => sessionStorage.setItem("patchcore-token", $("#token").value));
-loadModels().catch((err) => { $("#model-info").textContent = "cannot list models: " + err.message; });
+loadModels().then(loadFeedback).catch((err) => { $("#model-info").textContent = "cannot list models: " + err.message; });
