@@ -1,9 +1,12 @@
 """Helpers shared by the test modules (tests never import one another)."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +33,23 @@ def run_script(*args: str, cwd: Path = ROOT, show_warnings: bool = False,
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     env.update({} if show_warnings else {"PYTHONWARNINGS": "ignore"})
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_in_process(script: str, *args: str) -> "subprocess.CompletedProcess[str]":
+    """Run an entry script (relative to the project root) in this interpreter, as `python script args`
+    would: its exit code, stdout and stderr. For argument handling and one-line errors, where a child
+    process (which imports Paddle again, seconds each) proves nothing more."""
+    argv, sys.argv = sys.argv, [script, *args]
+    out, err = io.StringIO(), io.StringIO()
+    code: int = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 def train_and_export(data_root: Path, out: Path, category: str = "part") -> Path:
