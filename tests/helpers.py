@@ -21,6 +21,13 @@ FAST_TRAIN_ARGS = ("--arch", "resnet18", "--pretrained", "none", "--resize", "64
                    "--k", "25", "--no_progress")
 
 
+def arch_cases(archs) -> list:
+    """Parametrize values for `archs`; Wide-ResNet50 (70M parameters, seconds to build) is marked slow."""
+    import pytest
+
+    return [pytest.param(arch, marks=pytest.mark.slow) if arch == "wide_resnet50_2" else arch for arch in archs]
+
+
 def shared_dir() -> Path:
     """../shared beside the repo (read-only data and weights); PATCHCORE_SHARED overrides it."""
     return Path(os.environ.get("PATCHCORE_SHARED", ROOT.parent / "shared"))
