@@ -1,9 +1,12 @@
 """Helpers shared by the test modules (tests never import one another)."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +21,13 @@ FAST_TRAIN_ARGS = ("--arch", "resnet18", "--pretrained", "none", "--resize", "64
                    "--k", "25", "--no_progress")
 
 
+def arch_cases(archs) -> list:
+    """Parametrize values for `archs`; Wide-ResNet50 (70M parameters, seconds to build) is marked slow."""
+    import pytest
+
+    return [pytest.param(arch, marks=pytest.mark.slow) if arch == "wide_resnet50_2" else arch for arch in archs]
+
+
 def shared_dir() -> Path:
     """../shared beside the repo (read-only data and weights); PATCHCORE_SHARED overrides it."""
     return Path(os.environ.get("PATCHCORE_SHARED", ROOT.parent / "shared"))
@@ -30,6 +40,23 @@ def run_script(*args: str, cwd: Path = ROOT, show_warnings: bool = False,
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     env.update({} if show_warnings else {"PYTHONWARNINGS": "ignore"})
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_in_process(script: str, *args: str) -> "subprocess.CompletedProcess[str]":
+    """Run an entry script (relative to the project root) in this interpreter, as `python script args`
+    would: its exit code, stdout and stderr. For argument handling and one-line errors, where a child
+    process (which imports Paddle again, seconds each) proves nothing more."""
+    argv, sys.argv = sys.argv, [script, *args]
+    out, err = io.StringIO(), io.StringIO()
+    code: int = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 def train_and_export(data_root: Path, out: Path, category: str = "part") -> Path:

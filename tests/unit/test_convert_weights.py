@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,6 +18,7 @@ import utils  # noqa: F401  (before paddle: quiets paddle's import-time ccache w
 import paddle
 from paddle.vision import models
 
+from helpers import run_in_process
 from tools.convert_weights import convert_file, convert_state_dict, load_torch_state_dict
 from utils.errors import UserError
 
@@ -360,9 +359,7 @@ def test_unwritable_destination_raises_and_leaves_nothing(tmp_path):
 
 
 def test_cli_reports_one_line_and_exit_code_2(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "convert_weights.py"), "--src", str(tmp_path / "nope.pt"),
-         "--dst", str(tmp_path / "out.pdparams"), "--arch", "resnet18"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = run_in_process("tools/convert_weights.py", "--src", str(tmp_path / "nope.pt"),
+                            "--dst", str(tmp_path / "out.pdparams"), "--arch", "resnet18")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: PyTorch weights file not found: {tmp_path / 'nope.pt'}"]

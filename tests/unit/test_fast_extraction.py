@@ -18,6 +18,7 @@ def _batches():
     return [rng.standard_normal((n, 3, 64, 64)).astype(np.float32) for n in (2, 3)]
 
 
+@pytest.mark.slow
 def test_engine_features_match_the_dynamic_graph(extractor, monkeypatch, capsys):
     monkeypatch.delenv(fast.RUNTIME_VARIABLE, raising=False)
     embed = fast.training_embedder(extractor, (64, 64))

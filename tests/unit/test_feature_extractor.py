@@ -2,6 +2,7 @@ import numpy as np
 import paddle
 import pytest
 
+from helpers import arch_cases
 from models.feature_extractor import build_extractor
 from utils.config import ModelConfig
 from utils.errors import UserError
@@ -10,7 +11,7 @@ from utils.errors import UserError
 EXPECTED_CHANNELS = {"resnet18": 128 + 256, "mobilenet_v2": 32 + 96, "wide_resnet50_2": 512 + 1024}
 
 
-@pytest.mark.parametrize("arch", sorted(EXPECTED_CHANNELS))
+@pytest.mark.parametrize("arch", arch_cases(sorted(EXPECTED_CHANNELS)))
 def test_embedding_shape_per_arch(arch):
     extractor = build_extractor(ModelConfig(arch=arch, pretrained="none"))
     with paddle.no_grad():

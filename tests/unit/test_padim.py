@@ -4,6 +4,7 @@ import paddle
 import pytest
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
+from helpers import arch_cases
 import models.padim.fit as padim_fit
 from models.feature_extractor import build_extractor, embedding_channels, select_channels
 from models.model_file import EmbeddingStream
@@ -93,7 +94,7 @@ def test_channel_selection_is_seeded_and_inside_the_extractor():
     assert chosen.fingerprint() != full.fingerprint() != padim(21).fingerprint()
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", arch_cases(ARCHS))
 def test_stage_channel_table_matches_the_networks(arch):
     extractor = build_extractor(ModelConfig(method="padim", arch=arch, pretrained="none", layers=PADIM_LAYERS, k=0))
     with paddle.no_grad():

@@ -77,7 +77,7 @@ def clustered(rng, n_clusters, per_cluster, dim, spread):
     return (np.repeat(centres, per_cluster, 0) + rng.standard_normal((n_clusters * per_cluster, dim)) * spread)
 
 
-@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+@pytest.mark.parametrize("scale", [pytest.param(1e-3, marks=pytest.mark.slow), 1.0, 1e3])
 def test_grouped_search_finds_the_same_nearest_entries_as_the_full_product(scale):
     rng = np.random.default_rng(2)
     bank = (clustered(rng, 40, 120, 24, 0.5) * scale).astype(np.float32)
@@ -93,6 +93,7 @@ def test_grouped_search_finds_the_same_nearest_entries_as_the_full_product(scale
     np.testing.assert_allclose(dists[:, 0], full.min(axis=1), rtol=1e-6, atol=0)
 
 
+@pytest.mark.slow
 def test_grouped_search_falls_back_where_distances_concentrate():
     rng = np.random.default_rng(3)
     bank = rng.standard_normal((5000, 64)).astype(np.float32)

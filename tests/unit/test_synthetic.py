@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from datasets.synthetic import (DEFECT_AREA_RANGE, MARKER_NAME, generate_category,  # noqa: E402
                                 render_sample, subset_category, write_corrupt_image)
+from helpers import run_in_process  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 SIZE = 64               # small images keep the whole file well under a few seconds
@@ -220,11 +219,9 @@ def test_write_corrupt_image(tmp_path: Path, truncated: bool) -> None:
 
 
 def test_cli_writes_demo_and_reports_errors(tmp_path: Path) -> None:
-    script = ROOT / "tools" / "make_demo_data.py"
     out = tmp_path / "demo"
-    run = subprocess.run([sys.executable, str(script), "--out", str(out), "--n_train", "2",
-                          "--n_test_good", "1", "--n_test_per_defect", "1", "--image_size", "32"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    run = run_in_process("tools/make_demo_data.py", "--out", str(out), "--n_train", "2",
+                         "--n_test_good", "1", "--n_test_per_defect", "1", "--image_size", "32")
     assert run.returncode == 0, run.stderr
     categories = sorted(p.name for p in out.iterdir())
     assert len(categories) == 2 and all(str(out / c) in run.stdout for c in categories)
@@ -232,8 +229,7 @@ def test_cli_writes_demo_and_reports_errors(tmp_path: Path) -> None:
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    run = subprocess.run([sys.executable, str(script), "--out", str(blocker / "demo")],
-                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    run = run_in_process("tools/make_demo_data.py", "--out", str(blocker / "demo"))
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and run.stderr.startswith("error: ")
     assert "Traceback" not in run.stderr

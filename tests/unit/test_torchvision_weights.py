@@ -11,7 +11,7 @@ import paddle
 import pytest
 from paddle.vision import models
 
-from helpers import shared_dir
+from helpers import arch_cases, shared_dir
 from tools.convert_weights import convert_state_dict
 
 
@@ -25,7 +25,7 @@ def load_reference(arch):
     return module.load_reference(str(folder / "torchvision_reference.npz"), arch)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "wide_resnet50_2"])
+@pytest.mark.parametrize("arch", arch_cases(["resnet18", "wide_resnet50_2"]))
 def test_converted_weights_reproduce_torchvision_activations(arch):
     torch_state, image, expected = load_reference(arch)
     net = getattr(models, arch)(pretrained=False)

@@ -105,6 +105,7 @@ def test_extractor_output_is_the_aggregate_of_its_stages():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fingerprint_covers_the_aggregation_and_avgpool_keeps_its_state():
     def extractor(**settings):
         return build_extractor(ModelConfig(arch="resnet18", pretrained="none", **settings))
