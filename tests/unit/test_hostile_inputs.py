@@ -183,3 +183,16 @@ def test_names_that_are_not_utf8_are_written_backslash_escaped(tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text("utf-8"))[0]["image"] == shown
     write_csv(tmp_path / "scores.csv", [{"image": name, "score": 1.0}], ["image", "score"])
     assert (tmp_path / "scores.csv").read_text("utf-8").splitlines()[1] == f"{shown},1.0000"
+
+
+def test_a_bank_too_small_for_eq7_is_refused_at_fit(tmp_path):
+    """--k 1e-9 kept one entry: eq. 7's weight is then 0 and every image scored 0.0 ('anomalous')."""
+    from models.model_file import EmbeddingStream
+    from models.patchcore.fit import fit_memory_bank
+    from utils.config import ModelConfig
+
+    embeddings = np.random.default_rng(0).normal(size=(2, 8, 4, 4)).astype(np.float32)
+    with pytest.raises(UserError, match=r"--k 1e-09 keeps 1 of 32 .* use --k 28.1 or more, or --image_score max"):
+        fit_memory_bank(EmbeddingStream([embeddings], 2), ModelConfig(k=1e-9), progress=False)
+    fitted = fit_memory_bank(EmbeddingStream([embeddings], 2), ModelConfig(k=1e-9, image_score="max"), progress=False)
+    assert len(fitted.arrays["memory_bank"]) == 1

@@ -18,7 +18,7 @@ def _small_config(method: str = "patchcore") -> Config:
 
 
 def test_version1_patchcore_files_still_load(tmp_path):
-    bank = np.arange(4 * WIDTH, dtype=np.float32).reshape(4, WIDTH)
+    bank = np.arange(16 * WIDTH, dtype=np.float32).reshape(16, WIDTH)
     old = {"format": "patchcore-paddle/1", "category": "part", "config": _small_config().to_dict(), "memory_bank": bank,
            "extractor_fingerprint": "abc", "feature_grid": [2, 2], "calibration": {}, "fit_stats": {}}
     np.testing.assert_array_equal(AnomalyModel.from_dict(old).arrays["memory_bank"], bank)
@@ -36,7 +36,7 @@ def test_version1_patchcore_files_still_load(tmp_path):
 
 def _valid_dict() -> dict:
     return {"format": "patchcore-paddle/2", "category": "part", "config": _small_config().to_dict(),
-            "arrays": {"memory_bank": np.ones((4, WIDTH), np.float32)}, "extractor_fingerprint": "abc",
+            "arrays": {"memory_bank": np.ones((16, WIDTH), np.float32)}, "extractor_fingerprint": "abc",
             "feature_grid": [2, 2], "calibration": {"image_threshold": np.float32(1.5)}, "fit_stats": {"n": 3}}
 
 
@@ -58,7 +58,7 @@ def test_model_files_load_without_running_code(tmp_path):
     path = tmp_path / "part.pdparams"
     paddle.save(_valid_dict(), str(path))
     model = AnomalyModel.load(path)
-    assert model.calibration == {"image_threshold": 1.5} and model.arrays["memory_bank"].shape == (4, WIDTH)
+    assert model.calibration == {"image_threshold": 1.5} and model.arrays["memory_bank"].shape == (16, WIDTH)
     # Files written under NumPy 1.x name numpy.core.multiarray (protocol 2 spells globals as text).
     old = pickle.dumps(_valid_dict(), protocol=2).replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
     path.write_bytes(old)
@@ -244,7 +244,8 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(arrays={"memory_bank": np.ones((4, 64), np.float32)}), r"'arrays.memory_bank' has shape \[4, 64\]"),
+    (lambda d: d.update(arrays={"memory_bank": np.ones((16, 64), np.float32)}), r"'arrays.memory_bank' has shape \[16, 64\]"),
+    (lambda d: d.update(arrays={"memory_bank": np.ones((1, WIDTH), np.float32)}), "has 1 entries, fewer than the 9"),
     (lambda d: d.update(feature_grid=[200, 200]), "'feature_grid' is"),
     (lambda d: d["config"]["data"].update(resize=1_000_000), "resize 1000000x1000000 .* needs at least"),
     (lambda d: d.update(calibration={"image_threshold": "high"}), "'calibration.image_threshold' is not a finite"),
