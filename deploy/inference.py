@@ -29,8 +29,8 @@ from models.scoring import Scores
 from models.thresholds import Thresholds
 from utils.config import DataConfig
 from utils.errors import UserError
-from utils.io import (atomic_path, ensure_writable_dir, output_lock, readable_text, remove_stale_temporaries,
-                      temp_prefix)
+from utils.io import (atomic_path, ensure_writable_dir, naming_the_file, output_lock, readable_text,
+                      remove_stale_temporaries, temp_prefix)
 from utils.visualize import save_figure
 
 # "error" is empty for scored images; for the others decision is "error" and it says why.
@@ -46,12 +46,17 @@ def collect_images(input_path: str) -> list[str]:
         raise UserError(f"input is not a regular file or folder: {input_path}" if os.path.exists(input_path)
                         else f"input not found: {input_path}")
     paths = []
-    for folder, dirs, _ in sorted(os.walk(input_path)):
+    for folder, dirs, _ in sorted(os.walk(input_path, onerror=_warn_unreadable)):
         dirs.sort()
         paths += list_images(folder)
     if not paths:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {input_path}")
     return paths
+
+
+def _warn_unreadable(err: OSError) -> None:
+    # os.walk skips a folder it cannot list without a word; its images would be missing unnoticed.
+    print(f"warning: skipping folder '{err.filename}': {err.strerror or err}", file=sys.stderr)
 
 
 Embedder = Callable[[np.ndarray], np.ndarray]
@@ -227,18 +232,21 @@ class ResultWriter:
 
     def add(self, row: dict[str, Any], anomaly_map: np.ndarray | None) -> None:
         shown = readable_row(row)   # non-UTF-8 names backslash-escaped; row keeps the real path to read
-        self.csv.writerow([f"{shown[c]:.4f}" if isinstance(shown[c], float) else "" if shown[c] is None else shown[c]
-                           for c in RESULT_COLUMNS])
-        self.json_file.write(("," if self.n_rows else "") + "\n" + json.dumps(shown))
+        # A full disk raises ENOSPC from write() or flush() without a file name: say which file.
+        with naming_the_file(_partial(self.csv_path)):
+            self.csv.writerow([f"{shown[c]:.4f}" if isinstance(shown[c], float) else "" if shown[c] is None
+                               else shown[c] for c in RESULT_COLUMNS])
+            self.csv_file.flush()     # flushed per image: an interrupted run keeps every row so far
+        with naming_the_file(_partial(self.json_path)):
+            self.json_file.write(("," if self.n_rows else "") + "\n" + json.dumps(shown))
+            self.json_file.flush()
         self.n_rows += 1
-        # Flushed per image: an interrupted run keeps every row written so far.
-        self.csv_file.flush()
-        self.json_file.flush()
         if row["error"]:
             self.n_failed += 1
             return
         if self.raw_maps is not None:
-            self.raw_maps.write(np.ascontiguousarray(anomaly_map, dtype=np.float32).tobytes())
+            with naming_the_file(self.raw_maps_path):
+                self.raw_maps.write(np.ascontiguousarray(anomaly_map, dtype=np.float32).tobytes())
             self.map_images.append(shown["image"])
             self.map_scores.append(row["image_score"])
         if self.figures:
@@ -249,10 +257,11 @@ class ResultWriter:
         vmin = float(anomaly_map.min()) if vmin is None else vmin
         vmax = float(anomaly_map.max()) if vmax is None else vmax
         image = resized_rgb(load_image(row["image"]), self.data.resize, self.data.crop_size, self.data.interpolation)
-        save_figure(os.path.join(self.save_path, figure_name(row["image"], self.figure_names)), image, anomaly_map,
-                    self.thresholds.region_shown(row["image_score"], anomaly_map), vmin, vmax,
-                    title=f"{row['image']}: {row['decision']} (score {row['image_score']:.3f}, "
-                          f"normalised {row['normalized_score']:.2f})")
+        figure = os.path.join(self.save_path, figure_name(row["image"], self.figure_names))
+        with naming_the_file(figure):
+            save_figure(figure, image, anomaly_map, self.thresholds.region_shown(row["image_score"], anomaly_map),
+                        vmin, vmax, title=f"{row['image']}: {row['decision']} (score {row['image_score']:.3f}, "
+                                          f"normalised {row['normalized_score']:.2f})")
 
     def close(self, complete: bool) -> None:
         """Complete: final names (and anomaly_maps.npz). Otherwise the partial files stay as they are."""

@@ -77,6 +77,11 @@ def array_shape_problem(config: Config, grid: tuple[int, int], shapes: dict[str,
     width, positions = embedding_width(config), grid[0] * grid[1]
     wanted = ({"memory_bank": (None, width)} if config.model.method == "patchcore"
               else {"mean": (positions, width), "inv_covariance": (positions, width, width)})
+    bank = shapes.get("memory_bank")
+    m = config.model
+    if m.method == "patchcore" and m.image_score == "reweighted" and bank and bank[0] < m.num_neighbors:
+        return (f"field 'arrays.memory_bank' has {bank[0]} entries, fewer than the {m.num_neighbors} eq. 7's "
+                f"re-weighting compares (num_neighbors): every image would score 0")
     for name, dims in wanted.items():
         shape = shapes.get(name)
         if shape is None or len(shape) != len(dims):

@@ -18,7 +18,6 @@ Usage (from the repo root):
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import pickle
@@ -37,7 +36,7 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from models.registry import ARCHS, arch_spec  # noqa: E402  (needs the sys.path line above)
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, run_cli, script_parser  # noqa: E402
 from utils.io import atomic_path  # noqa: E402
 
 # First pickle of the legacy format (torch.serialization.MAGIC_NUMBER) and its protocol version.
@@ -188,15 +187,33 @@ def _load_zip(path: str) -> Any:
             if key not in storages:
                 storage = _Storage(key, storage_type, numel)
                 try:
-                    raw = archive.read(f"{prefix}data/{key}")
+                    member = archive.getinfo(f"{prefix}data/{key}")
                 except KeyError:
                     raise UserError(f"'{path}' is truncated: storage '{key}' is missing") from None
+                _check_member_size(member, numel * storage_type.dtype.itemsize, path)
+                raw = archive.read(member)
                 storage.array = _storage_from_bytes(storage, raw, big_endian)
                 storages[key] = storage
             return storages[key]
 
         with archive.open(pickles[0]) as handle:
             return _RestrictedUnpickler(handle, path, load_storage).load()
+
+
+# torch.save stores members uncompressed; a recompressed checkpoint may expand at most this much
+# (weights compress by about 1.1x, a deflate bomb by 1000x).
+MAX_COMPRESSION_RATIO = 20
+
+
+def _check_member_size(member: zipfile.ZipInfo, declared: int, path: str) -> None:
+    """Refuse, before decompressing it, a storage whose size is not what its record declares or
+    that would expand beyond MAX_COMPRESSION_RATIO (a 1 MB file must not cost gigabytes)."""
+    if member.file_size != declared:
+        raise UserError(f"'{path}' is malformed: storage '{member.filename}' holds {member.file_size} bytes, "
+                        f"its record declares {declared}")
+    if member.compress_type != zipfile.ZIP_STORED and member.file_size > MAX_COMPRESSION_RATIO * member.compress_size:
+        raise UserError(f"'{path}' is malformed: storage '{member.filename}' would expand from "
+                        f"{member.compress_size} to {member.file_size} bytes (a decompression bomb?)")
 
 
 def _load_legacy(path: str, handle: IO[bytes]) -> Any:
@@ -243,6 +260,8 @@ def _load_legacy(path: str, handle: IO[bytes]) -> Any:
         if numel < 0:  # read(-n) would swallow the rest of the file
             raise UserError(f"'{path}' is malformed: storage '{key}' has a negative size")
         nbytes = numel * storage.storage_type.dtype.itemsize
+        if nbytes > os.fstat(handle.fileno()).st_size - handle.tell():   # read(n) would reserve n bytes first
+            raise UserError(f"'{path}' is truncated (storage '{key}' declares {nbytes} bytes, more than remain)")
         raw = handle.read(nbytes)
         if len(raw) != nbytes:
             raise UserError(f"'{path}' is truncated (storage '{key}' is incomplete)")
@@ -269,6 +288,11 @@ def _materialize(tensor: _PendingTensor, name: str, source: str) -> np.ndarray:
         raise UserError(f"'{source}' is malformed: bad shape/stride for tensor '{name}'")
     if 0 in size:
         return np.zeros(size, dtype=storage.dtype)
+    # A weight never has more elements than its storage (only a zero or overlapping stride gives
+    # that): a 420-byte file must not expand into a 16384x16384 array.
+    elements = int(np.prod(size, dtype=object))
+    if elements > storage.size:
+        raise UserError(f"'{source}' is malformed: tensor '{name}' has {elements} elements, its storage {storage.size}")
     # as_strided does no bounds checking: a malformed file must not make it read foreign memory.
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= storage.size:
@@ -486,8 +510,8 @@ def convert_file(src: str, dst: str, arch: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Convert PyTorch (torchvision-layout) weights "
-                                                 "into a paddle.vision .pdparams file, without PyTorch.")
+    parser = script_parser("Convert PyTorch (torchvision-layout) weights into a paddle.vision .pdparams file, "
+                           "without PyTorch.")
     parser.add_argument("--src", required=True, help="PyTorch state dict (.pt / .pth)")
     parser.add_argument("--dst", required=True, help="output .pdparams")
     # Checked by convert_file rather than argparse choices: one consistent error line.

@@ -18,12 +18,12 @@ from tqdm import tqdm  # noqa: E402
 
 from datasets.synthetic import (DEFAULT_CATEGORIES, DEFECT_TYPES, KINDS,  # noqa: E402
                                 generate_category)
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import OneLineArgumentParser, UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default="data/demo", help="data root to write the categories into")
     parser.add_argument("--categories", nargs="+", default=None, metavar="NAME[:KIND]",
                         help="categories to write; KIND is object or texture (default: "

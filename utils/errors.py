@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import _thread
 import argparse
+import contextlib
 import errno
 import os
 import signal
@@ -43,11 +44,28 @@ def script_parser(description: str | None) -> argparse.ArgumentParser:
     return OneLineArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+# What must still happen when a launched worker leaves with os._exit (fail): removing its output
+# folder's .lock file (utils.io.output_lock). Registered and forgotten by their owners.
+_FAST_EXIT_CLEANUPS: list[Callable[[], None]] = []
+
+
+def on_fast_exit(cleanup: Callable[[], None]) -> None:
+    _FAST_EXIT_CLEANUPS.append(cleanup)
+
+
+def forget_fast_exit(cleanup: Callable[[], None]) -> None:
+    if cleanup in _FAST_EXIT_CLEANUPS:
+        _FAST_EXIT_CLEANUPS.remove(cleanup)
+
+
 def fail(message: str, exit_code: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     if launched_world()[1] > 1:
         # A worker of paddle.distributed.launch: the launcher stops the others as soon as one exits,
         # so leave now rather than after the interpreter's slow teardown (nothing is left to write).
+        for cleanup in reversed(_FAST_EXIT_CLEANUPS):
+            with contextlib.suppress(Exception):
+                cleanup()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(exit_code)

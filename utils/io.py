@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from utils.errors import UserError
+from utils.errors import UserError, forget_fast_exit, on_fast_exit
 
 
 def is_safe_name(name: str) -> bool:
@@ -107,6 +107,14 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
         if current:
             break
         handle.close()
+    def release() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        handle.close()
+
+    # A launched worker's one-line error leaves with os._exit (utils.errors.fail), past this
+    # `finally`: it removes the lock file on its way out instead.
+    on_fast_exit(release)
     try:
         handle.seek(0)
         handle.truncate()
@@ -114,9 +122,19 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
         handle.flush()
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        handle.close()
+        forget_fast_exit(release)
+        release()
+
+
+@contextlib.contextmanager
+def naming_the_file(path: str | os.PathLike) -> Iterator[None]:
+    """OSErrors raised inside (ENOSPC from write() or flush() has no file name) name `path`."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror or str(err), os.fspath(path)) from None
+        raise
 
 
 def temp_prefix(stem: str) -> str:

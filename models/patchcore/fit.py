@@ -45,6 +45,16 @@ def check_memory(n_images: int, grid: tuple[int, int], channels: int, needed: in
             f"use a smaller --resize/--crop_size or fewer training images")
 
 
+def check_bank_size(n_keep: int, n_patches: int, cfg: ModelConfig) -> None:
+    """Refuse a bank too small for eq. 7: the re-weighting compares the nearest entry with its
+    --num_neighbors - 1 nearest others, and a 1-entry bank (--k 1e-9) scored every image 0.0."""
+    if cfg.image_score == "reweighted" and n_keep < cfg.num_neighbors:
+        smallest = 100.0 * cfg.num_neighbors / n_patches
+        raise UserError(f"--k {cfg.k:g} keeps {n_keep} of {n_patches} training patches, fewer than the "
+                        f"{cfg.num_neighbors} bank entries eq. 7's re-weighting compares (--num_neighbors): "
+                        f"use --k {smallest:.3g} or more, or --image_score max")
+
+
 def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True,
                     backend: str = "numpy", shard: Shard | None = None) -> FitResult:
     """Memory bank from a stream of training embeddings [B, C, h, w] (registered in models.registry).
@@ -68,6 +78,7 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     rows = shard.rows(per_image, stream.n_images)          # this rank's patches among all ranks'
     n_patches = stream.n_images * per_image
     n_keep = bank_entries(rows.total, cfg)
+    check_bank_size(n_keep, rows.total, cfg)
     reduce = n_keep < rows.total
     check_memory(stream.n_images, (height, width), channels, fit_bytes(n_patches, channels, cfg.projection_dim, reduce))
     features = np.empty((n_patches, channels), dtype=np.float32)

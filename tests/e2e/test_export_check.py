@@ -18,7 +18,7 @@ def model_file(tmp_path):
                                       pretrain_embed_dim=40, target_embed_dim=24),
                     data=DataConfig(resize=64, crop_size=64))
     extractor = build_extractor(config.model)
-    model = AnomalyModel(config, "part", {"memory_bank": np.ones((3, 24), np.float32)}, extractor.fingerprint(), (8, 8))
+    model = AnomalyModel(config, "part", {"memory_bank": np.ones((16, 24), np.float32)}, extractor.fingerprint(), (8, 8))
     model.save(tmp_path / "part.pdparams")
     return tmp_path / "part.pdparams"
 

@@ -276,3 +276,45 @@ def test_memory_blowing_geometry_is_refused_before_the_first_batch(synthetic_roo
     _one_line_exit_2(done, "20000x20000 images")
     assert "memory is available" in done.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_crafted_tiff_and_a_non_utf8_name_cost_nothing_else(trained, synthetic_root, tmp_path):
+    """Pillow's TypeError on the TIFF is that image's error row; the name b'bad\\xff\\xfe.png' is
+    scored and written backslash-escaped (results.csv, results.json, the printed table)."""
+    from datasets.synthetic import write_crafted_tiff
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_crafted_tiff(folder / "crafted.tif")
+    good = next((synthetic_root / "part" / "test" / "good").iterdir())
+    shutil.copy(good, os.fsencode(folder) + b"/bad\xff\xfe.png")
+    shutil.copy(good, folder / "ok.png")
+    done = run_script("predict.py", str(folder), "--model_path", str(trained / "models" / "part.pdparams"),
+                      "--save_path", str(tmp_path / "o"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    rows = {r["image"].rsplit("/", 1)[1]: r for r in json.loads((tmp_path / "o" / "results.json").read_text("utf-8"))}
+    assert set(rows) == {"crafted.tif", r"bad\xff\xfe.png", "ok.png"}
+    assert rows["crafted.tif"]["decision"] == "error" and "cannot decode image" in rows["crafted.tif"]["error"]
+    assert rows[r"bad\xff\xfe.png"]["image_score"] == pytest.approx(rows["ok.png"]["image_score"])
+    assert r"bad\xff\xfe.png" in (tmp_path / "o" / "results.csv").read_text("utf-8") and r"bad\xff\xfe.png" in done.stdout
+    assert len(list((tmp_path / "o").glob("*.png"))) == 2
+
+
+def test_a_crop_the_exported_program_cannot_take_is_refused_before_any_output(trained, synthetic_root, tmp_path):
+    """An old stats file (no settings hash) whose crop was edited from 64 to 72: the feature grid
+    still looks plausible (9 vs 8), the program's input is 64x64. Refused in one line, no
+    results.partial.* left behind."""
+    export = trained / "export"
+    with np.load(export / "stats.npz") as data:
+        members = {name: data[name] for name in data.files}
+    meta = json.loads(str(members["meta"]))
+    del meta["settings_sha256"]
+    meta["config"]["data"].update(resize=72, crop_size=72)
+    np.savez(tmp_path / "stats.npz", **{**members, "meta": np.array(json.dumps(meta))})
+    done = run_script("infer.py", "--model_file", str(export / "model.pdmodel"), "--params_file",
+                      str(export / "model.pdiparams"), "--stats", str(tmp_path / "stats.npz"), "--input_file",
+                      str(synthetic_root / "part" / "test" / "good"), "--save_path", str(tmp_path / "o"))
+    assert done.returncode == 2 and done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "72" in done.stderr.splitlines()[-1], done.stderr     # the runtime names the 72x72 input it cannot take
+    assert done.stderr.splitlines()[0].startswith("warning:") and len(done.stderr.splitlines()) == 2
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -363,3 +363,35 @@ def test_cli_reports_one_line_and_exit_code_2(tmp_path):
                             "--dst", str(tmp_path / "out.pdparams"), "--arch", "resnet18")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: PyTorch weights file not found: {tmp_path / 'nope.pt'}"]
+
+
+def test_declared_sizes_are_checked_before_anything_is_materialised(tmp_path):
+    """A 16384x16384 zero-stride tensor over one float, a deflate bomb (64 MiB of zeros in a small
+    zip) and a legacy record declaring more bytes than the file has: refused before allocation."""
+    path = tmp_path / "bomb.pt"
+    one = {"0": ("FloatStorage", np.zeros(1, "<f4").tobytes(), 1)}
+    _write_checkpoint(path, _ODict(w=_tensor("0", "FloatStorage", 1, 0, (16384, 16384), (0, 0))), one, "zip")
+    with pytest.raises(UserError, match="has 268435456 elements, its storage 1"):
+        load_torch_state_dict(str(path))
+    numel = 2**24
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", _dumps(_ODict(w=_tensor("0", "FloatStorage", numel, 0, (numel,), (1,)))))
+        archive.writestr("archive/data/0", bytes(4 * numel))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(UserError, match="would expand from .* to 67108864 bytes"):
+        load_torch_state_dict(str(path))
+    _write_checkpoint(path, _ODict(w=_tensor("0", "FloatStorage", 1, 0, (1,), (1,), legacy=True)),
+                      {"0": ("FloatStorage", b"", 2**40)}, "legacy")
+    with pytest.raises(UserError, match="declares 4398046511104 bytes, more than remain"):
+        load_torch_state_dict(str(path))
+
+
+@pytest.mark.parametrize("script", ["convert_weights", "make_demo_data"])
+def test_tools_usage_errors_are_one_line(script, capsys):
+    import importlib
+
+    module = importlib.import_module(f"tools.{script}")
+    with pytest.raises(SystemExit) as stop:
+        (module.main if script == "convert_weights" else module.parse_args)(["--bogus"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err

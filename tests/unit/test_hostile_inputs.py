@@ -1,5 +1,6 @@
 """Inputs that used to hang, recurse or score wrongly: named pipes, deep pickles, huge values,
 images between Pillow's warning and error limits, interrupts that Python would ignore."""
+import contextlib
 import json
 import os
 import pickle
@@ -183,3 +184,61 @@ def test_names_that_are_not_utf8_are_written_backslash_escaped(tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text("utf-8"))[0]["image"] == shown
     write_csv(tmp_path / "scores.csv", [{"image": name, "score": 1.0}], ["image", "score"])
     assert (tmp_path / "scores.csv").read_text("utf-8").splitlines()[1] == f"{shown},1.0000"
+
+
+def test_a_bank_too_small_for_eq7_is_refused_at_fit(tmp_path):
+    """--k 1e-9 kept one entry: eq. 7's weight is then 0 and every image scored 0.0 ('anomalous')."""
+    from models.model_file import EmbeddingStream
+    from models.patchcore.fit import fit_memory_bank
+    from utils.config import ModelConfig
+
+    embeddings = np.random.default_rng(0).normal(size=(2, 8, 4, 4)).astype(np.float32)
+    with pytest.raises(UserError, match=r"--k 1e-09 keeps 1 of 32 .* use --k 28.1 or more, or --image_score max"):
+        fit_memory_bank(EmbeddingStream([embeddings], 2), ModelConfig(k=1e-9), progress=False)
+    fitted = fit_memory_bank(EmbeddingStream([embeddings], 2), ModelConfig(k=1e-9, image_score="max"), progress=False)
+    assert len(fitted.arrays["memory_bank"]) == 1
+
+
+def test_a_launched_workers_one_line_error_removes_its_lock_file(tmp_path):
+    """Under paddle.distributed.launch a failing worker leaves with os._exit, past output_lock's
+    `finally`: it exits 2 all the same and leaves no .lock behind."""
+    code = ("from utils.errors import UserError, run_cli\nfrom utils.io import output_lock\n"
+            "def main():\n"
+            f"    with output_lock({str(tmp_path)!r}):\n"
+            "        raise UserError(\"cannot decode image 'x.tif'\")\n"
+            "run_cli(main)\n")
+    env = dict(os.environ, PADDLE_TRAINERS_NUM="2", PADDLE_TRAINER_ID="1")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and done.stderr == "error: cannot decode image 'x.tif'\n"
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_full_disk_names_the_file_and_an_unreadable_folder_warns(tmp_path, monkeypatch, capsys):
+    import csv
+
+    from deploy.inference import ResultWriter, collect_images
+    from utils.config import DataConfig
+    from utils.errors import describe_os_error
+
+    writer = ResultWriter(str(tmp_path / "out"), DataConfig(), None, {}, figures=False)
+    writer.csv_file = open("/dev/full", "w")            # every write: ENOSPC, as on a full disk
+    writer.csv = csv.writer(writer.csv_file)
+    with pytest.raises(OSError) as full:
+        writer.add({"image": "a.png", "image_score": 1.0, "normalized_score": 0.5, "decision": "normal",
+                    "defect_area": 0.0, "error": ""}, np.zeros((2, 2), np.float32))
+    assert describe_os_error(full.value) == f"no space left on device while writing: {tmp_path}/out/results.partial.csv"
+    with contextlib.suppress(OSError):
+        writer.csv_file.close()
+    # Root reads any folder, so the refusal is simulated where os.walk lists folders.
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "in" / "a.png")
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert collect_images(str(tmp_path / "in")) == [str(tmp_path / "in" / "a.png")]
+    assert capsys.readouterr().err == f"warning: skipping folder '{tmp_path}/in/locked': Permission denied\n"

@@ -1,4 +1,5 @@
 """The model file: older formats still load, incomplete files are refused."""
+import io
 import json
 
 import numpy as np
@@ -17,7 +18,7 @@ def _small_config(method: str = "patchcore") -> Config:
 
 
 def test_version1_patchcore_files_still_load(tmp_path):
-    bank = np.arange(4 * WIDTH, dtype=np.float32).reshape(4, WIDTH)
+    bank = np.arange(16 * WIDTH, dtype=np.float32).reshape(16, WIDTH)
     old = {"format": "patchcore-paddle/1", "category": "part", "config": _small_config().to_dict(), "memory_bank": bank,
            "extractor_fingerprint": "abc", "feature_grid": [2, 2], "calibration": {}, "fit_stats": {}}
     np.testing.assert_array_equal(AnomalyModel.from_dict(old).arrays["memory_bank"], bank)
@@ -35,7 +36,7 @@ def test_version1_patchcore_files_still_load(tmp_path):
 
 def _valid_dict() -> dict:
     return {"format": "patchcore-paddle/2", "category": "part", "config": _small_config().to_dict(),
-            "arrays": {"memory_bank": np.ones((4, WIDTH), np.float32)}, "extractor_fingerprint": "abc",
+            "arrays": {"memory_bank": np.ones((16, WIDTH), np.float32)}, "extractor_fingerprint": "abc",
             "feature_grid": [2, 2], "calibration": {"image_threshold": np.float32(1.5)}, "fit_stats": {"n": 3}}
 
 
@@ -57,7 +58,7 @@ def test_model_files_load_without_running_code(tmp_path):
     path = tmp_path / "part.pdparams"
     paddle.save(_valid_dict(), str(path))
     model = AnomalyModel.load(path)
-    assert model.calibration == {"image_threshold": 1.5} and model.arrays["memory_bank"].shape == (4, WIDTH)
+    assert model.calibration == {"image_threshold": 1.5} and model.arrays["memory_bank"].shape == (16, WIDTH)
     # Files written under NumPy 1.x name numpy.core.multiarray (protocol 2 spells globals as text).
     old = pickle.dumps(_valid_dict(), protocol=2).replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
     path.write_bytes(old)
@@ -180,3 +181,101 @@ def test_one_run_at_a_time_per_output_folder(tmp_path):
     (tmp_path / ".lock").write_text("pid 1")    # left by a killed run: not locked any more
     with output_lock(tmp_path):
         pass
+
+
+class _Declared:
+    """Pickles as numpy.ndarray(shape, dtype): an uninitialised array of any size from a few bytes."""
+    def __init__(self, shape, dtype="i1", via_reconstruct=False):
+        self.shape, self.dtype, self.via_reconstruct = shape, dtype, via_reconstruct
+
+    def __reduce__(self):
+        if self.via_reconstruct:
+            return np.zeros(1).__reduce__()[0], (np.ndarray, self.shape, np.dtype(self.dtype).char.encode())
+        return np.ndarray, (self.shape, self.dtype)
+
+
+def test_declared_array_sizes_are_bounded_by_the_file_before_allocation(tmp_path):
+    """A 1.3 KB model file declaring a 1 GiB bank (numpy.ndarray or _reconstruct with a shape) or a
+    zero-stride view is refused from the shape alone; so are npz members whose header declares more
+    than the member holds (a truncated header, a deflate bomb)."""
+    import pickle
+    import time
+    import zipfile
+
+    path = tmp_path / "part.pdparams"
+    for array in (_Declared((2**24, 64)), _Declared((2**24, 64), via_reconstruct=True),
+                  _Declared((2**30,), "V1")):
+        path.write_bytes(pickle.dumps({**_valid_dict(), "arrays": {"memory_bank": array}}, protocol=4))
+        assert path.stat().st_size < 2000
+        start = time.perf_counter()
+        with pytest.raises(UserError, match="refusing model file .*declares shape"):
+            AnomalyModel.load(path)
+        assert time.perf_counter() - start < 1.0
+    path.write_bytes(pickle.dumps({**_valid_dict(), "arrays": {"memory_bank": _Strided()}}, protocol=4))
+    with pytest.raises(UserError, match="buffer or strides"):
+        AnomalyModel.load(path)
+    meta = np.array(json.dumps({k: v for k, v in _valid_dict().items() if k != "arrays"} | {"calibration": {}},
+                               default=float))
+    stats = tmp_path / "stats.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**26, WIDTH)})
+    with zipfile.ZipFile(stats, "w") as archive:
+        archive.writestr("memory_bank.npy", header.getvalue() + bytes(64))
+        archive.writestr("meta.npy", _npy(meta))
+    with pytest.raises(UserError, match=r"memory_bank.npy declares shape \[67108864, 384\] .* holds only 64 bytes"):
+        AnomalyModel.load_stats(stats)
+    with zipfile.ZipFile(stats, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("memory_bank.npy", _npy(np.zeros((2**16, WIDTH), np.float32)))    # 96 MiB of zeros
+        archive.writestr("meta.npy", _npy(meta))
+    assert stats.stat().st_size < 200_000
+    with pytest.raises(UserError, match="memory_bank.npy declares shape"):
+        AnomalyModel.load_stats(stats)
+
+
+class _Strided:
+    def __reduce__(self):
+        return np.ndarray, ((2**14, 2**14), "f4", b"\0" * 4, 0, (0, 0))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(arrays={"memory_bank": np.ones((16, 64), np.float32)}), r"'arrays.memory_bank' has shape \[16, 64\]"),
+    (lambda d: d.update(arrays={"memory_bank": np.ones((1, WIDTH), np.float32)}), "has 1 entries, fewer than the 9"),
+    (lambda d: d.update(feature_grid=[200, 200]), "'feature_grid' is"),
+    (lambda d: d["config"]["data"].update(resize=1_000_000), "resize 1000000x1000000 .* needs at least"),
+    (lambda d: d.update(calibration={"image_threshold": "high"}), "'calibration.image_threshold' is not a finite"),
+])
+def test_arrays_geometry_and_thresholds_are_checked_against_the_settings(change, message):
+    raw = _valid_dict()
+    change(raw)
+    with pytest.raises(UserError, match=message):
+        AnomalyModel.from_dict(raw)
+
+
+def test_settings_and_thresholds_are_covered_by_the_files_hash(tmp_path, capsys):
+    model = AnomalyModel.from_dict(_valid_dict())
+    model.calibration = {"image_threshold": 1.5, "pixel_threshold": 2.0, "image_rule": "by hand"}
+    model.save(tmp_path / "part.pdparams")
+    model.save_stats(tmp_path / "stats.npz", {"params_sha256": "0f"})
+    assert AnomalyModel.load(tmp_path / "part.pdparams").calibration["image_threshold"] == 1.5
+    assert AnomalyModel.load_stats(tmp_path / "stats.npz")[0].calibration["pixel_threshold"] == 2.0
+    assert capsys.readouterr().err == ""
+    with np.load(tmp_path / "stats.npz") as data:
+        members = {name: data[name] for name in data.files}
+    meta = json.loads(str(members["meta"]))
+    for edit in ({"calibration": {**meta["calibration"], "image_threshold": 1e9}},
+                 {"config": {**meta["config"], "model": {**meta["config"]["model"], "image_score": "max"}}}):
+        np.savez(tmp_path / "edited.npz", **{**members, "meta": np.array(json.dumps({**meta, **edit}))})
+        with pytest.raises(UserError, match="changed after it was written .*export it again"):
+            AnomalyModel.load_stats(tmp_path / "edited.npz")
+    # A file written before the hash existed still loads, with one warning line saying what to do.
+    del meta["settings_sha256"]
+    np.savez(tmp_path / "old.npz", **{**members, "meta": np.array(json.dumps(meta))})
+    assert AnomalyModel.load_stats(tmp_path / "old.npz")[0].calibration["image_threshold"] == 1.5
+    warning = capsys.readouterr().err.splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning:") and "export it again" in warning[0]

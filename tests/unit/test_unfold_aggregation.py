@@ -120,7 +120,7 @@ def test_fingerprint_covers_the_aggregation_and_avgpool_keeps_its_state():
 
 def test_model_file_round_trip_and_older_files_load_as_avgpool(tmp_path):
     config = Config(model=ModelConfig(aggregation="unfold", pretrain_embed_dim=64, target_embed_dim=32))
-    model = AnomalyModel(config, "part", {"memory_bank": np.ones((3, 32), np.float32)}, "abc", (2, 2))
+    model = AnomalyModel(config, "part", {"memory_bank": np.ones((16, 32), np.float32)}, "abc", (28, 28))
     model.save(tmp_path / "m.pdparams")
     loaded = AnomalyModel.load(tmp_path / "m.pdparams").config.model
     assert (loaded.aggregation, loaded.pretrain_embed_dim, loaded.target_embed_dim) == ("unfold", 64, 32)
