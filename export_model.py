@@ -34,7 +34,8 @@ def parse_args() -> argparse.Namespace:
                              "ONNX Runtime and other ONNX engines; onnx_full: also model_full.onnx, extractor "
                              "and scoring in one graph (image -> score, normalised score, map, mask)")
     parser.add_argument("--check_image", default=None,
-                        help="a real image the export is also verified on (besides a seeded input)")
+                        help="a real image, or a folder of them (e.g. train/good or test), the export is also "
+                             "verified on besides a seeded input: scores and verdicts must match the dynamic graph")
     return parser.parse_args()
 
 
@@ -48,9 +49,11 @@ def main() -> int:
     from engine.export import export
 
     result = export(args.model_path, args.save_dir, args.pretrained, args.format, args.check_image)
-    print(f"{'verified engine':<16} {'max rel. diff':>13}  file (against the dynamic graph)")
+    print(f"{'verified engine':<16} {'max rel. diff':>13} {'same verdicts':>13} {'nearest to thr.':>15}  "
+          f"file (against the dynamic graph)")
     for check in result.checks:
-        print(f"{check.engine:<16} {check.max_rel_diff:>13.2e}  {os.path.basename(check.source)}")
+        print(f"{check.engine:<16} {check.max_rel_diff:>13.2e} {check.decisions:>13d} {check.threshold_distance:>15.4g}  "
+              f"{os.path.basename(check.source)}")
     for path in result.written:
         print(f"wrote {path}")
     return 0

@@ -138,7 +138,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """The fit's settings; auto sides hold their short side here until engine chooses them per category."""
     auto = auto_geometry(args)
     resize = auto.resize_short or args.resize
-    crop = DataConfig.crop_size if args.crop_size is None else resize if auto.no_crop else args.crop_size
+    crop = resize if auto.no_crop else DataConfig.crop_size if args.crop_size is None else args.crop_size
     data = DataConfig(resize=resize, crop_size=auto.crop_short or crop,
                       interpolation=args.interpolation)
     spec = method_spec(args.method)

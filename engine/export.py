@@ -51,7 +51,7 @@ def export(model_path: str, save_dir: str, pretrained: str | None = None, export
                     f.write(convert_to_onnx(files.program, files.params))
                 files = ExportFiles.in_folder(scratch)
                 binding["onnx_sha256"] = file_sha256(onnx_path)
-            checks = verify_export(extractor, files, model.config.data, check_image)
+            checks = verify_export(model, extractor, files, check_image)
             if export_format == "onnx_full":
                 # Checked after the extractor graph it is built on.
                 full_path = os.path.join(scratch, FULL_ONNX_FILE)

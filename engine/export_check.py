@@ -1,19 +1,28 @@
 """Export verifies itself: every written program, in every installed engine that reads it, against
-the dynamic graph, on a seeded input (and a real image if given); beyond 1e-4 relative it is refused.
-The self-contained ONNX model (--format onnx_full) is checked on its scores and maps instead.
+the dynamic graph, on a seeded input (and real images if given: one image or a folder); beyond 1e-4
+relative it is refused. The self-contained ONNX model (--format onnx_full) is checked on its scores
+and maps instead.
+
+Scores that agree to 1e-4 can still fall on both sides of the threshold, so the check also compares
+decisions: every check input is scored through each engine and through the dynamic graph and the
+verdicts (models.thresholds, the model's own thresholds) must be the same for every input; one
+flipped verdict refuses the export. Give the images the line cares about (e.g. the calibration
+images train/good, or test images) with --check_image FOLDER.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from datasets.preprocess import load_image, preprocess_image
 from deploy.runtimes import ExportFiles, RuntimeOptions, installed_engines, open_runtime
 from models.feature_extractor import PatchFeatureExtractor, extract
+from deploy.inference import collect_images
 from models.model_file import AnomalyModel
+from models.thresholds import Thresholds
 from utils.config import DEFAULT_CPU_THREADS, DataConfig
 from utils.errors import UserError, last_line
 
@@ -21,22 +30,48 @@ from utils.errors import UserError, last_line
 EXPORT_TOLERANCE = 1e-4
 FULL_SCORE_TOLERANCE = 1e-5
 CHECK_SEED = 0
+CHECK_BATCH = 8
 
 
 class RuntimeCheck(NamedTuple):
     engine: str
     source: str
     max_rel_diff: float
+    decisions: int = 0                  # check inputs whose verdict matched the dynamic graph's
+    threshold_distance: float = float("inf")   # nearest check score to the image threshold
 
 
 def check_inputs(data: DataConfig, image: str | None) -> np.ndarray:
-    """A seeded batch of two (so the dynamic batch size is checked too), and the real image if given."""
+    """A seeded batch of two (so the dynamic batch size is checked too), and the real images if
+    given (one image, or every image below a folder)."""
     height, width = data.crop_hw
     batch = np.random.default_rng(CHECK_SEED).standard_normal((2, 3, height, width)).astype(np.float32)
     if image is None:
         return batch
-    real = preprocess_image(load_image(image), data.resize, data.crop_size, data.mean, data.std, data.interpolation)
-    return np.concatenate([batch, real[None]])
+    real = [preprocess_image(load_image(path), data.resize, data.crop_size, data.mean, data.std, data.interpolation)
+            for path in collect_images(image)]
+    return np.concatenate([batch, np.stack(real)])
+
+
+def in_batches(run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray) -> np.ndarray:
+    """`run` over `inputs` CHECK_BATCH at a time, concatenated (bounded memory for a folder of images)."""
+    return np.concatenate([run(inputs[start:start + CHECK_BATCH]) for start in range(0, len(inputs), CHECK_BATCH)])
+
+
+def decision_flips(thresholds: Thresholds, expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Indices of the check inputs whose verdict from `actual` image scores differs from `expected`'s."""
+    return np.flatnonzero(thresholds.flags(expected) != thresholds.flags(actual))
+
+
+def refuse_flips(engine: str, source: str, flips: np.ndarray, expected: np.ndarray, actual: np.ndarray,
+                 thresholds: Thresholds) -> None:
+    """UserError naming the first flipped verdict, if any."""
+    if len(flips):
+        first = int(flips[0])
+        raise UserError(f"export refused: {engine} running {os.path.basename(source)} flips the verdict of "
+                        f"{len(flips)} of {len(expected)} check inputs (input {first}: score {actual[first]:.6g} "
+                        f"against {expected[first]:.6g} on the dynamic graph, threshold {thresholds.image:.6g}); "
+                        f"nothing was written")
 
 
 def relative_difference(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -60,19 +95,30 @@ def runtime_variants(files: ExportFiles) -> list[tuple[str, ExportFiles]]:
     return variants
 
 
-def verify_export(extractor: PatchFeatureExtractor, files: ExportFiles, data: DataConfig,
+def verify_export(model: AnomalyModel, extractor: PatchFeatureExtractor, files: ExportFiles,
                   image: str | None = None, cpu_threads: int = DEFAULT_CPU_THREADS) -> list[RuntimeCheck]:
-    """One RuntimeCheck per engine and file; UserError naming the first beyond EXPORT_TOLERANCE."""
-    inputs = check_inputs(data, image)
-    expected = extract(extractor, inputs)
+    """One RuntimeCheck per engine and file; UserError naming the first beyond EXPORT_TOLERANCE or
+    the first flipped verdict."""
+    inputs = check_inputs(model.config.data, image)
+    expected = in_batches(lambda batch: extract(extractor, batch), inputs)
+    scorer = model.scorer()
+    thresholds = Thresholds.from_calibration(model.calibration) if model.calibration else None
+    expected_scores = in_batches(lambda embedding: scorer(embedding).image_scores, expected)
     checks = []
     for engine, variant in runtime_variants(files):
         runtime = open_runtime(variant, RuntimeOptions(backend=engine, cpu_threads=cpu_threads))
-        check = RuntimeCheck(engine, runtime.source, relative_difference(expected, runtime(inputs)))
+        actual = in_batches(runtime, inputs)
+        check = RuntimeCheck(engine, runtime.source, relative_difference(expected, actual))
         if not check.max_rel_diff <= EXPORT_TOLERANCE:
             raise UserError(f"export refused: {engine} running {check.source.rsplit('/', 1)[-1]} differs from the "
                             f"dynamic graph by {check.max_rel_diff:.2e} (relative, limit {EXPORT_TOLERANCE:.0e}); "
                             f"nothing was written")
+        if thresholds is not None:
+            scores = in_batches(lambda embedding: scorer(embedding).image_scores, actual)
+            refuse_flips(engine, check.source, decision_flips(thresholds, expected_scores, scores), expected_scores,
+                         scores, thresholds)
+            check = check._replace(decisions=len(inputs),
+                                   threshold_distance=float(np.min(np.abs(scores - thresholds.image))))
         checks.append(check)
     return checks
 
@@ -102,6 +148,7 @@ def verify_full_model(model: AnomalyModel, extractor: PatchFeatureExtractor, pat
     to FULL_SCORE_TOLERANCE, maps to EXPORT_TOLERANCE (relative), in every installed ONNX engine."""
     inputs = check_inputs(data, image)
     expected = model.scorer()(extract(extractor, inputs))
+    thresholds = Thresholds.from_calibration(model.calibration)
     checks = []
     for engine in (e for e in installed_engines() if e in ("onnxruntime", "openvino")):
         try:
@@ -115,5 +162,9 @@ def verify_full_model(model: AnomalyModel, extractor: PatchFeatureExtractor, pat
             raise UserError(f"export refused: {engine} running {os.path.basename(path)} differs from the dynamic "
                             f"graph by {scores:.2e} in image scores, {maps:.2e} in maps (relative, limits "
                             f"{FULL_SCORE_TOLERANCE:.0e}, {EXPORT_TOLERANCE:.0e}); nothing was written")
-        checks.append(RuntimeCheck(engine, path, max(scores, maps)))
+        actual = np.asarray(outputs["image_score"]).reshape(-1)
+        refuse_flips(engine, path, decision_flips(thresholds, expected.image_scores, actual), expected.image_scores,
+                     actual, thresholds)
+        checks.append(RuntimeCheck(engine, path, max(scores, maps), len(actual),
+                                   float(np.min(np.abs(actual - thresholds.image)))))
     return checks

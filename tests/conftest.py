@@ -32,3 +32,17 @@ def served_models(synthetic_root, tmp_path_factory) -> Path:
     done = run_script("export_model.py", "--model_path", str(root / "part.pdparams"), "--save_dir", str(root / "part"))
     assert done.returncode == 0, done.stderr
     return root
+
+
+@pytest.fixture(scope="session")
+def converted_mobilenet(tmp_path_factory):
+    from helpers import shared_dir
+
+    source = shared_dir() / "weights" / "mobilenet_v2_imagenet_torch.pt"
+    if not source.is_file():
+        pytest.skip("ImageNet MobileNetV2 weights not present (../shared/weights)")
+    from tools.convert_weights import convert_file
+
+    target = tmp_path_factory.mktemp("weights") / "mobilenet_v2.pdparams"
+    convert_file(str(source), str(target), "mobilenet_v2", log=None)
+    return target

@@ -25,6 +25,7 @@ from deploy.inferencer import Inferencer
 from deploy.runtimes import STATS_FILE, ExportFiles, RuntimeOptions
 from deploy.service.batching import MicroBatcher
 from deploy.service.settings import ServiceSettings
+from utils.config import DataConfig
 from utils.errors import UserError
 from utils.io import file_sha256, is_safe_name, remove_stale_temporaries
 
@@ -43,8 +44,16 @@ class LoadedVersion:
         return {"version": self.version, "created": self.created, "category": model.category,
                 "method": model.title, "arch": model.config.model.arch,
                 "thresholds": {"image": thresholds.image, "pixel": thresholds.pixel},
-                "geometry": {"resize": list(np.atleast_1d(model.config.data.resize).tolist()),
-                             "crop_size": list(np.atleast_1d(model.config.data.crop_size).tolist())}}
+                "geometry": geometry(model.config.data)}
+
+
+def geometry(data: DataConfig) -> dict[str, Any]:
+    """The model's input geometry as GET /api/v1/models shows it: resize and crop (height, width;
+    one number for a square), whether a centre crop discards image area and how much."""
+    (resize_h, resize_w), (crop_h, crop_w) = data.resize_hw, data.crop_hw
+    return {"resize": list(np.atleast_1d(data.resize).tolist()), "crop_size": list(np.atleast_1d(data.crop_size).tolist()),
+            "cropped": (crop_h, crop_w) != (resize_h, resize_w),
+            "discarded_fraction": round(1.0 - (crop_h * crop_w) / (resize_h * resize_w), 6)}
 
 
 def files_signature(export_dir: str) -> tuple:

@@ -20,6 +20,9 @@ def test_auto_geometry_and_the_squash_warning(tmp_path):
                       "--resize", "auto:64", "--crop_size", "auto:48", "--save_path", str(tmp_path / "auto"),
                       "--eval")
     assert auto.returncode == 0, auto.stderr
-    assert "warning" not in auto.stderr
+    # no squash warning; the explicit crop discards area and says so in one line
+    warnings = [line for line in auto.stderr.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1 and "centre crop 48x128 of the 64x160 resize" in warnings[0]
+    assert "--crop_size none" in warnings[0]
     data = AnomalyModel.load(str(tmp_path / "auto" / "rod.pdparams")).config.data
     assert data.resize == (64, 160) and data.crop_size == (48, 128)

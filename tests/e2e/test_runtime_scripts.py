@@ -1,6 +1,7 @@
 """Every inference engine against predict.py, avgpool, unfold and PaDiM: export --format onnx_full
 verifies itself, infer.py --backend X scores as the dynamic graph does (1e-5 scores, 1e-4 maps), and
 model_full.onnx scores with ONNX Runtime and NumPy alone (the docs example)."""
+import csv
 import importlib.util
 import re
 import sys
@@ -25,16 +26,17 @@ def exported(request, synthetic_root, tmp_path_factory):
     done = run_script("train.py", "--data_path", str(synthetic_root), "--category", "part", "--save_path",
                       str(out), *args, *AGGREGATIONS[request.param])
     assert done.returncode == 0, done.stderr
-    image = next((synthetic_root / "part" / "test" / "good").iterdir())
+    test_dir = synthetic_root / "part" / "test"
     done = run_script("export_model.py", "--model_path", str(out / "part.pdparams"), "--save_dir", str(out / "infer"),
-                      "--format", "onnx_full", "--check_image", str(image))
+                      "--format", "onnx_full", "--check_image", str(test_dir))
     assert done.returncode == 0, done.stderr
-    # The check table names every installed engine and file, each within the limit.
+    # The check table names every installed engine and file, each within the limit, each with the
+    # verdicts of the 2 seeded inputs and the 7 test images equal to the dynamic graph's.
     checks = [line.split() for line in done.stdout.splitlines()[1:] if not line.startswith("wrote ")]
     installed = {e for e, p in ENGINE_PACKAGES.items() if importlib.util.find_spec(p)}
     assert {c[0] for c in checks} == installed and all(float(c[1]) <= 1e-4 for c in checks)
-    assert sum(c[2] == "model_full.onnx" for c in checks) == len(installed & {"openvino", "onnxruntime"})
-    test_dir = synthetic_root / "part" / "test"
+    assert all(int(c[2]) == 2 + 7 for c in checks)
+    assert sum(c[-1] == "model_full.onnx" for c in checks) == len(installed & {"openvino", "onnxruntime"})
     done = run_script("predict.py", str(test_dir), "--model_path", str(out / "part.pdparams"), "--save_path",
                       str(out / "predict"), "--save_maps", "--no_pictures")
     assert done.returncode == 0, done.stderr
@@ -56,6 +58,13 @@ def test_every_backend_scores_as_predict(exported, backend, batch_size, tmp_path
     assert f"backend: {want}\n" in done.stdout
     diffs = relative_differences(dynamic, load_outputs(str(tmp_path / "out" / "anomaly_maps.npz")))
     assert diffs["image_score_max_rel_diff"] <= 1e-5 and diffs["anomaly_map_max_rel_diff"] <= 1e-4, diffs
+    # the same verdict for every image as predict.py
+    assert _verdicts(tmp_path / "out") == _verdicts(folder.parent / "predict")
+
+
+def _verdicts(folder):
+    with open(folder / "results.csv") as f:
+        return {row["image"]: row["decision"] for row in csv.DictReader(f)}
 
 
 def test_onnx_file_is_bound_to_its_stats(exported, tmp_path):

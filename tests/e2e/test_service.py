@@ -137,6 +137,7 @@ def test_every_endpoint_of_a_real_server(server, images, infer_results):
     assert httpx.get(url + "/readyz").json()["models"] == ["part"]
     listed = httpx.get(url + "/api/v1/models").json()["models"]
     assert [m["name"] for m in listed] == ["part"] and listed[0]["geometry"]["crop_size"] == [64]
+    assert listed[0]["geometry"]["cropped"] is False and listed[0]["geometry"]["discarded_fraction"] == 0.0
     assert set(listed[0]["thresholds"]) == {"image", "pixel"} and listed[0]["updatable"]
     raw = predict(url, images["good"].read_bytes())
     assert raw.status_code == 200, raw.text

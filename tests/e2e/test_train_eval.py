@@ -91,18 +91,6 @@ def test_eval_refuses_a_model_of_another_arch_or_missing(synthetic_root, tmp_pat
                                     "--save_path", str(out)), "cannot read model file")
 
 
-@pytest.fixture(scope="session")
-def converted_mobilenet(tmp_path_factory):
-    source = shared_dir() / "weights" / "mobilenet_v2_imagenet_torch.pt"
-    if not source.is_file():
-        pytest.skip("ImageNet MobileNetV2 weights not present (../shared/weights)")
-    from tools.convert_weights import convert_file
-
-    target = tmp_path_factory.mktemp("weights") / "mobilenet_v2.pdparams"
-    convert_file(str(source), str(target), "mobilenet_v2", log=None)
-    return target
-
-
 def test_real_bottle_subset_with_imagenet_features(converted_mobilenet, tmp_path):
     bottle = shared_dir() / "data" / "mvtec" / "bottle"
     if not bottle.is_dir():

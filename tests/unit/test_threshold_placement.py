@@ -94,3 +94,23 @@ def test_padim_own_image_out_is_the_mahalanobis_distance_without_the_image():
     in_sample = np.array([distance(p, x) for p in x], dtype=np.float32)
     left_out = np.array([distance(x[i], np.delete(x, i, axis=0)) for i in range(n)])
     assert np.allclose(own_image_out_distances(in_sample, n), left_out, rtol=1e-4)
+
+
+def test_old_model_files_keep_their_rule():
+    from engine.calibration_rule import GOOD_IMAGES, HELD_OUT, OWN_IMAGE_OUT, TEST_SPLIT, calibration_rule
+    from engine.settings import RunSettings
+    from utils.config import Config
+
+    old = Config.from_dict({"data": {}, "model": {"val_ratio": 0.0}}).model       # no threshold_rule field
+    assert old.threshold_rule == ""
+
+    class Images:
+        def __init__(self, held):
+            self.held_out = [0] * held
+
+    run, run_eval = RunSettings("", ""), RunSettings("", "", run_eval=True)
+    assert calibration_rule(old, Images(0), run) == GOOD_IMAGES
+    assert calibration_rule(old, Images(0), run_eval) == TEST_SPLIT
+    assert calibration_rule(old, Images(2), run) == HELD_OUT
+    new = Config.from_dict({"data": {}, "model": {"threshold_rule": "own_image_out"}}).model
+    assert calibration_rule(new, Images(0), run_eval) == OWN_IMAGE_OUT
