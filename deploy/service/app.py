@@ -93,8 +93,8 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
         headers = dict(err.headers or {})
-        if "Allow" in headers:   # Starlette lists a route's methods from a set: one order for every answer
-            headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
+        if err.status_code == 405:
+            headers["Allow"] = security.allowed_methods(request)
         message = {404: f"nothing at {request.method} {request.url.path}: the API is under /api/v1 (GET "
                         f"/openapi.json lists it)",
                    405: f"{request.method} is not allowed on {request.url.path}: use "
@@ -162,7 +162,7 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
         answer["latency_ms"] = round(1000 * (time.perf_counter() - start), 2)
         return JSONResponse(answer, headers={"x-decision": answer["decision"]})
 
-    app.include_router(changes.router)   # feedback, update, rollback: the calls that change a model
+    changes.add_routes(app)   # feedback, update, rollback: the calls that change a model
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
+from starlette.routing import Match
 
 from deploy.service.errors import ServiceError
 from deploy.service.settings import ServiceSettings
@@ -132,6 +133,17 @@ def authorize_change(request: Request, settings: ServiceSettings) -> None:
     if kind in SIMPLE_FORM_TYPES:
         raise ServiceError(415, f"refused: a change to a model is not taken from a {kind} body; send the image "
                                 f"as multipart (field 'file') or with its own type (e.g. image/png)")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path, for the Allow header of a 405 (Starlette names only the
+    first route's, and /feedback, /update have a GET and a POST route)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match in (Match.PARTIAL, Match.FULL):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:

@@ -118,6 +118,8 @@ def test_host_names_headers_methods_and_plain_errors(make_service, good_png):
     assert answers["head page"].content == b""
     assert answers["405"].status_code == 405 and answers["405"].headers["allow"] == "GET, HEAD"
     assert answers["405"].json() == {"error": "PUT is not allowed on /healthz: use GET, HEAD"}
+    both = client.delete("/api/v1/models/part/update")   # a GET and a POST route share this path
+    assert both.status_code == 405 and both.headers["allow"] == "GET, POST"
     assert answers["401"].status_code == 401 and answers["401"].headers["www-authenticate"].startswith("Bearer")
     assert answers["404"].json()["error"].startswith("nothing at GET /api/v1/nothing")
     # An engineer's curl with the token: raw body, curl's default form content type, no Origin.
