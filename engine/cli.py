@@ -14,7 +14,7 @@ install_interrupt_hook()
 
 from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
 from utils.config import (AGGREGATIONS, AutoSize, DEFAULT_VAL_RATIO, Config, DataConfig, ModelConfig, finite_float,
-                          INTERPOLATIONS, NO_CROP, THRESHOLD_RULES, crop_size_type, positive_int, resize_size,
+                          INTERPOLATIONS, NO_CROP, THRESHOLD_RULES, crop_size_type, non_negative_int, positive_int, resize_size,
                           seed_int, str2bool)
 from utils.errors import UserError, run_cli, script_parser
 from utils.io import refuse_source_package
