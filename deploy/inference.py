@@ -360,7 +360,7 @@ def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable
         finally:
             writer.close(complete)
     if complete:
-        print(f"saved results{' and figures' if figures else ''} in {os.path.abspath(save_path)}")
+        print(f"saved results{' and figures' if figures else ''} in {readable_text(os.path.abspath(save_path))}")
     if writer.n_failed and len(paths) > 1:
         print(f"error: {writer.n_failed} of {len(paths)} images could not be scored (decision 'error' in "
               f"{writer.csv_path})", file=sys.stderr)

@@ -165,7 +165,11 @@ class AnomalyModel:
         """Hash of every field but the arrays (settings, geometry, calibrated thresholds, category...):
         what decides a verdict besides the arrays, which have their own hash (arrays_sha256)."""
         fields = {k: v for k, v in self.to_dict().items() if k not in ("arrays", "format")}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=float).encode()).hexdigest()
+        # As a load will see them: settings normalised as Config.from_dict stores them (a square
+        # [64, 64] is 64, unknown fields dropped) and every number as a float (10 and 10.0 are one k).
+        fields["config"] = Config.from_dict(fields["config"]).to_dict()
+        text = json.dumps(_canonical(fields), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def check_settings_hash(self, stored: Any, source: str, redo: str) -> None:
         """Refuse settings edited after the file was written (the hash was not made again); files
@@ -238,6 +242,17 @@ class AnomalyModel:
         model = cls.from_dict(meta, source=source)
         model.check_settings_hash(meta.get(SETTINGS_HASH), source, "export it again with export_model.py")
         return model, binding
+
+
+def _canonical(value: Any) -> Any:
+    """`value` with tuples as lists and every number (Python or NumPy, not bool) as a float."""
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
+        return float(value)
+    return value
 
 
 # A compressed npz member may expand at most this much (float features compress by 1.1x; a deflate

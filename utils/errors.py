@@ -74,6 +74,11 @@ def fail(message: str, exit_code: int = 2) -> NoReturn:
 
 def run_cli(main: Callable[[], int | None]) -> NoReturn:
     """Run an entry script's main(): UserError and bad files become one line on stderr."""
+    # A path that is not UTF-8 (an output folder on a GBK share) printed as-is would raise
+    # UnicodeEncodeError; results files spell such bytes \xNN (utils.io.readable_text), and any
+    # print that does not still prints, escaped, rather than stopping the run.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         code = main()
     except UserError as err:

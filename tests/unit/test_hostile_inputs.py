@@ -242,3 +242,11 @@ def test_a_full_disk_names_the_file_and_an_unreadable_folder_warns(tmp_path, mon
     monkeypatch.setattr(os, "scandir", refusing)
     assert collect_images(str(tmp_path / "in")) == [str(tmp_path / "in" / "a.png")]
     assert capsys.readouterr().err == f"warning: skipping folder '{tmp_path}/in/locked': Permission denied\n"
+
+
+def test_printing_a_name_that_is_not_utf8_never_stops_a_script():
+    code = ("import os\nfrom utils.errors import run_cli\n"
+            "run_cli(lambda: print('saved in', os.fsdecode(b'out\\xff')))\n")
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")      # strict UTF-8, as in a UTF-8 locale
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and done.stdout == "saved in out\\udcff\n", done.stderr

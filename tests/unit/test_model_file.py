@@ -260,6 +260,8 @@ def test_arrays_geometry_and_thresholds_are_checked_against_the_settings(change,
 def test_settings_and_thresholds_are_covered_by_the_files_hash(tmp_path, capsys):
     model = AnomalyModel.from_dict(_valid_dict())
     model.calibration = {"image_threshold": 1.5, "pixel_threshold": 2.0, "image_rule": "by hand"}
+    # As the Python API may hold them: an int k, a square size as a pair, an int count.
+    model.config.model.k, model.config.data.resize, model.fit_stats = 10, (16, 16), {"n": 3}
     model.save(tmp_path / "part.pdparams")
     model.save_stats(tmp_path / "stats.npz", {"params_sha256": "0f"})
     assert AnomalyModel.load(tmp_path / "part.pdparams").calibration["image_threshold"] == 1.5
