@@ -103,26 +103,29 @@ class _RunningNearest:
         self.tolerance = np.float32(tolerance)
 
     def update(self, rows: slice | np.ndarray, block: np.ndarray, first_column: int) -> None:
-        """Fold in `block` [len(rows), n] = the products of queries `rows` with columns first_column.."""
+        """Fold in `block` [len(rows), n] = the products of queries `rows` with columns first_column..
+        (the block is scratch space: it is changed)."""
         local = block.argmin(axis=1)
-        value = block[np.arange(len(block)), local]
-        current, tied = self.value[rows], self.tied[rows]
-        # Another entry of this block within the tolerance of its minimum, looked for only in the
-        # rows where that minimum can matter (near or below the best so far: few after the first block).
-        near = np.zeros(len(block), dtype=bool)
-        contenders = np.flatnonzero(value <= current + self.tolerance)
-        if len(contenders) == len(block):
-            near = np.count_nonzero(block <= (value + self.tolerance)[:, None], axis=1) > 1
-        elif len(contenders):
-            near[contenders] = np.count_nonzero(
-                block[contenders] <= (value[contenders] + self.tolerance)[:, None], axis=1) > 1
-        clearly_better = value < current - self.tolerance
-        close = ~clearly_better & (value <= current + self.tolerance)
-        self.tied[rows] = np.where(clearly_better, near, tied | close | (near & (value < current)))
+        every = np.arange(len(block))
+        value = block[every, local]
+        # Only rows whose block minimum is near or below the best so far change (after the first
+        # block, few): for them, is another entry of the block within the tolerance of that
+        # minimum (the block's minimum once its own is masked)?
+        contenders = np.flatnonzero(value <= self.value[rows] + self.tolerance)
+        if len(contenders) == 0:
+            return
+        block[every, local] = np.inf
+        if len(contenders) < len(block):
+            block, value, local = block[contenders], value[contenders], local[contenders]
+        near = block.min(axis=1) <= value + self.tolerance
+        target = (np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows)[contenders]
+        current = self.value[target]
+        # A clearly better minimum replaces the old one and its ties; a close one is itself a tie.
+        self.tied[target] = near | (value >= current - self.tolerance)
         # Strictly better only: in a block sequence by increasing column the lowest index wins ties.
         better = value < current
-        self.value[rows] = np.where(better, value, current)
-        self.position[rows] = np.where(better, first_column + local, self.position[rows])
+        self.value[target[better]] = value[better]
+        self.position[target[better]] = first_column + local[better]
 
 
 class _Groups:
