@@ -7,7 +7,8 @@ Each model (one per input size or bank budget) runs in its own process, so its p
 The test images (--images of them, evenly spread over the sorted folder) are embedded once, then
 scored one at a time (as infer.py --batch_size 1) by each method, alternating method by method for
 --rounds rounds; ms/img is the median of the scorer call (kNN, eq. 7, upsampling and blur; the
-network is the same for all and left out). Methods:
+network is the same for all and left out), wall and process CPU time (on a shared machine the CPU
+time is the steadier of the two). Methods:
 
 - today: models/knn.py of the base commit (--base, read with `git show`), grouped + plain product;
 - tiled: the full product in cache-sized tiles with the minimum fused, ties settled in float64;
@@ -40,7 +41,7 @@ import numpy as np  # noqa: E402
 from models.knn import MemoryBank, exact_sq_distances  # noqa: E402
 from utils.table import format_table, write_csv  # noqa: E402
 
-COLUMNS = ("model", "input", "patches", "bank", "method", "ms_per_img", "recall_at_1", "verdicts", "max_score_diff",
+COLUMNS = ("model", "input", "patches", "bank", "method", "ms_per_img", "cpu_ms_per_img", "recall_at_1", "verdicts", "max_score_diff",
            "settled_ties", "scoring_peak_mb", "process_peak_rss_mb", "load_1min")
 REFERENCE_ROWS = 256
 
@@ -114,6 +115,7 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
         scorers[name].bank = memory
     scores = {name: [scorer(e) for e in embeddings[:1]] for name, scorer in scorers.items()}   # warm-up
     times = {name: [] for name in scorers}
+    cpu_times = {name: [] for name in scorers}
     peaks = {}
     for _ in range(args.rounds):
         for name, scorer in scorers.items():
@@ -122,9 +124,10 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
             tracemalloc.start()
             scores[name] = []
             for embedding in embeddings:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 scores[name].append(scorer(embedding))
                 times[name].append(1000 * (time.perf_counter() - start))
+                cpu_times[name].append(1000 * (time.process_time() - cpu_start))
             peaks[name] = max(peaks.get(name, 0.0), tracemalloc.get_traced_memory()[1] / 2**20)
             tracemalloc.stop()
     scores["reference"] = [scorers["reference"](e) for e in embeddings]
@@ -140,6 +143,7 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
         rows.append({"model": os.path.basename(os.path.dirname(model_path)) or model_path,
                      "input": "x".join(map(str, data.crop_hw)), "patches": int(np.prod(embeddings[0].shape[2:])),
                      "bank": len(bank), "method": name, "ms_per_img": statistics.median(times[name]),
+                     "cpu_ms_per_img": statistics.median(cpu_times[name]),
                      "recall_at_1": hits / sum(len(r) for r in reference_nearest),
                      "verdicts": f"{sum(verdict(a) == verdict(b) for a, b in zip(scores[name], scores['reference']))}"
                                  f"/{len(embeddings)}",

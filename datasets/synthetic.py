@@ -186,11 +186,13 @@ def _segment_distance(yy: np.ndarray, xx: np.ndarray, points: np.ndarray) -> np.
     return best
 
 
-def _defect_shape(defect: str, size: int, center: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _defect_shape(defect: str, size: int, center: np.ndarray, rng: np.random.Generator,
+                  scale: float = 1.0) -> np.ndarray:
+    """A defect mask; `scale` multiplies its lengths (its area by scale^2)."""
     if defect == "scratch":
         # A slightly curved thin line: a quadratic Bezier sampled into a polyline.
-        length = size * rng.uniform(0.20, 0.34)
-        width = max(2.0, 0.03 * size)
+        length = size * scale * rng.uniform(0.20, 0.34)
+        width = max(2.0, 0.03 * size * scale)
         a = rng.uniform(0, np.pi)
         direction = np.array([np.sin(a), np.cos(a)])
         normal = np.array([direction[1], -direction[0]])
@@ -201,10 +203,10 @@ def _defect_shape(defect: str, size: int, center: np.ndarray, rng: np.random.Gen
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
         return _segment_distance(yy, xx, points) <= width / 2
     if defect == "stain":
-        radius = size * np.sqrt(rng.uniform(0.010, 0.030) / np.pi)
+        radius = size * scale * np.sqrt(rng.uniform(0.010, 0.030) / np.pi)
         return _blob(size, center, radius, roughness=0.22, n_harmonics=4, rng=rng)
     if defect == "hole":
-        radius = size * np.sqrt(rng.uniform(0.008, 0.025) / np.pi)
+        radius = size * scale * np.sqrt(rng.uniform(0.008, 0.025) / np.pi)
         return _blob(size, center, radius, roughness=0.30, n_harmonics=7, rng=rng)
     raise ValueError(f"unknown defect type {defect!r}; choose from {', '.join(DEFECT_TYPES)}")
 
@@ -230,14 +232,16 @@ def _paint(img: np.ndarray, mask: np.ndarray, defect: str, style: _Style,
 
 
 def _add_defect(img: np.ndarray, allowed: np.ndarray, defect: str, style: _Style,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Place a defect fully inside `allowed` with an area inside DEFECT_AREA_RANGE."""
+                rng: np.random.Generator, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Place a defect fully inside `allowed` with an area inside DEFECT_AREA_RANGE (times scale^2,
+    and at least a few pixels: a scratch keeps its 2-pixel width)."""
     size = img.shape[0]
     candidates = np.argwhere(allowed)
-    lo, hi = DEFECT_AREA_RANGE
+    lo, hi = (bound * scale**2 for bound in DEFECT_AREA_RANGE)
+    hi = max(hi, 16.0 / size**2)
     for _ in range(_MAX_PLACEMENT_TRIES):
         center = candidates[rng.integers(len(candidates))].astype(np.float64)
-        mask = _defect_shape(defect, size, center, rng)
+        mask = _defect_shape(defect, size, center, rng, scale)
         fraction = mask.mean()
         if lo <= fraction <= hi and not np.any(mask & ~allowed):
             return _paint(img, mask, defect, style, rng), mask
@@ -331,9 +335,12 @@ def _check_target(target: Path) -> None:
 def generate_category(root: str | os.PathLike, category: str = "synthetic_bottle", *,
                       n_train: int = 20, n_test_good: int = 5, n_test_per_defect: int = 5,
                       defects: Sequence[str] = DEFECT_TYPES, image_size: int = 128, seed: int = 0,
-                      kind: str = "object",
+                      kind: str = "object", defect_scale: float = 1.0,
                       on_image: Callable[[Path], None] | None = None) -> Path:
     """Write one synthetic category in the MVTec AD layout under root and return its folder.
+
+    `defect_scale` < 1 draws smaller defects (lengths times the scale): at 0.2 on a 1024 px image
+    a stain is about 20-40 px across, the small defects that need a higher input size.
 
     Deterministic: the same arguments give byte-identical PNGs. Every image has its own random
     stream, so e.g. n_train does not change the test images. An existing folder written by this
@@ -378,7 +385,7 @@ def generate_category(root: str | os.PathLike, category: str = "synthetic_bottle
             for i in range(n_test_per_defect):
                 rng = _rng(seed, category, "test", defect, i)
                 good, allowed = _render_good(style, rng)
-                bad, mask = _add_defect(good, allowed, defect, style, rng)
+                bad, mask = _add_defect(good, allowed, defect, style, rng, defect_scale)
                 emit(staging / "test" / defect / f"{i:03d}.png", bad)
                 _write_png(staging / "ground_truth" / defect / f"{i:03d}_mask.png",
                            mask.astype(np.uint8) * 255)
@@ -387,7 +394,8 @@ def generate_category(root: str | os.PathLike, category: str = "synthetic_bottle
                                 "image_size": int(image_size), "n_train": int(n_train),
                                 "n_test_good": int(n_test_good),
                                 "n_test_per_defect": int(n_test_per_defect),
-                                "defects": list(defects)})
+                                "defects": list(defects),
+                                **({"defect_scale": float(defect_scale)} if defect_scale != 1.0 else {})})
     return target
 
 

@@ -30,6 +30,11 @@ def method_bytes(config: Config, n_images: int, batch_size: int) -> int:
     return fit_bytes(n_patches, channels, m.projection_dim, projected=bank_entries(n_patches, m) < n_patches)
 
 
+def fit_memory_estimate(config: Config, n_images: int, batch_size: int) -> int:
+    """Bytes a fit needs beyond the Python + Paddle process itself: its first batch and its arrays."""
+    return batch_bytes(config, min(batch_size, max(n_images, 1))) + method_bytes(config, n_images, batch_size)
+
+
 def check_fit_memory(config: Config, n_images: int, batch_size: int) -> None:
     """Refuse, in one line with the numbers, a fit whose first batch and arrays cannot fit in memory."""
     available = available_memory_bytes()

@@ -103,19 +103,29 @@ class _RunningNearest:
         self.tolerance = np.float32(tolerance)
 
     def update(self, rows: slice | np.ndarray, block: np.ndarray, first_column: int) -> None:
-        """Fold in `block` [len(rows), n] = the products of queries `rows` with columns first_column.."""
+        """Fold in `block` [len(rows), n] = the products of queries `rows` with columns first_column..
+        (the block is scratch space: it is changed)."""
         local = block.argmin(axis=1)
-        value = block[np.arange(len(block)), local]
-        # Another entry of this block within the tolerance of its minimum.
-        near = np.count_nonzero(block <= (value + self.tolerance)[:, None], axis=1) > 1
-        current, tied = self.value[rows], self.tied[rows]
-        clearly_better = value < current - self.tolerance
-        close = ~clearly_better & (value <= current + self.tolerance)
-        self.tied[rows] = np.where(clearly_better, near, tied | close | (near & (value < current)))
+        every = np.arange(len(block))
+        value = block[every, local]
+        # Only rows whose block minimum is near or below the best so far change (after the first
+        # block, few): for them, is another entry of the block within the tolerance of that
+        # minimum (the block's minimum once its own is masked)?
+        contenders = np.flatnonzero(value <= self.value[rows] + self.tolerance)
+        if len(contenders) == 0:
+            return
+        block[every, local] = np.inf
+        if len(contenders) < len(block):
+            block, value, local = block[contenders], value[contenders], local[contenders]
+        near = block.min(axis=1) <= value + self.tolerance
+        target = (np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows)[contenders]
+        current = self.value[target]
+        # A clearly better minimum replaces the old one and its ties; a close one is itself a tie.
+        self.tied[target] = near | (value >= current - self.tolerance)
         # Strictly better only: in a block sequence by increasing column the lowest index wins ties.
         better = value < current
-        self.value[rows] = np.where(better, value, current)
-        self.position[rows] = np.where(better, first_column + local, self.position[rows])
+        self.value[target[better]] = value[better]
+        self.position[target[better]] = first_column + local[better]
 
 
 class _Groups:
@@ -275,22 +285,24 @@ class MemoryBank:
         rows = np.flatnonzero(nearest.tied)
         self.settled_ties += len(rows)
         per_chunk = max(1, self.max_chunk_bytes // (4 * len(self)))
-        for first in range(0, len(rows), per_chunk):
-            chunk = rows[first:first + per_chunk]
+        for start in range(0, len(rows), per_chunk):
+            chunk = rows[start:start + per_chunk]
             partial = augmented_queries[chunk] @ self._bank_t
-            limit = partial.min(axis=1) + nearest.tolerance
-            for row, products, bound in zip(chunk, partial, limit):
-                positions = np.flatnonzero(products <= bound)
-                entries = positions if self.groups is None else self.groups.order[positions]
-                exact = exact_sq_distances(np.broadcast_to(augmented_queries[row, :-1], (len(entries), self.dim)),
-                                           self.features[entries])
-                winner = entries[exact == exact.min()].min()    # the lowest bank index among equals
-                nearest.position[row] = positions[entries == winner][0]
+            row, position = np.nonzero(partial <= (partial.min(axis=1) + nearest.tolerance)[:, None])
+            entry = position if self.groups is None else self.groups.order[position]
+            exact = exact_sq_distances(augmented_queries[chunk[row], :-1], self.features[entry])
+            # Per row, the smallest exact distance, then the lowest bank index among equals.
+            ranked = np.lexsort((entry, exact, row))
+            winners = ranked[np.r_[True, row[ranked][1:] != row[ranked][:-1]]]
+            nearest.position[chunk[row[winners]]] = position[winners]
 
     def _nearest_indices(self, augmented_queries: np.ndarray, k: int) -> np.ndarray:
         """Bank indices [Q, k] of the nearest entries (k = 1: exact, ties settled in float64)."""
         if k > 1 or not self.tiled and self.groups is None:
-            positions = self._full_product(augmented_queries, k)
+            # One thread here too: eq. 7 asks k neighbours of a single entry per image, a product
+            # far too small to pay for waking BLAS workers (35 ms against 1 ms on a loaded machine).
+            with one_blas_thread() if self.backend == "numpy" else contextlib.nullcontext():
+                positions = self._full_product(augmented_queries, k)
             self.chunk_counts["full"] += k == 1
         else:
             nearest = None

@@ -21,6 +21,11 @@ STAGE_STRIDES = (4, 8, 16)
 FLOAT32 = 4
 # Unfold aggregation: each stage's C x 3 x 3 neighbourhood vector per position.
 UNFOLD_NEIGHBOURS = 9
+# Floats per input pixel of the widest tensor inside the network, which is wider than any stage
+# output: mobilenet_v2's second block expands 16 to 96 channels at stride 2 (96 / 4 = 24);
+# the ResNets' first convolution has 64 channels at stride 2 (16). A 2048 x 2048 input makes that
+# one tensor 400 MB for mobilenet_v2; the estimate counts it with its input and output alive.
+WIDEST_ACTIVATION = {"mobilenet_v2": 24, "resnet18": 16, "wide_resnet50_2": 16}
 
 
 def embedding_channels(arch: str, layers: Sequence[str]) -> int:
@@ -46,19 +51,20 @@ def embedding_width(config: Config) -> int:
 
 
 def batch_bytes(config: Config, batch_size: int) -> int:
-    """One batch from pixels to embedding: the resized images, the network input, the largest
-    stage activation (input and output of a layer alive together), the chosen stages' maps (and
+    """One batch from pixels to embedding: the resized images, the network input, the widest
+    activation (with a layer's input and output alive together), the chosen stages' maps (and
     their 3x3 averages or unfolded neighbourhoods) and the embedding on the patch grid."""
     (resize_h, resize_w), (crop_h, crop_w) = config.data.resize_hw, config.data.crop_hw
     m, spec = config.model, arch_spec(config.model.arch)
     pixels = crop_h * crop_w
     stage_floats = [c * pixels / s**2 for c, s in zip(spec.channels, STAGE_STRIDES)]
+    widest = max(WIDEST_ACTIVATION.get(m.arch, 0) * pixels, *stage_floats)
     chosen = sum(stage_floats[STAGE_NAMES.index(name)] for name in m.layers)
     chosen *= UNFOLD_NEIGHBOURS if m.aggregation == "unfold" and m.method != "padim" else 2
     grid_h, grid_w = feature_grid(config)
     per_image = (3 * resize_h * resize_w                                  # resized uint8 RGB
                  + FLOAT32 * (2 * 3 * pixels                             # normalised array, stacked batch
-                              + 2 * max(stage_floats) + chosen
+                              + 3 * widest + chosen
                               + 2 * embedding_width(config) * grid_h * grid_w))
     return int(batch_size * per_image)
 

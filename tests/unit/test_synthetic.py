@@ -233,3 +233,16 @@ def test_cli_writes_demo_and_reports_errors(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and run.stderr.startswith("error: ")
     assert "Traceback" not in run.stderr
+
+
+def test_defect_scale_draws_smaller_defects(tmp_path: Path) -> None:
+    def areas(scale: float) -> list[float]:
+        folder = generate_category(tmp_path / str(scale), "part", n_train=1, n_test_good=0, n_test_per_defect=2,
+                                   image_size=256, defect_scale=scale)
+        return [np.asarray(Image.open(p)).astype(bool).mean() for p in sorted(folder.glob("ground_truth/*/*.png"))]
+
+    full, small = areas(1.0), areas(0.25)
+    assert all(DEFECT_AREA_RANGE[0] <= a <= DEFECT_AREA_RANGE[1] for a in full)
+    # Lengths x0.25: areas about x1/16 (a scratch keeps its 2-pixel minimum width, so a little more).
+    assert all(0 < a <= DEFECT_AREA_RANGE[1] / 16 + 16 / 256**2 for a in small)
+    assert np.mean(small) < np.mean(full) / 6
