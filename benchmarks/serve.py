@@ -120,9 +120,11 @@ def screenshot(url: str, paths: list[str], target: str) -> None:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto(url + "/")
-        page.wait_for_function("document.querySelector('#model-info').dataset.version")
+        # Predicates as functions: a string one is eval()ed in the page, which the service's CSP forbids.
+        page.wait_for_function("() => document.querySelector('#model-info').dataset.version")
         page.set_input_files("#files", paths)
-        page.wait_for_function(f"document.querySelectorAll('#table tbody tr').length === {len(paths)}", timeout=120000)
+        page.wait_for_function(f"() => document.querySelectorAll('#table tbody tr').length === {len(paths)}",
+                               timeout=120000)
         page.screenshot(path=target, full_page=True)
         browser.close()
     print(f"saved {target}")

@@ -9,13 +9,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from deploy.service import changes, security
 from deploy.service.batching import QueueFull
-from deploy.service.errors import ServiceError
+from deploy.service.errors import ERROR_RESPONSES, ServiceError
 from deploy.service.feedback import FeedbackStore
 from deploy.service.metrics import ServiceMetrics
 from deploy.service.pictures import overlay_png
@@ -83,7 +83,7 @@ class Service:
 def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
     service = Service(settings, registry)
     # No /docs or /redoc: they load Swagger UI from a CDN, and the line is offline. /openapi.json stays.
-    app = FastAPI(title="PatchCore-Paddle service", docs_url=None, redoc_url=None)
+    app = FastAPI(title="PatchCore-Paddle service", docs_url=None, redoc_url=None, responses=ERROR_RESPONSES)
     app.state.service = service
 
     @app.exception_handler(ServiceError)
@@ -135,7 +135,7 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
             return JSONResponse({"status": "ready", "models": sorted(registry.entries)})
         return _error(503, "not ready: a model's worker is not running")
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

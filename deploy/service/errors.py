@@ -13,3 +13,20 @@ class ServiceError(Exception):
         self.status = status
         self.message = message
         self.extra = extra
+
+
+_ERROR_SCHEMA = {"type": "object", "required": ["error"],
+                 "properties": {"error": {"type": "string"},
+                                "refused": {"type": "array", "items": {"type": "object"}}}}
+# Every answer that is not a success, as /openapi.json documents it for every route (a client or a
+# fuzzer then knows the shape: one line of JSON).
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"description": what, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for status, what in ((400, "bad request, bad image, or a Host name this service does not answer to"),
+                         (401, "the service token is missing or wrong"),
+                         (403, "a request from another web site, or a change without the page's header"),
+                         (404, "no such model, feedback image, job or path"),
+                         (405, "method not allowed (see Allow)"),
+                         (409, "an update is running, or the guard refused the update (see refused)"),
+                         (413, "upload too large"), (415, "not a PNG, JPEG, BMP or TIFF image, or a form body"),
+                         (503, "the model's queue is full or a model is not ready"))}

@@ -116,6 +116,10 @@ class Updater:
         job = self.jobs.get(name)
         return job is not None and job.state == "running"
 
+    def _refuse_if_running(self, entry: ModelEntry) -> None:
+        if self.running(entry.name):
+            raise ServiceError(409, f"an update of model '{entry.name}' is already running: wait for it to finish")
+
     def store(self, entry: ModelEntry) -> FeedbackStore:
         return FeedbackStore(self.feedback_dir, entry.name)
 
@@ -139,15 +143,13 @@ class Updater:
         if not os.path.isfile(entry.training_file):
             raise ServiceError(400, f"model '{entry.name}' cannot be updated: its training file "
                                     f"{os.path.basename(entry.training_file)} is not beside the export folder")
-        if self.running(entry.name):
-            raise ServiceError(409, f"an update of model '{entry.name}' is already running: wait for it to finish")
+        self._refuse_if_running(entry)
         new = self.new_good_images(entry)
         refused = check_good_images(new, serving_scorer(entry), entry.current.inferencer.thresholds.image)
         if refused and not force:
             raise ServiceError(409, refusal_line(entry.name, refused), refused=[r.as_dict() for r in refused])
         with self.lock:
-            if self.running(entry.name):
-                raise ServiceError(409, f"an update of model '{entry.name}' is already running: wait for it to finish")
+            self._refuse_if_running(entry)   # again: another request may have started one while this one checked
             job = self.jobs[entry.name] = UpdateJob(entry.name, before=_summary(entry), images=sorted(new),
                                                     forced=force, refused=[r.as_dict() for r in refused])
         threading.Thread(target=self._run, args=(entry, job, new), name=f"update-{entry.name}", daemon=True).start()

@@ -100,7 +100,7 @@ def stored_files(feedback: Path) -> list[str]:
 
 
 def test_host_names_headers_methods_and_plain_errors(make_service, good_png):
-    client, _, _, _ = make_service(token=TOKEN, allowed_hosts=("line-pc.plant.example",))
+    client, app, _, _ = make_service(token=TOKEN, allowed_hosts=("line-pc.plant.example",))
     rebinding = client.get("/api/v1/models", headers={"Host": "attacker.example"})
     assert rebinding.status_code == 400 and "attacker.example" in rebinding.json()["error"]
     for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "line-pc.plant.example"):
@@ -122,6 +122,12 @@ def test_host_names_headers_methods_and_plain_errors(make_service, good_png):
     assert both.status_code == 405 and both.headers["allow"] == "GET, POST"
     assert answers["401"].status_code == 401 and answers["401"].headers["www-authenticate"].startswith("Bearer")
     assert answers["404"].json()["error"].startswith("nothing at GET /api/v1/nothing")
+    # What anyone may read carries no server path, even when a command of a failed update named one.
+    from deploy.service.updates import UpdateJob
+    app.state.service.updater.jobs["part"] = UpdateJob("part", state="failed", message=(
+        "updating the memory bank failed: cannot read '/srv/line/models/.update-part.pid7.tmp/good/ab.png'"))
+    for read in (client.get("/api/v1/models/part/update").text, client.get("/api/v1/models").text):
+        assert "cannot read 'ab.png'" in read and "/srv/" not in read and ".update-part" not in read
     # An engineer's curl with the token: raw body, curl's default form content type, no Origin.
     curl = client.post("/api/v1/models/part/feedback?label=good", content=good_png,
                        headers={"Authorization": f"Bearer {TOKEN}",
