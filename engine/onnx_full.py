@@ -137,7 +137,10 @@ def full_model(extractor_onnx: bytes, model: AnomalyModel) -> bytes:
     normalized = g.op("Add", g.op("Div", g.op("Sub", "image_score", g.const(thresholds.image)),
                                   g.const(max(high - low, 1e-12))), g.const(0.5))
     g.op("Clip", normalized, g.const(0.0), g.const(1.0), output="normalized_score")
-    g.op("GreaterOrEqual", anomaly_map, g.const(thresholds.pixel), output="mask")
+    # The one verdict rule (models.thresholds): the region only on images at or above the image threshold.
+    flagged = g.op("Reshape", g.op("GreaterOrEqual", "image_score", g.const(thresholds.image)),
+                   g.const([-1, 1, 1], np.int64))
+    g.op("And", g.op("GreaterOrEqual", anomaly_map, g.const(thresholds.pixel)), flagged, output="mask")
     del graph.output[:]
     n, height, width = "N", *size
     graph.output.extend([helper.make_tensor_value_info("image_score", TensorProto.FLOAT, [n]),

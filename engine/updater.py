@@ -142,7 +142,10 @@ def recalibrate(model: AnomalyModel, extractor: PatchFeatureExtractor, images: G
         scores = score_batches(model, extractor, images.fitted, run)[0]
         return scores.image_scores, scores.anomaly_maps
 
-    row = calibrate_and_evaluate(model, extractor, images, run, outputs, good_scores)
+    # The added images are in the bank (their in-sample scores are low): an own_image_out threshold
+    # from them is kept at the previous one unless they push it higher (never_below).
+    row = calibrate_and_evaluate(model, extractor, images, run, outputs, good_scores,
+                                 "the added images' scores against the updated bank")
     model.calibration = never_below(model.calibration, previous, calibration_rule(model.config.model, images, run))
     return row
 

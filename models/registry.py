@@ -87,7 +87,7 @@ class MethodSpec:
     update: str = ""
     # Arrays kept, float64, only for updates (never exported): name -> ndim
     update_arrays: tuple[tuple[str, int], ...] = ()
-    # "module:function(model, embeddings, entry_images, first_image, backend, progress) -> Scores":
+    # "module:function(model, embeddings, entry_images, first_image, backend, progress, gather) -> Scores":
     # the training images' leave-own-image-out scores (the default threshold rule's input)
     own_image_out: str = ""
 

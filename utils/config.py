@@ -186,8 +186,9 @@ class ModelConfig:
     # (1 - rate) quantile; held_out: the (1 - rate) quantile of the held-out scores), and the pixel
     # threshold's on good pixels.
     max_false_reject: float = 0.01
-    # One of THRESHOLD_RULES, or "" (files written before it: the rule followed from val_ratio / --eval).
-    threshold_rule: str = ""
+    # One of THRESHOLD_RULES; "" in files written before it (Config.from_dict): the rule followed
+    # from val_ratio / --eval.
+    threshold_rule: str = "own_image_out"
     pixel_false_reject: float = 0.001
     # PaDiM: keep the float64 running sums in the model file so train.py --update can add images
     # exactly (positions x channels^2 x 8 bytes more; never exported).
@@ -207,8 +208,10 @@ class Config:
         """The settings a model file stores; ValueError naming the field if one is missing a sane value."""
         if not isinstance(raw, dict):
             raise ValueError("config: expected a dict")
-        config = cls(data=_build(DataConfig, raw.get("data", {}), "config.data"),
-                     model=_build(ModelConfig, raw.get("model", {}), "config.model"))
+        model = _build(ModelConfig, raw.get("model", {}), "config.model")
+        if isinstance(raw.get("model"), dict) and "threshold_rule" not in raw["model"]:
+            model.threshold_rule = ""       # written before the setting: its rule followed from val_ratio
+        config = cls(data=_build(DataConfig, raw.get("data", {}), "config.data"), model=model)
         config.check()
         return config
 
@@ -239,6 +242,8 @@ class Config:
                  " or ".join(THRESHOLD_RULES))
         _require(m.threshold_rule != "held_out" or m.val_ratio > 0, "val_ratio", m.val_ratio,
                  "above 0 for --threshold_rule held_out (0.1 was its default)")
+        _require(m.threshold_rule != "own_image_out" or m.val_ratio == 0, "val_ratio", m.val_ratio,
+                 "0 for --threshold_rule own_image_out (every good image is fitted and calibrates)")
         _require(0 <= m.max_false_reject < 1, "max_false_reject", m.max_false_reject, "in [0, 1)")
         _require(0 <= m.pixel_false_reject < 1, "pixel_false_reject", m.pixel_false_reject, "in [0, 1)")
 

@@ -143,12 +143,14 @@ def test_every_endpoint_of_a_real_server(server, images, infer_results):
     assert raw.status_code == 200, raw.text
     answer = raw.json()
     assert abs(answer["image_score"] - infer_results["good"]["image_score"]) <= 1e-5
+    assert answer["decision"] == infer_results["good"]["decision"]          # the same verdict as infer.py
     assert answer["version"] == listed[0]["version"] and answer["latency_ms"] > 0
     multipart = httpx.post(f"{url}/api/v1/models/part/predict", params={"map": "png"}, timeout=60,
                            files={"file": ("whatever.txt", images["defect"].read_bytes(), "text/plain")})
     assert multipart.status_code == 200, multipart.text
     body = multipart.json()
     assert abs(body["image_score"] - infer_results["defect"]["image_score"]) <= 1e-5
+    assert body["decision"] == infer_results["defect"]["decision"]
     png = Image.open(io.BytesIO(__import__("base64").b64decode(body["map_png"].split(",", 1)[1])))
     assert png.size == (64, 64)
     assert httpx.get(url + "/openapi.json").status_code == 200

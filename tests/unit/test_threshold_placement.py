@@ -69,17 +69,30 @@ def test_nearest_excluding_matches_a_bank_without_those_entries():
 
 @pytest.mark.parametrize("image_score", ["max", "reweighted"])
 def test_own_image_out_equals_scoring_against_the_bank_of_the_other_images(image_score):
+    """k = 100 (every patch an entry): no substitutes are needed, the result is exactly the bank
+    of the other images."""
     rng = np.random.default_rng(4)
-    embeddings = rng.random((5, 6, 3, 3)).astype(np.float32)       # 5 training images, 9 patches each
-    bank = embeddings.transpose(0, 2, 3, 1).reshape(-1, 6)          # k = 100: every patch is an entry
+    features = rng.random((5, 3, 3, 6)).astype(np.float32)           # 5 training images, 9 patches each
+    bank = features.reshape(-1, 6)
     entry_images = np.arange(len(bank)) // 9
     scorer = PatchCoreScorer(bank, 12, num_neighbors=3, image_score=image_score, sigma=0)
-    got = own_image_out_scores(scorer, entry_images, [embeddings[:2], embeddings[2:]])
+    got = own_image_out_scores(scorer, entry_images, features, range(5))
     for i in range(5):
         others = PatchCoreScorer(bank[entry_images != i], 12, num_neighbors=3, image_score=image_score, sigma=0)
-        want = others(embeddings[i:i + 1])
+        want = others(features[i:i + 1].transpose(0, 3, 1, 2))
         assert np.allclose(got.patch_scores[i], want.patch_scores[0], rtol=1e-5)
         assert np.isclose(got.image_scores[i], want.image_scores[0], rtol=1e-5)
+
+
+def test_a_removed_coreset_entry_is_replaced_by_its_nearest_other_image_patch():
+    # Image 0's patch was kept; image 1's near-duplicate of it was not (the coreset covered it).
+    features = np.array([[[[0.0, 0.0]], [[5.0, 5.0]]], [[[0.1, 0.0]], [[9.0, 9.0]]]], np.float32)  # [2, 2, 1, 2]
+    bank = np.array([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0]], np.float32)
+    entry_images = np.array([0, 0, 1])
+    scorer = PatchCoreScorer(bank, 4, image_score="max", sigma=0)
+    got = own_image_out_scores(scorer, entry_images, features, [0])
+    # without the substitute patch (0, 0) would be 9 * sqrt(2) from (9, 9); with it 0.1 from (0.1, 0)
+    assert np.isclose(got.patch_scores[0, 0, 0], 0.1, rtol=1e-5)
 
 
 def test_padim_own_image_out_is_the_mahalanobis_distance_without_the_image():
