@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from helpers import FAST_TRAIN_ARGS, check_deployment, run_script
+from helpers import FAST_TRAIN_ARGS, check_deployment, run_in_process, run_script
 from models.model_file import AnomalyModel
 from models.registry import PADIM_LAYERS
 
@@ -52,8 +52,9 @@ def test_infer_agrees_with_predict_and_eval_and_loads_no_training_code(padim_run
 
 
 def test_bad_channel_count_is_a_one_line_error(synthetic_root, tmp_path):
-    done = run_script("train.py", "--data_path", str(synthetic_root), "--category", "part",
-                      "--save_path", str(tmp_path / "out"), *PADIM_ARGS, "--k", "2.5")
+    # Refused while the options are read: in this process (a child process would only add Paddle's import).
+    done = run_in_process("train.py", "--data_path", str(synthetic_root), "--category", "part",
+                          "--save_path", str(tmp_path / "out"), *PADIM_ARGS, "--k", "2.5")
     lines = done.stderr.strip().splitlines()
     assert done.returncode != 0 and len(lines) == 1 and "--k must be a whole number of channels" in lines[0]
 

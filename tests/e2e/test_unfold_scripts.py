@@ -1,7 +1,7 @@
 """--aggregation unfold through the scripts: train, eval, export, infer == predict; bad settings refused."""
 import numpy as np
 
-from helpers import FAST_TRAIN_ARGS, check_deployment, infer_args, run_script
+from helpers import FAST_TRAIN_ARGS, check_deployment, infer_args, run_in_process, run_script
 from models.model_file import AnomalyModel
 
 UNFOLD_ARGS = (*FAST_TRAIN_ARGS, "--aggregation", "unfold", "--pretrain_embed_dim", "64", "--target_embed_dim", "48")
@@ -51,9 +51,10 @@ def test_unfold_model_trains_exports_and_infer_matches_predict(synthetic_root, t
 def test_unfold_settings_the_method_cannot_use_are_one_line_errors(synthetic_root, tmp_path):
     out = tmp_path / "out"
     common = ("train.py", "--data_path", str(synthetic_root), "--category", "part", "--save_path", str(out))
-    _one_line_error(run_script(*common, *UNFOLD_ARGS, "--method", "padim"), "padim has no local aggregation")
-    _one_line_error(run_script(*common, *UNFOLD_ARGS, "--local_aggregation", "False"),
+    # Refused while the options are read: in this process (a child process would only add Paddle's import).
+    _one_line_error(run_in_process(*common, *UNFOLD_ARGS, "--method", "padim"), "padim has no local aggregation")
+    _one_line_error(run_in_process(*common, *UNFOLD_ARGS, "--local_aggregation", "False"),
                     "cannot go with --local_aggregation False")
-    _one_line_error(run_script(*common, *FAST_TRAIN_ARGS, "--aggregation", "unfold", "--pretrain_embed_dim", "0"),
+    _one_line_error(run_in_process(*common, *FAST_TRAIN_ARGS, "--aggregation", "unfold", "--pretrain_embed_dim", "0"),
                     "expected a positive integer")
     assert not out.exists()
