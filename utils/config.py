@@ -89,6 +89,7 @@ def _size_type(minimum: int, name: str) -> Callable[[str], Any]:
 positive_int = _number_type(int, 1, "a positive integer")
 resize_int = _number_type(int, 2, "an integer >= 2")
 non_negative_int = _number_type(int, 0, "an integer >= 0")
+non_negative_float = _number_type(float, 0, "a number >= 0")
 finite_float = _number_type(float, -math.inf, "a finite number")
 resize_size = _size_type(2, "an integer >= 2")
 crop_size_type = _size_type(1, "a positive integer")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import os
 import time
@@ -21,6 +22,8 @@ from deploy.service.metrics import ServiceMetrics
 from deploy.service.pictures import overlay_png
 from deploy.service.registry import ModelEntry, Registry
 from deploy.service.settings import ServiceSettings
+from deploy.service.station import Station
+from deploy.service.station_api import station_routes
 from deploy.service.updates import Updater, rollback
 from deploy.service.uploads import read_image_upload
 from utils.errors import UserError, first_line
@@ -47,6 +50,7 @@ class Service:
         for name, entry in registry.entries.items():
             entry.batcher.on_batch = self.metrics.batch_size.labels(name).observe
         self.updater = Updater(settings.feedback_dir)
+        self.station = Station(settings.station, registry, self.metrics.registry)
 
     def entry(self, name: str) -> ModelEntry:
         entry = self.registry.get(name)
@@ -150,14 +154,19 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
         return {"models": listed, "token_required": bool(settings.token)}
 
     @app.post("/api/v1/models/{name}/predict")
-    async def predict(name: str, request: Request, map: str | None = None) -> JSONResponse:
+    async def predict(name: str, request: Request, map: str | None = None, part_id: str | None = None) -> JSONResponse:
         entry = service.entry(name)
         if map not in (None, "", "png"):
             raise ServiceError(400, f"map={map}: the only map format is png")
-        start = time.perf_counter()
-        data = await read_image_upload(request, settings.max_upload_bytes)
-        answer = await service.predict(entry, data, map == "png")
+        start, data = time.perf_counter(), b""
+        try:
+            data = await read_image_upload(request, settings.max_upload_bytes)
+            answer = await service.predict(entry, data, map == "png")
+        except ServiceError as err:   # the log records the part that could not be scored, then the error answers
+            service.station.failed(entry, request, data, err.message, start, part_id)
+            raise
         answer["latency_ms"] = round(1000 * (time.perf_counter() - start), 2)
+        service.station.scored(entry, request, data, answer, part_id)
         return JSONResponse(answer, headers={"x-decision": answer["decision"]})
 
     @app.post("/api/v1/models/{name}/feedback")
@@ -171,6 +180,9 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
         data = await read_image_upload(request, settings.max_upload_bytes)
         stored = await asyncio.get_running_loop().run_in_executor(
             service.decoders, store_feedback, settings.feedback_dir, entry.name, label, data)
+        if service.station.log is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, service.station.log.note_feedback, entry.name, hashlib.sha256(data).hexdigest(), label)
         return {"model": name, "label": label, "stored": stored, "feedback": count_feedback(settings.feedback_dir, name)}
 
     @app.post("/api/v1/models/{name}/update", status_code=202)
@@ -192,6 +204,9 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
         entry = service.entry(name)
         return await asyncio.get_running_loop().run_in_executor(None, rollback, entry, service.updater)
 
+    app.include_router(station_routes(service))
+    app.router.add_event_handler("startup", service.station.start_watching_for(service))
+    app.router.add_event_handler("shutdown", service.station.close)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

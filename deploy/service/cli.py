@@ -5,6 +5,7 @@ import argparse
 import os
 
 from deploy.service.settings import ServiceSettings
+from deploy.service.station_cli import add_station_args, station_settings_from_args
 from utils.config import finite_float, positive_int
 
 
@@ -28,6 +29,7 @@ def add_service_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu_threads", type=positive_int, default=2)
     parser.add_argument("--reload_interval", type=finite_float, default=1.0,
                         help="seconds between checks for a replaced export")
+    add_station_args(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
@@ -36,4 +38,5 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
                            max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                            decode_threads=args.decode_threads, feedback_dir=args.feedback_dir,
                            backend=args.backend, cpu_threads=args.cpu_threads,
-                           reload_interval_s=args.reload_interval)
+                           reload_interval_s=args.reload_interval,
+                           station=station_settings_from_args(args))

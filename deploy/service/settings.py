@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from deploy.service.station_settings import StationSettings
 from utils.errors import UserError
 
 
@@ -22,6 +23,7 @@ class ServiceSettings:
     backend: str = "auto"
     cpu_threads: int = 2
     reload_interval_s: float = 1.0
+    station: StationSettings = field(default_factory=StationSettings)
 
     @property
     def max_upload_bytes(self) -> int:
