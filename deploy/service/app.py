@@ -19,7 +19,7 @@ from deploy.service.batching import QueueFull
 from deploy.service.errors import ServiceError
 from deploy.service.feedback import LABELS, count_feedback, store_feedback
 from deploy.service.metrics import ServiceMetrics
-from deploy.service.pictures import overlay_png
+from deploy.service.pictures import overlay_png, picture_layers
 from deploy.service.registry import ModelEntry, Registry
 from deploy.service.settings import ServiceSettings
 from deploy.service.station import Station
@@ -68,7 +68,7 @@ class Service:
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise ServiceError(401, "this call needs the service token: send 'Authorization: Bearer <token>'")
 
-    async def predict(self, entry: ModelEntry, data: bytes, with_map: bool) -> dict[str, Any]:
+    async def predict(self, entry: ModelEntry, data: bytes, with_map: str | None) -> dict[str, Any]:
         version = entry.current   # this request is scored by this version, even if another is swapped in
         loop = asyncio.get_running_loop()
         try:
@@ -85,9 +85,12 @@ class Service:
         except UserError as err:
             raise ServiceError(400, str(err)) from None
         answer = {"model": entry.name, "version": version.version, **prediction.as_dict()}
-        if with_map:
+        if with_map == "png":
             answer["map_png"] = await loop.run_in_executor(self.decoders, overlay_png, version.inferencer, data,
                                                            prediction)
+        elif with_map == "layers":   # the operator page's picture: image, heat map, outline, colour scale
+            answer.update(await loop.run_in_executor(self.decoders, picture_layers, version.inferencer, data,
+                                                     prediction))
         return answer
 
 
@@ -156,12 +159,12 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
     @app.post("/api/v1/models/{name}/predict")
     async def predict(name: str, request: Request, map: str | None = None, part_id: str | None = None) -> JSONResponse:
         entry = service.entry(name)
-        if map not in (None, "", "png"):
-            raise ServiceError(400, f"map={map}: the only map format is png")
+        if map not in (None, "", "png", "layers"):
+            raise ServiceError(400, f"map={map}: the map formats are png and layers")
         start, data = time.perf_counter(), b""
         try:
             data = await read_image_upload(request, settings.max_upload_bytes)
-            answer = await service.predict(entry, data, map == "png")
+            answer = await service.predict(entry, data, map or None)
         except ServiceError as err:   # the log records the part that could not be scored, then the error answers
             service.station.failed(entry, request, data, err.message, start, part_id)
             raise

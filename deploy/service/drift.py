@@ -1,16 +1,17 @@
 """The drift alarm: are the good parts' scores creeping towards the threshold, or are too many parts NG?
 
 Per model and serving version, with N = --drift_window (default 50):
-  reference  = median raw score of the version's first N OK parts (from the log, so a restart keeps it),
-  recent     = median raw score of its last N OK parts,
+  reference  = median raw score of the version's first N scored parts (from the log, so a restart keeps it),
+  recent     = median raw score of its last N scored parts (OK and NG: a median ignores up to half of
+               them being real defects; more than that is the NG-rate alarm's job),
   drift index d = (recent - reference) / (image threshold - reference)
-               0: the good parts score as they did when the version started; 1: the typical good part
-               sits at the threshold.
-  "score" alarm while d >= --drift_limit (default 0.5: the typical good part has moved half way to the
+               0: the parts score as they did when the version started; 1: the typical part sits at
+               the threshold.
+  "score" alarm while d >= --drift_limit (default 0.5: the typical part has moved half way to the
   threshold); it ends when d falls below 0.75 x the limit (a margin, so it does not flicker).
   "ng_rate" alarm while the NG share of the last N judged parts (OK + NG) >= --ng_rate_limit
   (default 0.2); it ends below 0.75 x the limit.
-Nothing is judged before N OK parts (state "learning"). A new version (update, rollback, reload)
+Nothing is judged before N parts (state "learning"). A new version (update, rollback, reload)
 starts learning again. Both alarms are shown on the page and in /metrics (patchcore_drift_index,
 patchcore_drift_alarm{kind}, patchcore_recent_ng_rate); the log's `alarms` table records when each
 started and ended.
@@ -55,8 +56,8 @@ class DriftMonitor:
         first = recent = []
         if self.log is not None:
             try:
-                first = self.log.first_normal_scores(self.model, version, self.window)
-                recent = self.log.recent_normal_scores(self.model, version, self.window)
+                first = self.log.first_scores(self.model, version, self.window)
+                recent = self.log.recent_scores(self.model, version, self.window)
             except Exception as err:   # a log that cannot be read: learn again from the next parts
                 print(f"warning: drift alarm of model '{self.model}': cannot read the log ({err})", file=sys.stderr)
         with self.lock:
@@ -81,7 +82,7 @@ class DriftMonitor:
             if version != self.version:
                 self._reset(version, threshold)
             self.verdicts.append(decision == "anomalous")
-            if decision == "normal" and score is not None:
+            if score is not None:
                 if len(self.reference) < self.window:
                     self.reference.append(score)
                 self.recent.append(score)
@@ -122,7 +123,7 @@ class DriftMonitor:
                     "alarms": [k for k in KINDS if self.active[k]],
                     "index": None if self.index is None else round(self.index, 4), "limit": self.drift_limit,
                     "ng_rate": self.ng_rate, "ng_rate_limit": self.ng_limit, "window": self.window,
-                    "ok_parts_seen": len(self.recent), "version": self.version}
+                    "parts_seen": len(self.recent), "version": self.version}
 
 
 class DriftAlarms:
@@ -131,7 +132,7 @@ class DriftAlarms:
     def __init__(self, settings: StationSettings, metrics: CollectorRegistry, log: Any | None):
         self.settings, self.log = settings, log
         self.gauges = {
-            "index": Gauge("patchcore_drift_index", "Drift index of the OK parts' scores (0: as at the start, "
+            "index": Gauge("patchcore_drift_index", "Drift index of the parts' scores (0: as at the start, "
                            "1: at the threshold)", ("model",), registry=metrics),
             "alarm": Gauge("patchcore_drift_alarm", "1 while a drift alarm is on", ("model", "kind"), registry=metrics),
             "ng_rate": Gauge("patchcore_recent_ng_rate", "NG share of the last --drift_window parts", ("model",),

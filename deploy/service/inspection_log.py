@@ -287,19 +287,18 @@ class InspectionLog:
         except Exception as err:
             self._lost(0, "feedback_not_noted", f"feedback not noted in the log ({err})")
 
-    def recent_normal_scores(self, model: str, version: str, count: int) -> list[float]:
-        """The last `count` OK parts' raw scores of one model version, oldest first (the drift alarm's restart)."""
-        rows = self._read(lambda store: store.fetch(
-            "SELECT score FROM inspections WHERE model = ? AND version = ? AND decision = 'normal' "
-            "ORDER BY id DESC LIMIT ?", (model, version, count)))
-        return [r[0] for r in reversed(rows)]
+    def _scores(self, model: str, version: str, count: int, order: str) -> list[float]:
+        return [r[0] for r in self._read(lambda store: store.fetch(
+            f"SELECT score FROM inspections WHERE model = ? AND version = ? AND score IS NOT NULL "
+            f"ORDER BY id {order} LIMIT ?", (model, version, count)))]
 
-    def first_normal_scores(self, model: str, version: str, count: int) -> list[float]:
-        """The first `count` OK parts' raw scores of one model version (the drift alarm's reference)."""
-        rows = self._read(lambda store: store.fetch(
-            "SELECT score FROM inspections WHERE model = ? AND version = ? AND decision = 'normal' "
-            "ORDER BY id LIMIT ?", (model, version, count)))
-        return [r[0] for r in rows]
+    def first_scores(self, model: str, version: str, count: int) -> list[float]:
+        """The first `count` scores of one model version (the drift alarm's reference)."""
+        return self._scores(model, version, count, "ASC")
+
+    def recent_scores(self, model: str, version: str, count: int) -> list[float]:
+        """The last `count` scores of one model version, oldest first (the drift alarm after a restart)."""
+        return self._scores(model, version, count, "DESC")[::-1]
 
     def alarm_started(self, model: str, version: str, kind: str, value: float, detail: str) -> None:
         self._read(lambda store: store.write("INSERT INTO alarms (model, version, kind, started, value, detail) "
