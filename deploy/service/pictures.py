@@ -44,14 +44,19 @@ def _scaled_map(inferencer: Inferencer, prediction: Prediction) -> tuple[np.ndar
 
 def picture_layers(inferencer: Inferencer, data: bytes, prediction: Prediction) -> dict[str, object]:
     """The page's layers as data: URLs: the image as the model saw it, the heat map (transparent where
-    the map is cold, so the part stays visible; the page sets its opacity), the defect region's outline
+    the map is well below the pixel threshold, so the part stays visible; the page sets its opacity), the defect region's outline
     (the page shows it on NG parts only) and the colour scale with its range."""
     d = inferencer.data
     image = np.asarray(resized_rgb(decode(data, "upload"), d.resize, d.crop_size, d.interpolation))
     scaled, vmin, vmax = _scaled_map(inferencer, prediction)
     colours = colormaps[HEAT_COLOURS]
     heat = (255 * colours(scaled)).astype(np.uint8)
-    heat[..., 3] = (255 * np.sqrt(scaled)).astype(np.uint8)
+    # Opaque from the pixel threshold up, fading out half way down to the calibrated minimum: the
+    # normal surface shows through, only what is close to a defect is coloured.
+    threshold = inferencer.thresholds.pixel
+    start = 0.5 * (vmin + threshold)
+    fade = np.clip((prediction.anomaly_map - start) / max(threshold - start, 1e-12), 0.0, 1.0)
+    heat[..., 3] = (255 * fade).astype(np.uint8)
     edge = region_outline(prediction.mask)
     outline = np.zeros(prediction.mask.shape + (4,), np.uint8)
     outline[ndimage.binary_dilation(edge, iterations=2)] = (0, 0, 0, 255)        # dark rim: visible on light parts

@@ -127,7 +127,9 @@ function applyOpacity() {
 }
 
 function describeScore(answer) {
-  return `score ${answer.image_score.toFixed(3)} (${answer.normalized_score.toFixed(2)} of 1; NG from 0.50)`;
+  const model = state.models[answer.model];
+  const limit = model ? ` · NG from ${model.thresholds.image.toFixed(3)}` : "";
+  return `score ${answer.image_score.toFixed(3)}${limit}`;
 }
 
 // --- cards ---------------------------------------------------------------------------------------------
@@ -343,7 +345,7 @@ async function loadStation() {
   $("#count-ok").textContent = s.ok;
   $("#count-ng").textContent = s.ng;
   $("#count-error").textContent = s.errors;
-  $("#count-yield").textContent = s.yield === null ? "–" : (100 * s.yield).toFixed(1) + "%";
+  $("#count-yield").textContent = s.yield === null ? "–" : s.yield >= 0.9995 ? "100%" : (100 * s.yield).toFixed(1) + "%";
   $("#count-rate").textContent = s.windows[0].parts_per_min.toFixed(1);
   drawTrend($("#trend-ng"), answer.trend, (m) => (m.parts - m.errors > 0 ? m.ng / (m.parts - m.errors) : null), "bars",
     answer.drift ? answer.drift.ng_rate_limit : 0.2);
