@@ -12,7 +12,7 @@ from utils.io import is_safe_name
 
 def add_station_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("operator station (inspection log, drift alarm, watched folders)")
-    group.add_argument("--data_dir", default=os.environ.get("PATCHCORE_DATA_DIR", DEFAULT_DATA_DIR),
+    group.add_argument("--data_dir", default=None,
                        help="the service's data folder: the inspection log and audit images "
                             "(default: $PATCHCORE_DATA_DIR or ./serve_data)")
     group.add_argument("--log_db", default=None,
@@ -30,7 +30,7 @@ def add_station_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drift_window", type=positive_int, default=50,
                        help="parts in the drift alarm's windows (see docs/deployment.md, Drift alarm)")
     group.add_argument("--drift_limit", type=non_negative_float, default=0.5,
-                       help="drift index that raises the score alarm (1: good parts at the threshold)")
+                       help="drift index that raises the score alarm (1: the typical part at the threshold)")
     group.add_argument("--ng_rate_limit", type=non_negative_float, default=0.2,
                        help="NG share of the last --drift_window parts that raises the NG-rate alarm")
     group.add_argument("--watch", action="append", default=[], metavar="NAME=DIR",
@@ -61,7 +61,8 @@ def station_settings_from_args(args: argparse.Namespace) -> StationSettings:
     log_off = (args.log_db or "").lower() in OFF
     if log_off and args.watch:
         raise UserError("--watch records every file in the inspection log: it cannot run with --log_db none")
-    return StationSettings(data_dir=args.data_dir, log_db=None if log_off else args.log_db, log_enabled=not log_off,
+    data_dir = args.data_dir or os.environ.get("PATCHCORE_DATA_DIR") or DEFAULT_DATA_DIR
+    return StationSettings(data_dir=data_dir, log_db=None if log_off else args.log_db, log_enabled=not log_off,
                            log_keep_days=args.log_keep_days, log_max_rows=args.log_max_rows,
                            save_ng_images=args.save_ng_images, save_ok_fraction=args.save_ok_fraction,
                            saved_images_mb=args.saved_images_mb, drift_window=args.drift_window,
