@@ -17,13 +17,11 @@ import random
 import sys
 import threading
 import time
-from dataclasses import asdict
 from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from deploy.service.log_store import (ROW_FIELDS, InspectionRow, LogStore, describe_target, open_store,
-                                      prepare)
+from deploy.service.log_store import InspectionRow, LogStore, describe_target, open_store, prepare
 from deploy.service.station_settings import StationSettings
 
 BATCH_ROWS = 256
@@ -337,6 +335,3 @@ def _listed(row: tuple) -> dict[str, Any]:
     item["time"] = iso(item["ts"])
     return item
 
-
-def row_dict(row: InspectionRow) -> dict[str, Any]:
-    return {name: value for name, value in asdict(row).items() if name in ROW_FIELDS}

@@ -12,7 +12,7 @@ import calendar
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from deploy.service.errors import ServiceError

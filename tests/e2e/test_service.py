@@ -379,11 +379,16 @@ def test_a_full_queue_answers_503_and_the_batcher_batches(make_client, images):
 
 # --- the operator page in a real browser ----------------------------------------------------------------------
 
-def test_operator_page_in_chromium(served_models, images, infer_results, tmp_path):
+def need_chromium() -> None:
+    """Skip without Debian's Chromium, except in CI (.ci/run installs it)."""
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing in CI (.ci/run installs it with apt-get)")
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+
+
+def test_operator_page_in_chromium(served_models, images, infer_results, tmp_path):
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     models = copy_models(served_models, tmp_path / "models")

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from datasets.synthetic import render_sample
-from test_service import CHROMIUM, Server, copy_models, images  # noqa: F401 (images: a fixture)
+from test_service import CHROMIUM, Server, copy_models, images, need_chromium  # noqa: F401 (images: a fixture)
 
 POSTGRES_URL = os.environ.get("PATCHCORE_TEST_POSTGRES", "postgresql://patchcore:patchcore@127.0.0.1/patchcore_test")
 RAMP_PER_PART = 0.002   # brightness +0.2 % per part: +10 % after 50 parts
@@ -181,10 +181,7 @@ def test_two_servers_log_into_one_postgres_database(served_models, images, tmp_p
 
 @pytest.fixture()
 def page_server(served_models, tmp_path):
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing in CI (.ci/run installs it with apt-get)")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    need_chromium()
     models = copy_models(served_models, tmp_path / "models")
     server = Server("--models", str(models), "--data_dir", str(tmp_path / "data"), "--feedback_dir",
                     str(tmp_path / "feedback"))
