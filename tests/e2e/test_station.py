@@ -104,6 +104,7 @@ def test_watched_folder_scores_every_file_exactly_once_across_kill_9(served_mode
     first.stop(signal.SIGKILL)   # mid-stream
     done_before = len(log_rows_offline(tmp_path / "data"))
     assert 0 < done_before < len(names), done_before
+    print(f"killed with {done_before} of {len(names)} files logged")
     second = Server(*args)
     try:
         deadline = time.monotonic() + 180
