@@ -163,3 +163,17 @@ def test_retention_by_age_and_count(tmp_path):
 def test_an_unreachable_postgres_url_is_a_one_line_error():
     with pytest.raises(UserError, match="cannot connect to PostgreSQL"):
         prepare("postgresql://nobody:x@127.0.0.1:1/none")
+
+
+def test_ng_images_are_kept_for_audit_within_their_size_bound(tmp_path):
+    log, _ = make_log(tmp_path, save_ng_images=True, saved_images_mb=2.5 / 1024)   # 2,560 bytes
+    for i in range(6):
+        data = bytes([i]) * 1000   # 1,000-byte "images"
+        log.record(row(i, decision="anomalous" if i != 3 else "normal"), data, ".png")
+    log.flush()
+    kept = sorted((tmp_path / "images").rglob("*.png"))
+    assert [p.stat().st_size for p in kept] == [1000, 1000]   # the two newest NG images
+    items = {i["score"]: i["saved_image"] for i in log.query()["items"]}
+    assert items[3.0] is None and all(items[s] for s in (0.0, 1.0, 2.0, 4.0, 5.0))
+    assert {p.name for p in kept} == {f"{4:064x}.png", f"{5:064x}.png"}
+    log.close()
