@@ -123,11 +123,84 @@ def screenshot(url: str, paths: list[str], target: str) -> None:
         # Predicates as functions: a string one is eval()ed in the page, which the service's CSP forbids.
         page.wait_for_function("() => document.querySelector('#model-info').dataset.version")
         page.set_input_files("#files", paths)
-        page.wait_for_function(f"() => document.querySelectorAll('#table tbody tr').length === {len(paths)}",
+        page.wait_for_function(f"() => document.querySelectorAll('.card:not(.pending)').length === {len(paths)}",
                                timeout=120000)
         page.screenshot(path=target, full_page=True)
         browser.close()
     print(f"saved {target}")
+
+
+def start_server(export: str, name: str, args: argparse.Namespace, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "serve.py", "--model", f"{name}={export}", "--port", str(port),
+                               "--max_batch", str(args.max_batch), "--max_wait_ms", str(args.max_wait_ms), *extra],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise SystemExit("serve.py did not start")
+        time.sleep(0.3)
+
+
+def compare_log(args: argparse.Namespace, paths: list[str], name: str, work: str) -> None:
+    """The inspection log on against off: two servers, load levels alternated between them in rounds."""
+    servers = {"log off": start_server(args.export, name, args, "--log_db", "none"),
+               "log on": start_server(args.export, name, args, "--data_dir", os.path.join(work, "data"))}
+    sent = dict.fromkeys(servers, 0)
+    rows, memory = [], {}
+    try:
+        first = servers["log off"][1]
+        want = {p: httpx.post(f"{first}/api/v1/models/{name}/predict", content=Path(p).read_bytes(),
+                              timeout=60).json()["image_score"] for p in paths}
+        sent["log off"] += len(paths)
+        for mode, (server, url) in servers.items():
+            load(url, name, paths, 16, 200, want)   # warm-up
+            sent[mode] += 200
+            memory[mode] = [(sent[mode], rss_mb(server.pid))]
+        for round_ in range(args.rounds):
+            order = list(servers) if round_ % 2 == 0 else list(servers)[::-1]
+            for mode in order:
+                server, url = servers[mode]
+                for clients, count in ((16, args.requests), (1, max(args.requests // 4, 50))):
+                    row = load(url, name, paths, clients, count, want)
+                    rows.append({**row, "what": mode, "round": round_})
+                    sent[mode] += count
+                memory[mode].append((sent[mode], rss_mb(server.pid)))
+        logged = httpx.get(f"{servers['log on'][1]}/api/v1/log", params={"limit": 1}, timeout=60).json()["total"]
+    finally:
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(30)
+    columns = ("what", "round", "clients", "requests", "img_per_s", "p50_ms", "p95_ms", "p99_ms", "errors")
+    print(format_table(rows, columns))
+    write_csv(os.path.join(args.save_path, "serve_log_benchmark.csv"), rows, columns)
+
+    def total(mode: str, clients: int, key: str) -> float:
+        chosen = [r for r in rows if r["what"] == mode and r["clients"] == clients]
+        return statistics.median(r[key] for r in chosen)
+
+    throughput = total("log on", 16, "img_per_s") / total("log off", 16, "img_per_s")
+    p50 = total("log on", 1, "p50_ms") / total("log off", 1, "p50_ms")
+    rss = memory["log on"]
+    print(f"16 clients, median of {args.rounds} rounds: log on {total('log on', 16, 'img_per_s'):.1f} img/s, "
+          f"log off {total('log off', 16, 'img_per_s'):.1f} img/s = {throughput:.3f}x")
+    print(f"1 client p50, median of {args.rounds} rounds: log on {total('log on', 1, 'p50_ms'):.2f} ms, "
+          f"log off {total('log off', 1, 'p50_ms'):.2f} ms = {p50:.3f}x")
+    print(f"log rows {logged}, requests to the log-on server {sent['log on']}")
+    print("RSS of the log-on server: " + ", ".join(f"after {n} requests {mb:.1f} MB" for n, mb in rss))
+    checks = {"16 clients log on >= 0.95x log off": throughput >= 0.95, "1 client p50 log on <= 1.05x log off": p50 <= 1.05,
+              "log rows = requests": logged == sent["log on"], "0 errors": all(r["errors"] == 0 for r in rows),
+              f"RSS flat over {rss[-1][0] - rss[1][0]} requests (<= +20 MB after round 1)": rss[-1][1] <= rss[1][1] + 20}
+    for check, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {check}")
+    print(f"saved {os.path.join(args.save_path, 'serve_log_benchmark.csv')}")
 
 
 def main() -> None:
@@ -142,12 +215,19 @@ def main() -> None:
     parser.add_argument("--screenshot", default=None, help="save a PNG of the operator page here")
     parser.add_argument("--screenshot_images", nargs="*", default=None,
                         help="images for the screenshot (default: the first good, and two defective ones)")
+    parser.add_argument("--compare_log", action="store_true",
+                        help="instead: the inspection log on against off (--rounds rounds of 16 clients x --requests "
+                             "and 1 client x --requests/4 each, alternated), log rows and RSS")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of --compare_log")
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)   # not a line per request
     paths = collect_images(args.images)
     name = os.path.basename(os.path.normpath(args.export))
     os.makedirs(args.save_path, exist_ok=True)
     work = tempfile.mkdtemp(prefix="bench-serve-")
+    if args.compare_log:
+        compare_log(args, paths, name, work)
+        return
     rows, infer_ms = [], {8: [], 1: []}
     want: dict[str, float] = {}
 
@@ -160,23 +240,9 @@ def main() -> None:
                          "img_per_s": 1000.0 / ms, "p50_ms": ms, "errors": 0})
 
     infer_rows("before")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "serve.py", "--model", f"{name}={args.export}", "--port", str(port),
-                               "--max_batch", str(args.max_batch), "--max_wait_ms", str(args.max_wait_ms)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = start_server(args.export, name, args, "--data_dir", os.path.join(work, "data"))
     memory = {}
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("serve.py did not start")
-            time.sleep(0.3)
         load(url, name, paths, 16, 100, want)
         memory["after 100"] = rss_mb(server.pid)
         done = 100

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -6,6 +7,14 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 # The repo root (project packages) and tests/ (the shared helpers module) are importable everywhere.
 sys.path[:0] = [str(TESTS.parent), str(TESTS)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_data_dir(tmp_path_factory) -> Path:
+    """serve.py started by any test keeps its inspection log here, not in the repo (serve.py's --data_dir default)."""
+    folder = tmp_path_factory.mktemp("serve_data")
+    os.environ["PATCHCORE_DATA_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

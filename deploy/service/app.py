@@ -18,9 +18,11 @@ from deploy.service.batching import QueueFull
 from deploy.service.errors import ERROR_RESPONSES, ServiceError
 from deploy.service.feedback import FeedbackStore
 from deploy.service.metrics import ServiceMetrics
-from deploy.service.pictures import overlay_png
+from deploy.service.pictures import overlay_png, picture_layers
 from deploy.service.registry import ModelEntry, Registry
 from deploy.service.settings import ServiceSettings
+from deploy.service.station import Station
+from deploy.service.station_api import station_routes
 from deploy.service.updates import Updater
 from deploy.service.uploads import read_image_upload
 from utils.errors import UserError, first_line
@@ -46,6 +48,7 @@ class Service:
         for name, entry in registry.entries.items():
             entry.batcher.on_batch = self.metrics.batch_size.labels(name).observe
         self.updater = Updater(settings.feedback_dir)
+        self.station = Station(settings.station, registry, self.metrics.registry)
 
     def entry(self, name: str) -> ModelEntry:
         entry = self.registry.get(name)
@@ -57,7 +60,7 @@ class Service:
         """A call that changes a model: the token, or a same-origin request (deploy.service.security)."""
         security.authorize_change(request, self.settings)
 
-    async def predict(self, entry: ModelEntry, data: bytes, with_map: bool) -> dict[str, Any]:
+    async def predict(self, entry: ModelEntry, data: bytes, with_map: str | None) -> dict[str, Any]:
         version = entry.current   # this request is scored by this version, even if another is swapped in
         loop = asyncio.get_running_loop()
         try:
@@ -74,9 +77,12 @@ class Service:
         except UserError as err:
             raise ServiceError(400, str(err)) from None
         answer = {"model": entry.name, "version": version.version, **prediction.as_dict()}
-        if with_map:
+        if with_map == "png":
             answer["map_png"] = await loop.run_in_executor(self.decoders, overlay_png, version.inferencer, data,
                                                            prediction)
+        elif with_map == "layers":   # the operator page's picture: image, heat map, outline, colour scale
+            answer.update(await loop.run_in_executor(self.decoders, picture_layers, version.inferencer, data,
+                                                     prediction))
         return answer
 
 
@@ -152,18 +158,26 @@ def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
         return {"models": listed, "token_required": bool(settings.token)}
 
     @app.post("/api/v1/models/{name}/predict")
-    async def predict(name: str, request: Request, map: str | None = None) -> JSONResponse:
+    async def predict(name: str, request: Request, map: str | None = None, part_id: str | None = None) -> JSONResponse:
         entry = service.entry(name)
-        if map not in (None, "", "png"):
-            raise ServiceError(400, f"map={map}: the only map format is png")
-        start = time.perf_counter()
-        data = await read_image_upload(request, settings.max_upload_bytes, settings.upload_timeout_s)
-        answer = await service.predict(entry, data, map == "png")
+        if map not in (None, "", "png", "layers"):
+            raise ServiceError(400, f"map={map}: the map formats are png and layers")
+        start, data = time.perf_counter(), b""
+        try:
+            data = await read_image_upload(request, settings.max_upload_bytes, settings.upload_timeout_s)
+            answer = await service.predict(entry, data, map or None)
+        except ServiceError as err:   # the log records the part that could not be scored, then the error answers
+            service.station.failed(entry, request, data, err.message, start, part_id)
+            raise
         answer["latency_ms"] = round(1000 * (time.perf_counter() - start), 2)
+        service.station.scored(entry, request, data, answer, part_id)
         return JSONResponse(answer, headers={"x-decision": answer["decision"]})
 
     changes.add_routes(app)   # feedback, update, rollback: the calls that change a model
 
+    app.include_router(station_routes(service))
+    app.router.add_event_handler("startup", service.station.start_watching_for(service))
+    app.router.add_event_handler("shutdown", service.station.close)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

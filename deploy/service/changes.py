@@ -33,6 +33,13 @@ async def _in_thread(request: Request, function, *args):
     return await asyncio.get_running_loop().run_in_executor(request.app.state.service.decoders, function, *args)
 
 
+async def _note_in_log(request: Request, model: str, sha256: str, label: str | None) -> None:
+    """The inspection log's rows of this image carry the operator's label (None: deleted)."""
+    log = request.app.state.service.station.log
+    if log is not None:
+        await asyncio.get_running_loop().run_in_executor(None, log.note_feedback, model, sha256, label)
+
+
 def add_routes(app: FastAPI) -> None:
     """Add the routes to `app` (plain routes: the 405 answers list every method of a path, see security)."""
 
@@ -48,6 +55,7 @@ def add_routes(app: FastAPI) -> None:
                                        service.settings.upload_timeout_s)
         image = await _in_thread(request, FeedbackImage.check, data)
         stored = await _in_thread(request, store.store, label, image)
+        await _note_in_log(request, entry.name, image.sha256, label)
         return {"model": entry.name, **stored, "feedback": store.counts()}
 
     @app.get(MODEL + "/feedback")
@@ -61,6 +69,7 @@ def add_routes(app: FastAPI) -> None:
         entry, store = _feedback(request, name)
         if not store.delete(sha256.lower()):
             raise ServiceError(404, f"no feedback image {sha256[:64]} for model '{entry.name}'")
+        await _note_in_log(request, entry.name, sha256.lower(), None)
         return {"model": entry.name, "deleted": sha256.lower(), "counts": store.counts()}
 
     @app.post(MODEL + "/update", status_code=202)

@@ -5,6 +5,7 @@ import argparse
 import os
 
 from deploy.service.settings import ServiceSettings
+from deploy.service.station_cli import add_station_args, station_settings_from_args
 from utils.config import number_type, non_negative_float, port_int, positive_int
 
 # Below these the service cannot work: a 0 MB limit answers 413 to every upload, a 0 s interval
@@ -39,6 +40,7 @@ def add_service_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allowed_hosts", default="", metavar="NAME[,NAME]",
                         help="host names the service answers to besides 127.0.0.1, localhost and --host "
                              "(e.g. the line PC's DNS name); other Host headers are refused")
+    add_station_args(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
@@ -48,4 +50,5 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
                            decode_threads=args.decode_threads, feedback_dir=args.feedback_dir,
                            backend=args.backend, cpu_threads=args.cpu_threads,
                            reload_interval_s=args.reload_interval, upload_timeout_s=args.upload_timeout,
-                           allowed_hosts=tuple(n.strip() for n in args.allowed_hosts.split(",") if n.strip()))
+                           allowed_hosts=tuple(n.strip() for n in args.allowed_hosts.split(",") if n.strip()),
+                           station=station_settings_from_args(args))

@@ -8,7 +8,8 @@ restores the handlers it found and sends the signal again; the handler it finds 
 with os._exit(0). Interpreter teardown is skipped on purpose: it destroyed Paddle predictors
 retired by hot reloads or rollbacks in whatever order the garbage collector chose, and crashed
 (SIGSEGV / SIGABRT with Paddle's C++ banner). Nothing is lost: every file the service writes is
-complete when written (atomic renames), and the inspection results went out in the answers.
+complete when written (atomic renames), the inspection results went out in the answers, and the
+inspection log's queued rows are written by the app's shutdown handler, which uvicorn runs first.
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from deploy.service.station_settings import StationSettings
 from utils.errors import UserError
 
 
@@ -24,6 +25,7 @@ class ServiceSettings:
     reload_interval_s: float = 1.0
     upload_timeout_s: float = 30.0
     allowed_hosts: tuple[str, ...] = ()   # Host names besides loopback and --host (security.HostRule)
+    station: StationSettings = field(default_factory=StationSettings)
 
     @property
     def max_upload_bytes(self) -> int:

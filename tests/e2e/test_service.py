@@ -430,15 +430,21 @@ def test_a_full_queue_answers_503_and_the_batcher_batches(make_client, images):
 
 # --- the operator page in a real browser ----------------------------------------------------------------------
 
-def test_operator_page_in_chromium(served_models, images, infer_results, tmp_path):
+def need_chromium() -> None:
+    """Skip without Debian's Chromium, except in CI (.ci/run installs it)."""
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing in CI (.ci/run installs it with apt-get)")
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+
+
+def test_operator_page_in_chromium(served_models, images, infer_results, tmp_path):
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     models = copy_models(served_models, tmp_path / "models")
-    srv = Server("--models", str(models), "--feedback_dir", str(tmp_path / "feedback"))
+    srv = Server("--models", str(models), "--feedback_dir", str(tmp_path / "feedback"), "--data_dir",
+                 str(tmp_path / "data"))
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     for key in ("good", "defect", "corrupt"):
@@ -462,15 +468,20 @@ def test_operator_page_in_chromium(served_models, images, infer_results, tmp_pat
                 width = page.eval_on_selector(f'.card[data-name="{key}.png"] img', "img => img.naturalWidth")
                 assert width > 0
             page.select_option("#filter", "error")
-            assert page.locator("#table tbody tr:not([hidden])").count() == 1
+            page.wait_for_function("() => document.querySelectorAll('#table tbody tr').length === 1")
             page.select_option("#filter", "")
             page.on("dialog", lambda dialog: dialog.accept())   # "Mark as good" on an NG card asks first
             page.click('.card[data-name="good.png"] .mark-good')
             page.wait_for_selector('.card[data-name="good.png"] .marked')
             assert len(list((tmp_path / "feedback" / "part" / "good").iterdir())) == 1
             page.click("#update")
+            # A second tab opened during the update follows it through its stages to the end.
+            second = browser.new_page(viewport={"width": 1100, "height": 800})
+            second.goto(srv.url + "/")
             page.wait_for_function(f"() => document.querySelector('#model-info').dataset.version !== '{before}'",
                                    timeout=300000)
+            second.wait_for_function("() => document.querySelector('#update-status').dataset.state === 'done'",
+                                     timeout=60000)
             status = page.inner_text("#update-status")
             assert f"before {before}" in status and "after" in status
             page.screenshot(path=str(tmp_path / "operator_page.png"), full_page=True)
