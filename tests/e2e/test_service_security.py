@@ -253,7 +253,10 @@ def test_the_black_frame_on_the_page_confirm_mark_good_update_refused_still_ng(m
     need_chromium()
     from playwright.sync_api import sync_playwright
 
-    _, app, _, feedback = make_service()
+    from deploy.service.station_settings import StationSettings
+
+    # The page's history is the inspection log's: this service keeps one, as serve.py does.
+    _, app, _, feedback = make_service(station=StationSettings(data_dir=str(tmp_path / "data"), log_enabled=True))
     black = tmp_path / "black.png"
     black.write_bytes(png_bytes(np.zeros((64, 64, 3), np.uint8)))
     dialogs = []
@@ -270,7 +273,7 @@ def test_the_black_frame_on_the_page_confirm_mark_good_update_refused_still_ng(m
         assert card.locator(".badge").inner_text() == "NG"
         card.locator(".mark-good").click()
         card.locator(".marked").wait_for()
-        assert len(dialogs) == 1 and "NG image as good" in dialogs[0] and "pass as OK" in dialogs[0]
+        assert len(dialogs) == 1 and "as good" in dialogs[0] and "accept parts that look like this one" in dialogs[0]
         page.locator("#feedback-list li").wait_for()
         sha = page.get_attribute("#feedback-list li", "data-sha256")
         assert stored_files(feedback) == [f"{sha}.png"]
@@ -282,7 +285,7 @@ def test_the_black_frame_on_the_page_confirm_mark_good_update_refused_still_ng(m
         page.wait_for_function("() => document.querySelectorAll('#table tbody tr').length === 2")
         assert page.locator(".card .badge").first.inner_text() == "NG"
         assert page.get_attribute("#model-info", "data-version") == version
-        page.click("#feedback-list .delete-feedback")
+        page.click("#feedback-list .remove")
         page.wait_for_function("() => document.querySelectorAll('#feedback-list li').length === 0")
         browser.close()
     assert stored_files(feedback) == [] and not app.state.service.updater.jobs

@@ -212,6 +212,9 @@ def test_operator_page_shows_the_line_from_the_log(page_server, images, tmp_path
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1366, "height": 768})
+        # Playwright turns on file-chooser interception without waiting for it: a listener from the start
+        # makes sure it is on before Enter is pressed (otherwise, under load, the chooser opens unseen).
+        page.on("filechooser", lambda chooser: None)
         page.on("request", lambda r: mutating.append(r.headers) if r.method != "GET" else None)
         page.goto(url + "/")
         page.wait_for_function("() => document.querySelector('#model-info').dataset.version")

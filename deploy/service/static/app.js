@@ -211,10 +211,16 @@ async function score(file) {
   div.dataset.decision = label === "ERROR" ? "error" : label;
 }
 
-async function scoreAll(files) {
-  say("");
-  for (const file of files) await score(file);   // in order, one at a time: the page follows the line
-  await Promise.all([loadHistory(), loadStation()]);
+// Every selection joins one queue: parts are scored one at a time in the order they came, so the banner
+// always shows the last part given, even when a second selection arrives while the first is scored.
+let scoring = Promise.resolve();
+function scoreAll(files) {
+  scoring = scoring.then(async () => {
+    say("");
+    for (const file of files) await score(file);
+    await Promise.all([loadHistory(), loadStation()]);
+  });
+  return scoring;
 }
 
 // --- history from the log --------------------------------------------------------------------------------
@@ -370,6 +376,7 @@ async function loadFeedback() {
   list.replaceChildren();
   for (const item of answer.items || []) {
     const li = document.createElement("li");
+    li.dataset.sha256 = item.sha256;
     const text = document.createElement("span");
     text.textContent = `${item.label} · ${item.sha256.slice(0, 12)} · ${item.stored_at || ""}`;
     const remove = document.createElement("button");
