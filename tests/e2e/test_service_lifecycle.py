@@ -125,7 +125,7 @@ def test_a_crafted_image_and_a_stalled_upload_cost_one_answer(served_models, tmp
         conn.request("GET", "/healthz")            # the same keep-alive connection still serves
         assert conn.getresponse().status == 200
         stalled = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-        stalled.sendall(b"POST /api/v1/models/part/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+        stalled.sendall(b"POST /api/v1/models/part/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n"
                         + crafted[:16])
         start, received = time.monotonic(), b""
         while chunk := stalled.recv(4096):       # the server answers, then closes the connection
