@@ -310,19 +310,19 @@ class MemoryBank:
             self.chunk_counts["full"] += k == 1
         else:
             nearest = None
-            if self.groups is not None and self._skip_left == 0:
-                with one_blas_thread():
+            # One BLAS thread for the tiles too: two ran faster in a process of their own (bottle
+            # 448, 1,639 entries, idle machine: 16.0 -> 9.8 ms) but 4-5x slower beside Paddle's
+            # dynamic-graph threads in one process (benchmarks/highres.py: 25 -> 124 ms per image).
+            with one_blas_thread():
+                if self.groups is not None and self._skip_left == 0:
                     nearest = self._grouped_nearest(augmented_queries)
-            elif self.groups is not None:
-                self._skip_left -= 1
-            if nearest is None and self.tiled:
-                # BLAS's own threads here, as the plain product had: each tile is large enough
-                # (256 x 129 x 2048) to pay for them (bottle 448, 1,639 entries, idle machine:
-                # 16.0 ms on one thread, 9.7 on two; the plain product 8.6).
-                nearest = self._tiled_nearest(augmented_queries)
-                self.chunk_counts["full"] += 1
-            if nearest is not None:
-                self._settle_ties(augmented_queries, nearest)
+                elif self.groups is not None:
+                    self._skip_left -= 1
+                if nearest is None and self.tiled:
+                    nearest = self._tiled_nearest(augmented_queries)
+                    self.chunk_counts["full"] += 1
+                if nearest is not None:
+                    self._settle_ties(augmented_queries, nearest)
             if nearest is None:
                 positions = self._full_product(augmented_queries, k)
                 self.chunk_counts["full"] += 1
