@@ -39,7 +39,7 @@ import utils  # noqa: E402,F401  (sets the BLAS threading environment before Num
 import numpy as np  # noqa: E402
 
 from models.knn import MemoryBank, exact_sq_distances  # noqa: E402
-from utils.table import format_table, write_csv  # noqa: E402
+from utils.table import format_table, print_and_save, write_csv  # noqa: E402
 
 COLUMNS = ("model", "input", "patches", "bank", "method", "ms_per_img", "cpu_ms_per_img", "recall_at_1", "verdicts", "max_score_diff",
            "settled_ties", "scoring_peak_mb", "process_peak_rss_mb", "load_1min")
@@ -181,9 +181,8 @@ def main() -> int:
         rows += json.loads(out.strip().splitlines()[-1])
         print(format_table(rows[-3:], COLUMNS), flush=True)
         write_csv(os.path.join(args.save_path, "highres.csv"), rows, COLUMNS)
-    print(format_table(rows, COLUMNS))
     print(f"load average after: {os.getloadavg()}")
-    print(f"saved {os.path.join(args.save_path, 'highres.csv')}")
+    print_and_save(rows, COLUMNS, os.path.join(args.save_path, "highres.csv"))
     return 0
 
 

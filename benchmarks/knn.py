@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from benchmarks.coreset import PATCHES_PER_IMAGE, points_for  # noqa: E402
 from models.knn import MemoryBank  # noqa: E402
 from models.patchcore.sampling import coreset_size, greedy_coreset  # noqa: E402
-from utils.table import format_table, write_csv  # noqa: E402
+from utils.table import format_table, print_and_save, write_csv  # noqa: E402
 
 COLUMNS = ("data", "bank", "keep_%", "query_images", "full_ms", "grouped_ms", "full_cpu_ms", "grouped_cpu_ms",
            "pruned_chunks", "speedup", "same")
@@ -96,8 +96,7 @@ def main() -> int:
                          "speedup": full_ms / grouped_ms, "same": bool(np.array_equal(full_index, grouped_index))})
             print(format_table(rows[-1:], COLUMNS), flush=True)
             write_csv(os.path.join(args.save_path, "knn.csv"), rows, COLUMNS)
-    print(format_table(rows, COLUMNS))
-    print(f"saved {os.path.join(args.save_path, 'knn.csv')}")
+    print_and_save(rows, COLUMNS, os.path.join(args.save_path, "knn.csv"))
     return 0
 
 

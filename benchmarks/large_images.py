@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.table import format_table, write_csv  # noqa: E402
+from utils.table import format_table, print_and_save  # noqa: E402
 
 COLUMNS = ("step", "input", "images", "estimate_mb", "baseline_rss_mb", "bound_mb", "peak_rss_mb", "within_bound",
            "seconds", "result", "load_1min")
@@ -84,9 +84,7 @@ def main() -> int:
                  "within_bound": "", "seconds": seconds, "result": f"{1000 * seconds / n_test:.0f} ms/img incl. start",
                  "load_1min": os.getloadavg()[0]})
     os.makedirs(args.save_path, exist_ok=True)
-    write_csv(os.path.join(args.save_path, "large_images.csv"), rows, COLUMNS)
-    print(format_table(rows, COLUMNS))
-    print(f"saved {os.path.join(args.save_path, 'large_images.csv')}")
+    print_and_save(rows, COLUMNS, os.path.join(args.save_path, "large_images.csv"))
     return 0
 
 

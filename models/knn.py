@@ -20,6 +20,8 @@ than its rounding bound (product_rounding_bound). Every tile also notes whether 
 came within twice that bound of a query's minimum; those few queries are searched again with
 their candidates' distances in float64, so the entry returned is the nearest one in exact
 arithmetic (the lowest index among exactly equal distances), whatever the tiling or grouping.
+That holds for k = 1 on the NumPy backend (the scorer's search); Paddle's product and k > 1 (eq.
+7's neighbourhood of one entry) keep the plain float32 order, with their distances recomputed.
 
 Two backends compute the product: NumPy's BLAS (the CPU default: on the 2-core test machine it
 measured 17 ms for 784 x 16386 x 129, against 95 ms for Paddle's eager CPU matmul) and Paddle
@@ -45,8 +47,10 @@ GROUPED_MAX_VISIT = 0.4
 # groups are tried again, since the queries (not the bank) decide how much pruning saves.
 GROUPED_MAX_SKIP = 16
 # Tiles of the full product: a bank block of 129 x 2048 float32 (1 MB) stays in the core's L2
-# while 256 query rows go through it; the 2 MB product block is reduced to its row minima at
-# once. Chosen by benchmarks/highres.py-style timing on the 2-core test machine (docs/results.md).
+# while 256 query rows go through it, and the 2 MB product block is reduced to its row minima at
+# once. On the 2-core test machine this ran about as fast as one large product per chunk (NumPy's
+# BLAS already reaches ~80 GFLOPS on one core), with a 2 MB block in place of 64 MB chunks
+# (docs/results.md, High resolution).
 QUERY_TILE = 256
 BANK_TILE = 2048
 
@@ -306,6 +310,9 @@ class MemoryBank:
             self.chunk_counts["full"] += k == 1
         else:
             nearest = None
+            # One BLAS thread for the tiles too: two ran faster in a process of their own (bottle
+            # 448, 1,639 entries, idle machine: 16.0 -> 9.8 ms) but 4-5x slower beside Paddle's
+            # dynamic-graph threads in one process (benchmarks/highres.py: 25 -> 124 ms per image).
             with one_blas_thread():
                 if self.groups is not None and self._skip_left == 0:
                     nearest = self._grouped_nearest(augmented_queries)

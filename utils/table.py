@@ -45,3 +45,10 @@ def with_mean_row(rows: list[dict[str, Any]], name_column: str, value_columns: S
         values = [r[column] for r in rows if isinstance(r.get(column), float) and not math.isnan(r[column])]
         mean_row[column] = sum(values) / len(values) if values else float("nan")
     return rows + [mean_row]
+
+
+def print_and_save(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: str | os.PathLike) -> None:
+    """A benchmark's final step: the table on stdout, the same rows as CSV at `path`, and where."""
+    write_csv(path, rows, columns)
+    print(format_table(rows, columns))
+    print(f"saved {path}")
