@@ -7,9 +7,10 @@ good images, miss rate on the defective ones, image AUROC, fit and total train.p
 Old rule: `--val_ratio 0.1` (the default before: a tenth of train/good held out, threshold at the
 0.99 quantile of their scores, in effect their maximum). New rule: the defaults (`--val_ratio 0`,
 leave-own-image-out scores of every training image, threshold at the 1% false-reject target).
-Data: MVTec bottle if given, and two generated categories written under SAVE_PATH/data: a uniform
-surface with rare good outliers (a harmless glare on 3% of the good images; datasets.line_cases)
-and elongated rods with thin scratches (datasets.synthetic). Every run is train.py --eval in its own
+Data: MVTec bottle if given, and generated categories written under SAVE_PATH/data: a uniform
+surface with rare good outliers (a harmless glare on 3% of the good images; datasets.line_cases),
+the same with faint spots (8 grey levels instead of 25) and elongated rods with thin scratches
+(datasets.synthetic). Every run is train.py --eval in its own
 process (so `train_seconds` includes the calibration, `fit_seconds` is train.py's own column); each
 seed changes the held-out split and the coreset's start. Prints one table, saves threshold_rules.csv.
 """
@@ -50,6 +51,7 @@ def parse_args() -> argparse.Namespace:
 def generated_data(root: str) -> list[tuple[str, str]]:
     """(data root, category) of the generated cases, written once."""
     cases = [("outlier_surface", lambda: generate_outlier_surface_category(root, "outlier_surface")),
+             ("faint_spots", lambda: generate_outlier_surface_category(root, "faint_spots", contrast=8)),
              ("rods", lambda: generate_elongated_category(root, "rods", n_train=40, n_test_good=40,
                                                           n_test_defect=20, height=96, contrast=35))]
     for category, make in cases:

@@ -80,9 +80,10 @@ def _spot(size: int, rng: np.random.Generator) -> np.ndarray:
 
 def generate_outlier_surface_category(root: str | os.PathLike, category: str = "outlier_surface", *,
                                       n_train: int = 100, n_test_good: int = 60, n_test_defect: int = 30,
-                                      outlier_rate: float = 0.03, image_size: int = 128, seed: int = 0) -> Path:
+                                      outlier_rate: float = 0.03, image_size: int = 128, seed: int = 0,
+                                      contrast: float = 25.0) -> Path:
     """A uniform surface; each good image (train and test) carries a glare streak with probability
-    `outlier_rate`; defects are small dark spots (25 grey levels darker)."""
+    `outlier_rate`; defects are small dark spots (`contrast` grey levels darker)."""
     target = Path(root) / category
     Path(root).mkdir(parents=True, exist_ok=True)
     _check_target(target)
@@ -97,10 +98,10 @@ def generate_outlier_surface_category(root: str | os.PathLike, category: str = "
         for i in range(n_test_defect):
             rng = _rng(seed, category, "test", "spot", i)
             image, mask = _surface(image_size, rng), _spot(image_size, rng)
-            image[mask] -= 25
+            image[mask] -= contrast
             _write_png(staging / "test" / "spot" / f"{i:03d}.png", np.clip(np.rint(image), 0, 255).astype(np.uint8))
             _write_png(staging / "ground_truth" / "spot" / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
         _write_marker(staging, {"generator": "datasets.line_cases.generate_outlier_surface_category",
                                 "category": category, "seed": int(seed), "image_size": int(image_size),
-                                "outlier_rate": float(outlier_rate)})
+                                "outlier_rate": float(outlier_rate), "contrast": float(contrast)})
     return target

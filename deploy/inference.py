@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from datasets.preprocess import IMAGE_EXTENSIONS, list_images, load_image, preprocess_image, resized_rgb
+from datasets.image_files import images_below
+from datasets.preprocess import IMAGE_EXTENSIONS, load_image, preprocess_image, resized_rgb
 from deploy.benchmark import StageTimer
 from models.knn import one_blas_thread
 from models.model_file import AnomalyModel
@@ -45,18 +46,10 @@ def collect_images(input_path: str) -> list[str]:
         # A named pipe, socket or device is no image: reading it could block forever.
         raise UserError(f"input is not a regular file or folder: {input_path}" if os.path.exists(input_path)
                         else f"input not found: {input_path}")
-    paths = []
-    for folder, dirs, _ in sorted(os.walk(input_path, onerror=_warn_unreadable)):
-        dirs.sort()
-        paths += list_images(folder)
+    paths = images_below(input_path)
     if not paths:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {input_path}")
     return paths
-
-
-def _warn_unreadable(err: OSError) -> None:
-    # os.walk skips a folder it cannot list without a word; its images would be missing unnoticed.
-    print(f"warning: skipping folder '{err.filename}': {err.strerror or err}", file=sys.stderr)
 
 
 Embedder = Callable[[np.ndarray], np.ndarray]

@@ -21,7 +21,7 @@ can only raise it (rule 3 sees labels and is taken as it is).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -57,6 +57,12 @@ class GoodImages:
         return cls(good.subset(fitted), good.subset(held_out))
 
 
+class GoodScores(NamedTuple):
+    """How to get the training images' scores for the rules that use them, and what they are."""
+    compute: Callable[[], tuple[np.ndarray, np.ndarray]]
+    source: str = "leave-own-image-out scores of the training images"
+
+
 def calibration_rule(m: ModelConfig, images: GoodImages, run: RunSettings) -> str:
     """The rule that places this fit's or update's thresholds (see the module doc)."""
     if m.threshold_rule == TEST_SPLIT and not run.run_eval:
@@ -70,14 +76,13 @@ def calibration_rule(m: ModelConfig, images: GoodImages, run: RunSettings) -> st
 
 def calibrate_and_evaluate(model: AnomalyModel, extractor: PatchFeatureExtractor, images: GoodImages,
                            run: RunSettings, outputs: CategoryOutputs,
-                           good_scores: Callable[[], tuple[np.ndarray, np.ndarray]],
-                           good_source: str = "leave-own-image-out scores of the training images") -> dict[str, Any]:
+                           good_scores: GoodScores) -> dict[str, Any]:
     """Set model.calibration by the rule; with --eval, evaluate (staging its files in `outputs`) at
     the thresholds just placed.
 
-    `good_scores()`: the training images' (image scores, maps) over
-    every worker: leave-own-image-out scores for rule own_image_out, in-sample for good_images.
-    `good_source` names those scores in the rule text. Returns the results row (metrics when evaluated).
+    `good_scores.compute()`: the training images' (image scores, maps) over every worker:
+    leave-own-image-out scores for rule own_image_out, in-sample for good_images; `good_scores.source`
+    names them in the rule text. Returns the results row (metrics when evaluated).
     """
     m = model.config.model
     rule = calibration_rule(m, images, run)
@@ -87,9 +92,10 @@ def calibrate_and_evaluate(model: AnomalyModel, extractor: PatchFeatureExtractor
         model.calibration = calibrate_held_out(scores.image_scores, scores.anomaly_maps, m.max_false_reject,
                                                m.pixel_false_reject)
     elif rule == OWN_IMAGE_OUT:
-        model.calibration = calibrate_good(*good_scores(), m.max_false_reject, m.pixel_false_reject, good_source)
+        model.calibration = calibrate_good(*good_scores.compute(), m.max_false_reject, m.pixel_false_reject,
+                                           good_scores.source)
     elif rule == GOOD_IMAGES:
-        model.calibration = calibrate(*good_scores())
+        model.calibration = calibrate(*good_scores.compute())
     row: dict[str, Any] = {"category": model.category}
     if run.run_eval:
         row, test_calibration = evaluate(model, extractor, run, outputs)

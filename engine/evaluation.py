@@ -42,7 +42,7 @@ def evaluate(model: AnomalyModel, extractor: PatchFeatureExtractor, run: RunSett
             for s, v in zip(test_set.samples, scores.image_scores)]
     outputs.write(f"{model.category}_test_scores.csv", lambda tmp: write_csv(tmp, rows, SCORE_COLUMNS))
     if run.figures:
-        save_test_figures(model, test_set, scores, masks, thresholds, run, outputs)
+        save_test_figures(model, test_set, (scores, masks), thresholds, run, outputs)
     return {"category": model.category, **metrics}, test_calibration
 
 
@@ -54,10 +54,11 @@ def decision_rates(image_scores: np.ndarray, labels: np.ndarray, thresholds: Thr
             "miss_rate": float((~flagged[bad]).mean()) if bad.any() else float("nan")}
 
 
-def save_test_figures(model: AnomalyModel, test_set: MVTecDataset, scores: Scores, masks: np.ndarray,
+def save_test_figures(model: AnomalyModel, test_set: MVTecDataset, scored: tuple[Scores, np.ndarray],
                       thresholds: Thresholds, run: RunSettings, outputs: CategoryOutputs) -> None:
     """A figure per test image into a fresh pics/<category> (published with the category's files);
-    the region is outlined only on images the verdict rule flags."""
+    the region is outlined only on images the verdict rule flags. `scored`: (scores, ground-truth masks)."""
+    scores, masks = scored
     maps = scores.anomaly_maps
     vmin, vmax = float(maps.min()), float(maps.max())
     data = model.config.data

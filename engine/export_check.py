@@ -17,10 +17,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from datasets.image_files import images_below
 from datasets.preprocess import load_image, preprocess_image
 from deploy.runtimes import ExportFiles, RuntimeOptions, installed_engines, open_runtime
 from models.feature_extractor import PatchFeatureExtractor, extract
-from deploy.inference import collect_images
 from models.model_file import AnomalyModel
 from models.thresholds import Thresholds
 from utils.config import DEFAULT_CPU_THREADS, DataConfig
@@ -48,8 +48,11 @@ def check_inputs(data: DataConfig, image: str | None) -> np.ndarray:
     batch = np.random.default_rng(CHECK_SEED).standard_normal((2, 3, height, width)).astype(np.float32)
     if image is None:
         return batch
+    paths = [image] if os.path.isfile(image) else images_below(image) if os.path.isdir(image) else []
+    if not paths:
+        raise UserError(f"--check_image {image}: not an image file or a folder holding images")
     real = [preprocess_image(load_image(path), data.resize, data.crop_size, data.mean, data.std, data.interpolation)
-            for path in collect_images(image)]
+            for path in paths]
     return np.concatenate([batch, np.stack(real)])
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from datasets.geometry import choose_geometry, crop_warning, median_size, squash_warning
 from datasets.mvtec import MVTecDataset, resolve_categories
-from engine.calibration_rule import (FROM_TRAINING_IMAGES, OWN_IMAGE_OUT, GoodImages, calibrate_and_evaluate,
-                                     calibration_rule, gathered_good_scores)
+from engine.calibration_rule import (FROM_TRAINING_IMAGES, OWN_IMAGE_OUT, GoodImages, GoodScores,
+                                     calibrate_and_evaluate, calibration_rule, gathered_good_scores)
 from engine.distributed import is_main_process, make_shard
 from engine.evaluation import evaluate
 from engine.outputs import CategoryOutputs
@@ -87,7 +87,7 @@ def train_category(config: Config, run: RunSettings, category: str) -> dict[str,
     if rule not in FROM_TRAINING_IMAGES:
         replay = None       # the kept training features (as large as the fit) are not needed
     with CategoryOutputs(run.save_path, category) as outputs:
-        row = calibrate_and_evaluate(model, extractor, images, run, outputs, good_scores)
+        row = calibrate_and_evaluate(model, extractor, images, run, outputs, GoodScores(good_scores))
         outputs.write(os.path.basename(model_path(run.save_path, category)), model.save)
         outputs.publish()
     print(threshold_line(model))

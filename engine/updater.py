@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasets.mvtec import MVTecDataset
-from engine.calibration_rule import GoodImages, calibrate_and_evaluate, calibration_rule, never_below
+from engine.calibration_rule import GoodImages, GoodScores, calibrate_and_evaluate, calibration_rule, never_below
 from engine.outputs import CategoryOutputs
 from engine.pipeline import extract_batches, rebuild_extractor, score_batches
 from engine.settings import FIXED_OPTIONS, RunSettings
@@ -144,8 +144,8 @@ def recalibrate(model: AnomalyModel, extractor: PatchFeatureExtractor, images: G
 
     # The added images are in the bank (their in-sample scores are low): an own_image_out threshold
     # from them is kept at the previous one unless they push it higher (never_below).
-    row = calibrate_and_evaluate(model, extractor, images, run, outputs, good_scores,
-                                 "the added images' scores against the updated bank")
+    row = calibrate_and_evaluate(model, extractor, images, run, outputs,
+                                 GoodScores(good_scores, "the added images' scores against the updated bank"))
     model.calibration = never_below(model.calibration, previous, calibration_rule(model.config.model, images, run))
     return row
 

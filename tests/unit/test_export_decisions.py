@@ -17,3 +17,20 @@ def test_decision_flips_finds_the_inputs_on_the_other_side():
     with pytest.raises(UserError, match=r"^export refused: openvino running model\.xml flips the verdict of 1 of 3"):
         export_check.refuse_flips("openvino", "/x/model.xml", flips, expected, actual, t)
     export_check.refuse_flips("paddle", "/x/model.pdmodel", np.array([], int), expected, expected, t)   # no flip: fine
+
+
+def test_check_images_from_a_folder_and_refusals(tmp_path):
+    from PIL import Image
+
+    from utils.config import DataConfig
+
+    data = DataConfig(resize=32, crop_size=32)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/1.png", "a/b/2.png"):
+        Image.new("RGB", (40, 40), (120, 30, 60)).save(tmp_path / name)
+    assert export_check.check_inputs(data, str(tmp_path / "a")).shape == (2 + 2, 3, 32, 32)
+    assert export_check.check_inputs(data, str(tmp_path / "a" / "1.png")).shape == (3, 3, 32, 32)
+    (tmp_path / "empty").mkdir()
+    for bad in ("empty", "missing"):
+        with pytest.raises(UserError, match="not an image file or a folder holding images"):
+            export_check.check_inputs(data, str(tmp_path / bad))
