@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, fields
 from typing import Any, Iterable, Sequence
 
@@ -134,13 +135,31 @@ class LogStore:
             pass
 
 
+SQLITE_BUSY_S = 5.0   # how long a connection waits for another server's lock
+
+
+def _set_wal(connection: sqlite3.Connection) -> None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked" at
+    # once (without the busy timeout) while a second server does the same: retry within the same bound.
+    deadline = time.monotonic() + SQLITE_BUSY_S
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SQLiteStore(LogStore):
     def __init__(self, path: str):
         folder = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(folder, exist_ok=True)
-            connection = sqlite3.connect(path, timeout=5.0, check_same_thread=False, isolation_level="DEFERRED")
-            connection.execute("PRAGMA journal_mode=WAL")
+            connection = sqlite3.connect(path, timeout=SQLITE_BUSY_S, check_same_thread=False,
+                                         isolation_level="DEFERRED")
+            _set_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: durable at each checkpoint, never corrupt
         except (OSError, sqlite3.Error) as err:
             raise UserError(f"--log_db {path}: cannot open the inspection log ({err})") from None
