@@ -12,7 +12,7 @@ import calendar
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from deploy.service.errors import ServiceError
@@ -56,14 +56,14 @@ def station_routes(service: Any) -> APIRouter:
 
     @router.get("/api/v1/log")
     async def log_rows(model: str | None = None, decision: str | None = None, since: str | None = None,
-                       until: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        if not 1 <= limit <= MAX_PAGE or offset < 0:
-            raise ServiceError(400, f"limit must be 1..{MAX_PAGE} and offset 0 or more")
+                       until: str | None = None, limit: int = Query(50, ge=1, le=MAX_PAGE),
+                       offset: int = Query(0, ge=0)) -> dict[str, Any]:
+        # The bounds are in the schema; a request outside them is the app's one-line 400.
         store = log()
         await in_thread(store.flush, 2.0)   # what was just scored is listed
         return await in_thread(store.query, limit=limit, offset=offset, **_filters(model, decision, since, until))
 
-    @router.get("/api/v1/log.csv")
+    @router.get("/api/v1/log.csv", responses={200: {"content": {"text/csv": {}}, "description": "the rows as CSV"}})
     async def log_csv(model: str | None = None, decision: str | None = None, since: str | None = None,
                       until: str | None = None) -> StreamingResponse:
         store = log()
