@@ -30,9 +30,16 @@ def method_bytes(config: Config, n_images: int, batch_size: int) -> int:
     return fit_bytes(n_patches, channels, m.projection_dim, projected=bank_entries(n_patches, m) < n_patches)
 
 
+def _fit_parts(config: Config, n_images: int, batch_size: int) -> tuple[int, int, int]:
+    """(images in the first batch, that batch's bytes, the fit's arrays' bytes)."""
+    first = min(batch_size, max(n_images, 1))
+    return first, batch_bytes(config, first), method_bytes(config, n_images, batch_size)
+
+
 def fit_memory_estimate(config: Config, n_images: int, batch_size: int) -> int:
     """Bytes a fit needs beyond the Python + Paddle process itself: its first batch and its arrays."""
-    return batch_bytes(config, min(batch_size, max(n_images, 1))) + method_bytes(config, n_images, batch_size)
+    _, batch, arrays = _fit_parts(config, n_images, batch_size)
+    return batch + arrays
 
 
 def check_fit_memory(config: Config, n_images: int, batch_size: int) -> None:
@@ -40,13 +47,12 @@ def check_fit_memory(config: Config, n_images: int, batch_size: int) -> None:
     available = available_memory_bytes()
     if available is None:
         return
-    batch = batch_bytes(config, min(batch_size, max(n_images, 1)))
-    arrays = method_bytes(config, n_images, batch_size)
+    first, batch, arrays = _fit_parts(config, n_images, batch_size)
     if batch + arrays <= available:
         return
     (crop_h, crop_w), (grid_h, grid_w) = config.data.crop_hw, feature_grid(config)
     raise UserError(
         f"this fit needs at least {format_bytes(batch + arrays)} ({format_bytes(batch)} per batch of "
-        f"{min(batch_size, max(n_images, 1))} {crop_h}x{crop_w} images, {format_bytes(arrays)} for {n_images} images x "
+        f"{first} {crop_h}x{crop_w} images, {format_bytes(arrays)} for {n_images} images x "
         f"{grid_h}x{grid_w} patches x {embedding_width(config)} channels) but only {format_bytes(available)} of "
         f"memory is available; use a smaller --resize/--crop_size or --batch_size, or fewer training images")
