@@ -15,27 +15,28 @@ interval_s = number_type(float, 0.05, "a number of seconds >= 0.05")
 
 
 def add_service_args(parser: argparse.ArgumentParser) -> None:
+    d = ServiceSettings()   # the defaults live in the settings record
     parser.add_argument("--models", default=None, help="serve every export folder directly under this folder")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=EXPORT_DIR",
                         help="serve one export folder under NAME (repeatable)")
-    parser.add_argument("--host", default="127.0.0.1", help="other than loopback needs --token or --insecure")
-    parser.add_argument("--port", type=port_int, default=8000,
+    parser.add_argument("--host", default=d.host, help="other than loopback needs --token or --insecure")
+    parser.add_argument("--port", type=port_int, default=d.port,
                         help="bound before any model loads: a port in use is a one-line error at once")
     parser.add_argument("--token", default=os.environ.get("PATCHCORE_TOKEN"),
                         help="required on feedback, update and rollback (default: $PATCHCORE_TOKEN)")
     parser.add_argument("--insecure", action="store_true", help="allow --host without a token")
     parser.add_argument("--feedback_dir", default=None, help="where 'Mark as good / defect' store images")
-    parser.add_argument("--max_upload_mb", type=upload_mb, default=32.0)
-    parser.add_argument("--max_batch", type=positive_int, default=8, help="images per micro-batch")
-    parser.add_argument("--max_wait_ms", type=non_negative_float, default=5.0,
+    parser.add_argument("--max_upload_mb", type=upload_mb, default=d.max_upload_mb)
+    parser.add_argument("--max_batch", type=positive_int, default=d.max_batch, help="images per micro-batch")
+    parser.add_argument("--max_wait_ms", type=non_negative_float, default=d.max_wait_ms,
                         help="how long a batch waits for more images")
-    parser.add_argument("--max_queue", type=positive_int, default=64, help="queued images per model before 503")
-    parser.add_argument("--decode_threads", type=positive_int, default=2)
-    parser.add_argument("--backend", default="auto", help="extractor runtime (deploy.runtimes)")
-    parser.add_argument("--cpu_threads", type=positive_int, default=2)
-    parser.add_argument("--reload_interval", type=interval_s, default=1.0,
+    parser.add_argument("--max_queue", type=positive_int, default=d.max_queue, help="queued images per model before 503")
+    parser.add_argument("--decode_threads", type=positive_int, default=d.decode_threads)
+    parser.add_argument("--backend", default=d.backend, help="extractor runtime (deploy.runtimes)")
+    parser.add_argument("--cpu_threads", type=positive_int, default=d.cpu_threads)
+    parser.add_argument("--reload_interval", type=interval_s, default=d.reload_interval_s,
                         help="seconds between checks for a replaced export")
-    parser.add_argument("--upload_timeout", type=interval_s, default=30.0,
+    parser.add_argument("--upload_timeout", type=interval_s, default=d.upload_timeout_s,
                         help="seconds an upload may send nothing before it is answered 408 and closed")
     parser.add_argument("--allowed_hosts", default="", metavar="NAME[,NAME]",
                         help="host names the service answers to besides 127.0.0.1, localhost and --host "

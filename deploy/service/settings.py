@@ -5,6 +5,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from deploy.service.station_settings import StationSettings
+from utils.config import DEFAULT_CPU_THREADS
 from utils.errors import UserError
 
 
@@ -21,7 +22,7 @@ class ServiceSettings:
     decode_threads: int = 2
     feedback_dir: str | None = None
     backend: str = "auto"
-    cpu_threads: int = 2
+    cpu_threads: int = DEFAULT_CPU_THREADS
     reload_interval_s: float = 1.0
     upload_timeout_s: float = 30.0
     allowed_hosts: tuple[str, ...] = ()   # Host names besides loopback and --host (security.HostRule)

@@ -11,6 +11,7 @@ from utils.io import is_safe_name
 
 
 def add_station_args(parser: argparse.ArgumentParser) -> None:
+    d = StationSettings()   # the defaults live in the settings record
     group = parser.add_argument_group("operator station (inspection log, drift alarm, watched folders)")
     group.add_argument("--data_dir", default=None,
                        help="the service's data folder: the inspection log and audit images "
@@ -18,26 +19,26 @@ def add_station_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log_db", default=None,
                        help=f"the inspection log: a SQLite file, a postgresql://user:password@host/db URL, or "
                             f"'none' for no log (default: DATA_DIR/{LOG_FILE})")
-    group.add_argument("--log_keep_days", type=non_negative_float, default=365.0,
+    group.add_argument("--log_keep_days", type=non_negative_float, default=d.log_keep_days,
                        help="delete log rows older than this (0: keep all)")
-    group.add_argument("--log_max_rows", type=non_negative_int, default=5_000_000,
+    group.add_argument("--log_max_rows", type=non_negative_int, default=d.log_max_rows,
                        help="keep at most this many log rows, the newest (0: no bound)")
     group.add_argument("--save_ng_images", action="store_true", help="keep every NG image under DATA_DIR/images")
-    group.add_argument("--save_ok_fraction", type=non_negative_float, default=0.0,
+    group.add_argument("--save_ok_fraction", type=non_negative_float, default=d.save_ok_fraction,
                        help="keep this fraction of the OK images too (0..1, sampled at random)")
-    group.add_argument("--saved_images_mb", type=non_negative_float, default=1024.0,
+    group.add_argument("--saved_images_mb", type=non_negative_float, default=d.saved_images_mb,
                        help="bound on the kept images; the oldest are deleted beyond it")
-    group.add_argument("--drift_window", type=positive_int, default=50,
+    group.add_argument("--drift_window", type=positive_int, default=d.drift_window,
                        help="parts in the drift alarm's windows (see docs/deployment.md, Drift alarm)")
-    group.add_argument("--drift_limit", type=non_negative_float, default=0.5,
+    group.add_argument("--drift_limit", type=non_negative_float, default=d.drift_limit,
                        help="drift index that raises the score alarm (1: the typical part at the threshold)")
-    group.add_argument("--ng_rate_limit", type=non_negative_float, default=0.2,
+    group.add_argument("--ng_rate_limit", type=non_negative_float, default=d.ng_rate_limit,
                        help="NG share of the last --drift_window parts that raises the NG-rate alarm")
     group.add_argument("--watch", action="append", default=[], metavar="NAME=DIR",
                        help="score every image written into DIR with model NAME, then move it to DIR/OK, "
                             "DIR/NG or DIR/error (repeatable)")
     group.add_argument("--watch_keep", action="store_true", help="leave scored files in the watched folder")
-    group.add_argument("--watch_settle", type=non_negative_float, default=1.0,
+    group.add_argument("--watch_settle", type=non_negative_float, default=d.watch_settle_s,
                        help="seconds a file's size must stay the same before it is scored")
 
 
