@@ -99,7 +99,10 @@ def test_watched_folder_scores_every_file_exactly_once_across_kill_9(served_mode
         (inbox / (name + ".part")).write_bytes(data)
         os.rename(inbox / (name + ".part"), inbox / name)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(log_rows(first.url)) < 6:
+    # Killed at the first logged file: the log API flushes before answering, and the watcher goes on until
+    # the kill lands (at a threshold of 6 files it landed after 9 to 21 of 24, and the test failed once in
+    # eight runs beside the page tests; at the first file, after 4 to 13).
+    while time.monotonic() < deadline and not log_rows(first.url):
         time.sleep(0.1)
     first.stop(signal.SIGKILL)   # mid-stream
     done_before = len(log_rows_offline(tmp_path / "data"))
