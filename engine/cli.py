@@ -12,7 +12,7 @@ quiet_paddle_logs()
 # First thing the entry scripts import: Ctrl-C during the slow imports below is one line too.
 install_interrupt_hook()
 
-from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
+from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, check_config, method_spec
 from utils.config import (AGGREGATIONS, AutoSize, DEFAULT_VAL_RATIO, Config, DataConfig, ModelConfig, finite_float,
                           INTERPOLATIONS, NO_CROP, THRESHOLD_RULES, crop_size_type, non_negative_int, positive_int, resize_size,
                           seed_int, str2bool)
@@ -156,7 +156,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     config = Config(data=data, model=model)
     try:
         # Ranges that depend on other options (crop vs resize, --k per method) are checked here.
-        config.check()
+        check_config(config)
     except ValueError as err:
         raise UserError(f"--{err}") from None
     return config
