@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from deploy.cli import (add_batch_size_arg, add_decision_args, add_predictor_args, quiet_paddle_logs, run_cli,
+from utils.runtime import prepare_process
+
+# First, before NumPy and Paddle load (no import does it): thread settings, quiet glog, one-line Ctrl-C.
+prepare_process()
+
+from deploy.cli import (add_batch_size_arg, add_decision_args, add_predictor_args, run_cli,
                         script_parser)
 
 
@@ -26,7 +31,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    quiet_paddle_logs()   # a production line wants only the results
     from deploy.benchmark import make_timer, report_benchmark
     from deploy.inference import collect_images, run_inference
     from deploy.predictor import load_exported_model, scoring_backend

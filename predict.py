@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import argparse
 
+from utils.runtime import prepare_process
+
+# First, before NumPy and Paddle load (no import does it): thread settings, quiet glog, one-line Ctrl-C.
+prepare_process()
+
 from deploy.cli import add_batch_size_arg, add_decision_args, run_cli, script_parser
 from engine.cli import add_device_arg, select_device
 

@@ -3,17 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from utils.errors import install_interrupt_hook
-
-# First thing the entry scripts import: Ctrl-C during the slow imports that follow is one line too.
-install_interrupt_hook()
-
 from utils.config import DEFAULT_CPU_THREADS, finite_float, non_negative_int, positive_int, str2bool
 from utils.errors import run_cli, script_parser
-from utils.runtime import quiet_paddle_logs
 
-__all__ = ["add_batch_size_arg", "add_decision_args", "add_predictor_args", "quiet_paddle_logs", "run_cli",
-           "script_parser"]
+__all__ = ["add_batch_size_arg", "add_decision_args", "add_predictor_args", "run_cli", "script_parser"]
 
 
 def add_decision_args(parser: argparse.ArgumentParser) -> None:
