@@ -15,7 +15,7 @@ from utils.runtime import prepare_process
 # First, before NumPy and Paddle load (no import does it): thread settings, quiet glog, one-line Ctrl-C.
 prepare_process()
 
-from deploy.cli import (add_batch_size_arg, add_decision_args, add_predictor_args, run_cli,
+from deploy.cli import (add_batch_size_arg, add_decision_args, add_predictor_args, run_cli, scoring_run,
                         script_parser)
 
 
@@ -53,9 +53,7 @@ def main() -> int:
     n_batches = -(-len(images) // args.batch_size)
     warmup = min(args.warmup, n_batches - 1) if args.enable_benchmark else 0
     timer = make_timer(args.enable_benchmark, warmup, model_name, args.batch_size, args.precision, args.use_gpu)
-    failed = run_inference(images, model, open_embedder, args.batch_size, args.save_path, args.image_threshold,
-                           args.pixel_threshold,
-                           figures=not args.no_pictures, save_maps=args.save_maps, timer=timer, backend=backend)
+    failed = run_inference(images, model, open_embedder, scoring_run(args, backend, timer))
     if args.enable_benchmark:
         report_benchmark(timer, args.save_path, model_name=model_name, batch_size=args.batch_size,
                          precision=args.precision, device="gpu" if args.use_gpu else "cpu",
