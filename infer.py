@@ -1,5 +1,6 @@
 """Score images with the exported model through an inference engine: Paddle Inference (CPU or
-GPU), OpenVINO or ONNX Runtime (--backend; auto picks the fastest installed).
+GPU), OpenVINO or ONNX Runtime (--backend; auto picks the fastest installed, and the first line
+printed names the one that runs).
 
 Example: python infer.py --model_file output/bottle_infer/model.pdmodel
              --params_file output/bottle_infer/model.pdiparams --stats output/bottle_infer/stats.npz
@@ -45,6 +46,8 @@ def main() -> int:
 
     def open_embedder():
         runtimes.append(open_runtime(files, options))
+        # Which engine runs is the machine's choice under --backend auto: said before the first row.
+        print(f"runtime: {runtimes[-1].description()} (--backend {args.backend})", flush=True)
         return runtimes[-1]
 
     images = collect_images(args.input_file)
