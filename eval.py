@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import argparse
 
+from utils.runtime import prepare_process
+
+# First, before NumPy and Paddle load (no import does it): thread settings, quiet glog, one-line Ctrl-C.
+prepare_process()
+
 from engine.cli import ARCH_NAMES, add_data_args, add_eval_args, run_cli, run_settings, script_parser
 
 

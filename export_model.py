@@ -15,8 +15,13 @@ import argparse
 import os
 import sys
 
+from utils.runtime import prepare_process
+
+# First, before NumPy and Paddle load (no import does it): thread settings, quiet glog, one-line Ctrl-C.
+prepare_process()
+
 # engine.cli loads no Paddle: the program format below is still ours to choose.
-from engine.cli import quiet_paddle_logs, refuse_source_package, run_cli, script_parser
+from engine.cli import refuse_source_package, run_cli, script_parser
 
 # Paddle 3 writes the new PIR program (.json) unless this is set before paddle is imported.
 PROGRAM_FORMATS = {"pdmodel": "0", "json": "1"}
@@ -43,7 +48,6 @@ def main() -> int:
     args = parse_args()
     refuse_source_package(args.save_dir, "--save_dir")
     os.environ["FLAGS_enable_pir_api"] = PROGRAM_FORMATS[args.program]
-    quiet_paddle_logs()
     if "paddle" in sys.modules:
         raise RuntimeError("paddle was imported before FLAGS_enable_pir_api was set")
     from engine.export import export

@@ -1,5 +1,6 @@
 """Score images with the exported model through an inference engine: Paddle Inference (CPU or
-GPU), OpenVINO or ONNX Runtime (--backend; auto picks the fastest installed).
+GPU), OpenVINO or ONNX Runtime (--backend; auto picks the fastest installed, and the first line
+printed names the one that runs).
 
 Example: python infer.py --model_file output/bottle_infer/model.pdmodel
              --params_file output/bottle_infer/model.pdiparams --stats output/bottle_infer/stats.npz
@@ -10,7 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-from deploy.cli import (add_batch_size_arg, add_decision_args, add_predictor_args, quiet_paddle_logs, run_cli,
+from utils.runtime import prepare_process
+
+# First, before NumPy and Paddle load (no import does it): thread settings, quiet glog, one-line Ctrl-C.
+prepare_process()
+
+from deploy.cli import (add_batch_size_arg, add_decision_args, add_predictor_args, run_cli, scoring_run,
                         script_parser)
 
 
@@ -26,7 +32,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    quiet_paddle_logs()   # a production line wants only the results
     from deploy.benchmark import make_timer, report_benchmark
     from deploy.inference import collect_images, run_inference
     from deploy.predictor import load_exported_model, scoring_backend
@@ -41,6 +46,8 @@ def main() -> int:
 
     def open_embedder():
         runtimes.append(open_runtime(files, options))
+        # Which engine runs is the machine's choice under --backend auto: said before the first row.
+        print(f"runtime: {runtimes[-1].description()} (--backend {args.backend})", flush=True)
         return runtimes[-1]
 
     images = collect_images(args.input_file)
@@ -49,9 +56,7 @@ def main() -> int:
     n_batches = -(-len(images) // args.batch_size)
     warmup = min(args.warmup, n_batches - 1) if args.enable_benchmark else 0
     timer = make_timer(args.enable_benchmark, warmup, model_name, args.batch_size, args.precision, args.use_gpu)
-    failed = run_inference(images, model, open_embedder, args.batch_size, args.save_path, args.image_threshold,
-                           args.pixel_threshold,
-                           figures=not args.no_pictures, save_maps=args.save_maps, timer=timer, backend=backend)
+    failed = run_inference(images, model, open_embedder, scoring_run(args, backend, timer))
     if args.enable_benchmark:
         report_benchmark(timer, args.save_path, model_name=model_name, batch_size=args.batch_size,
                          precision=args.precision, device="gpu" if args.use_gpu else "cpu",

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import argparse
 
-from deploy.cli import add_batch_size_arg, add_decision_args, run_cli, script_parser
+from utils.runtime import prepare_process
+
+# First, before NumPy and Paddle load (no import does it): thread settings, quiet glog, one-line Ctrl-C.
+prepare_process()
+
+from deploy.cli import add_batch_size_arg, add_decision_args, run_cli, scoring_run, script_parser
 from engine.cli import add_device_arg, select_device
 
 
@@ -33,8 +38,7 @@ def main() -> int:
     backend = select_device(args.device)
     model = load_model(args.model_path, args.model_dir, args.category)
     failed = run_inference(collect_images(args.input), model, lambda: dynamic_embedder(model, args.pretrained),
-                           args.batch_size, args.save_path, args.image_threshold, args.pixel_threshold,
-                           figures=not args.no_pictures, save_maps=args.save_maps, backend=backend)
+                           scoring_run(args, backend))
     # Some images could not be scored: their rows say why, and the exit code tells scripts.
     return 2 if failed else 0
 

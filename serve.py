@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from deploy.cli import quiet_paddle_logs, run_cli, script_parser
+from utils.runtime import prepare_process
+
+# First, before NumPy and Paddle load (no import does it): thread settings, quiet glog, one-line Ctrl-C.
+prepare_process()
+
+from deploy.cli import run_cli, script_parser
 from deploy.service.cli import add_service_args, settings_from_args
 
 
@@ -20,7 +25,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    quiet_paddle_logs()
     from deploy.service.server import serve
 
     serve(settings_from_args(args), args.models, args.model)

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import argparse
 
+from utils.runtime import prepare_process
+
+# First, before NumPy and Paddle load (no import does it): thread settings, quiet glog, one-line Ctrl-C.
+prepare_process()
+
 from engine.cli import (add_data_args, auto_geometry, add_eval_args, add_model_args, config_from_args, fixed_options,
                         refuse_source_package, run_cli, run_settings, script_parser)
 
@@ -32,8 +37,11 @@ def main() -> int:
     args = parser.parse_args()
     refuse_source_package(args.save_path, "--save_path")
     # Paddle loads here, after parsing: -h and usage errors answer at once.
+    from engine.distributed import quiet_launched_worker
     from engine.trainer import train
     from engine.updater import update
+
+    quiet_launched_worker()   # a launched worker stopped by the launcher prints its one line, no C++ stack
 
     if args.update:
         # The model's own weights unless --pretrained names others (e.g. the same file elsewhere).

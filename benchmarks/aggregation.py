@@ -20,6 +20,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from utils.runtime import configure_environment  # noqa: E402
+configure_environment()   # the BLAS / OpenMP threading environment, before NumPy and Paddle load
 
 from compare_methods import benchmark_numbers, report, run, train_export_infer  # noqa: E402
 from models.registry import ARCHS  # noqa: E402

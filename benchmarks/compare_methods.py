@@ -19,6 +19,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from utils.runtime import configure_environment  # noqa: E402
+configure_environment()   # the BLAS / OpenMP threading environment, before NumPy and Paddle load
 
 from models.registry import ARCHS  # noqa: E402
 from utils.config import DEFAULT_CPU_THREADS  # noqa: E402

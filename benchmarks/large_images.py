@@ -20,6 +20,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from utils.runtime import configure_environment  # noqa: E402
+configure_environment()   # the BLAS / OpenMP threading environment, before NumPy and Paddle load
 
 from utils.table import format_table, print_and_save  # noqa: E402
 

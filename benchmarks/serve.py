@@ -33,6 +33,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from utils.runtime import configure_environment  # noqa: E402
+configure_environment()   # the BLAS / OpenMP threading environment, before NumPy and Paddle load
 
 from deploy.inference import collect_images  # noqa: E402
 from utils.table import format_table, write_csv  # noqa: E402

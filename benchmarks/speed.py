@@ -20,7 +20,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import utils  # noqa: E402,F401  (sets the BLAS threading environment before NumPy loads)
+from utils.runtime import configure_environment  # noqa: E402
+configure_environment()   # the BLAS / OpenMP threading environment, before NumPy and Paddle load
 
 
 def _child(args: argparse.Namespace) -> dict:

@@ -27,6 +27,8 @@ from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from utils.runtime import configure_environment  # noqa: E402
+configure_environment()   # the BLAS / OpenMP threading environment, before NumPy and Paddle load
 
 from datasets.line_cases import generate_outlier_surface_category  # noqa: E402
 from datasets.synthetic import generate_elongated_category  # noqa: E402

@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
-from utils.errors import install_interrupt_hook
-
-# First thing the entry scripts import: Ctrl-C during the slow imports that follow is one line too.
-install_interrupt_hook()
+if TYPE_CHECKING:
+    from deploy.inference import ScoringRun
 
 from utils.config import DEFAULT_CPU_THREADS, finite_float, non_negative_int, positive_int, str2bool
 from utils.errors import run_cli, script_parser
-from utils.runtime import quiet_paddle_logs
 
-__all__ = ["add_batch_size_arg", "add_decision_args", "add_predictor_args", "quiet_paddle_logs", "run_cli",
-           "script_parser"]
+__all__ = ["add_batch_size_arg", "add_decision_args", "add_predictor_args", "run_cli", "scoring_run", "script_parser"]
 
 
 def add_decision_args(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +21,16 @@ def add_decision_args(parser: argparse.ArgumentParser) -> None:
                         help="raw anomaly-map value outlined as defect (default: the model's calibrated one)")
     parser.add_argument("--no_pictures", action="store_true", help="write only the CSV/JSON results")
     parser.add_argument("--save_maps", action="store_true", help="also write the raw anomaly maps (anomaly_maps.npz)")
+
+
+def scoring_run(args: argparse.Namespace, backend: str, timer: Any = None) -> "ScoringRun":
+    """The scoring run's settings from add_decision_args' and add_batch_size_arg's options (and
+    --save_path); `backend` the scorer's array library, `timer` infer.py's benchmark timer."""
+    from deploy.inference import ScoringRun   # NumPy, Pillow, matplotlib: after parsing
+
+    return ScoringRun(save_path=args.save_path, batch_size=args.batch_size, image_threshold=args.image_threshold,
+                      pixel_threshold=args.pixel_threshold, figures=not args.no_pictures, save_maps=args.save_maps,
+                      backend=backend, timer=timer)
 
 
 def add_batch_size_arg(parser: argparse.ArgumentParser) -> None:

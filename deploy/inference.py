@@ -16,6 +16,7 @@ import sys
 import tempfile
 import zipfile
 from collections import deque
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -319,10 +320,21 @@ def _print_row(row: dict[str, Any], first: bool) -> None:
               f"{row['defect_area']:>7.4f}  {row['image']}", flush=True)
 
 
-def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable[[], Embedder], batch_size: int,
-                  save_path: str, image_threshold: float | None = None, pixel_threshold: float | None = None,
-                  figures: bool = True, save_maps: bool = False, timer: StageTimer | None = None,
-                  backend: str = "numpy") -> int:
+@dataclass(frozen=True)
+class ScoringRun:
+    """How a scoring run decides, writes and times: built once from the script's options
+    (deploy.cli.scoring_run) and passed whole."""
+    save_path: str
+    batch_size: int = 1
+    image_threshold: float | None = None       # overrides of the calibrated thresholds (raw score units)
+    pixel_threshold: float | None = None
+    figures: bool = True                        # a figure per image
+    save_maps: bool = False                     # the raw anomaly maps (anomaly_maps.npz)
+    backend: str = "numpy"                      # the scorer's array library: "numpy" or "paddle"
+    timer: StageTimer | None = None             # infer.py --enable_benchmark's stage timings
+
+
+def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable[[], Embedder], run: ScoringRun) -> int:
     """Score `paths` (see collect_images), decide, and write each image's results as it is scored.
 
     An image that cannot be read or scored gets a row with decision 'error' (and a line on stderr)
@@ -330,15 +342,16 @@ def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable
     The thresholds are checked before `make_embedder` loads a network, so a model without them
     fails at once.
     """
-    thresholds = Thresholds.from_calibration(model.calibration, image_threshold, pixel_threshold)
-    embed, scorer = make_embedder(), model.scorer(backend)
+    thresholds = Thresholds.from_calibration(model.calibration, run.image_threshold, run.pixel_threshold)
+    embed, scorer = make_embedder(), model.scorer(run.backend)
     check_embedder_fits(embed, model)
     # One run at a time per folder: two would remove and mix each other's results.
-    with output_lock(save_path):
-        writer = ResultWriter(save_path, model.config.data, thresholds, model.calibration, figures, save_maps)
+    with output_lock(run.save_path):
+        writer = ResultWriter(run.save_path, model.config.data, thresholds, model.calibration, run.figures,
+                              run.save_maps)
         complete = False
         try:
-            for item in iter_scores(paths, model.config.data, embed, scorer, batch_size, timer):
+            for item in iter_scores(paths, model.config.data, embed, scorer, run.batch_size, run.timer):
                 if item.error:
                     print(f"error: {item.error}", file=sys.stderr, flush=True)
                     row = {"image": item.path, "image_score": None, "normalized_score": None, "decision": "error",
@@ -353,7 +366,7 @@ def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable
         finally:
             writer.close(complete)
     if complete:
-        print(f"saved results{' and figures' if figures else ''} in {readable_text(os.path.abspath(save_path))}")
+        print(f"saved results{' and figures' if run.figures else ''} in {readable_text(os.path.abspath(run.save_path))}")
     if writer.n_failed and len(paths) > 1:
         print(f"error: {writer.n_failed} of {len(paths)} images could not be scored (decision 'error' in "
               f"{writer.csv_path})", file=sys.stderr)

@@ -3,30 +3,18 @@ from __future__ import annotations
 
 import argparse
 
-from utils.errors import install_interrupt_hook
-from utils.runtime import quiet_paddle_logs
-
-# The fit's extraction builds a static program: no glog chatter in the training output.
-quiet_paddle_logs()
-
-# First thing the entry scripts import: Ctrl-C during the slow imports below is one line too.
-install_interrupt_hook()
-
-from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, method_spec
+from models.registry import ARCHS, METHOD_ALIASES, METHODS, check_aggregation, check_config, method_spec
 from utils.config import (AGGREGATIONS, AutoSize, DEFAULT_VAL_RATIO, Config, DataConfig, ModelConfig, finite_float,
                           INTERPOLATIONS, NO_CROP, THRESHOLD_RULES, crop_size_type, non_negative_int, positive_int, resize_size,
                           seed_int, str2bool)
 from utils.errors import UserError, run_cli, script_parser
 from utils.io import refuse_source_package
 from utils.runtime import DEVICES, select_device
-from engine.distributed import quiet_launched_worker
 from datasets.geometry import DEFAULT_CROP_SHORT, DEFAULT_RESIZE_SHORT, GRID_STRIDE, AutoGeometry
 from engine.settings import FIXED_OPTIONS, RunSettings
 
-quiet_launched_worker()
-
 __all__ = ["ARCH_NAMES", "add_data_args", "add_device_arg", "add_eval_args", "add_model_args", "config_from_args",
-           "given_options", "quiet_paddle_logs", "refuse_source_package", "run_cli", "run_settings", "script_parser",
+           "given_options", "refuse_source_package", "run_cli", "run_settings", "script_parser",
            "select_device"]
 
 ARCH_NAMES = tuple(ARCHS)
@@ -156,7 +144,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     config = Config(data=data, model=model)
     try:
         # Ranges that depend on other options (crop vs resize, --k per method) are checked here.
-        config.check()
+        check_config(config)
     except ValueError as err:
         raise UserError(f"--{err}") from None
     return config

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.knn import MemoryBank
 from models.model_file import AnomalyModel
+from models.registry import METHODS
 from models.scoring import upsample_and_smooth
 from models.thresholds import Thresholds
 from utils.config import hw
@@ -75,7 +76,7 @@ class GraphBuilder:
         return self.op("ReduceMax", x, axes=axes, keepdims=keepdims)
 
 
-def _patchcore_scores(g: GraphBuilder, patches: str, model: AnomalyModel) -> tuple[str, str]:
+def _nearest_neighbour_scores(g: GraphBuilder, patches: str, model: AnomalyModel) -> tuple[str, str]:
     """patches [N, P, C] -> (patch scores [N, P], image scores [N])."""
     bank = np.ascontiguousarray(model.arrays["memory_bank"], dtype=np.float32)
     settings = model.config.model
@@ -100,12 +101,17 @@ def _patchcore_scores(g: GraphBuilder, patches: str, model: AnomalyModel) -> tup
     return patch_scores, g.op("Mul", g.op("Sub", g.const(1.0), share), first)
 
 
-def _padim_scores(g: GraphBuilder, patches: str, model: AnomalyModel) -> str:
-    """patches [N, P, C] -> Mahalanobis patch scores [N, P] (models.padim.scorer.mahalanobis)."""
+def _mahalanobis_scores(g: GraphBuilder, patches: str, model: AnomalyModel) -> tuple[str, None]:
+    """patches [N, P, C] -> (Mahalanobis patch scores [N, P] (models.padim.scorer.mahalanobis), no
+    image score: it is the maximum of the smoothed map)."""
     diff = g.op("Transpose", g.op("Sub", patches, g.const(model.arrays["mean"])), perm=[1, 0, 2])   # [P, N, C]
     transformed = g.op("MatMul", diff, g.const(model.arrays["inv_covariance"]))
     squared = g.op("ReduceSum", g.op("Mul", transformed, diff), g.const([2], np.int64), keepdims=0)  # [P, N]
-    return g.op("Sqrt", g.op("Max", g.op("Transpose", squared, perm=[1, 0]), g.const(0.0)))
+    return g.op("Sqrt", g.op("Max", g.op("Transpose", squared, perm=[1, 0]), g.const(0.0))), None
+
+
+# The scoring graph of each patch distance a method's record names (MethodSpec.patch_distance).
+PATCH_SCORES = {"nearest_neighbour": _nearest_neighbour_scores, "mahalanobis": _mahalanobis_scores}
 
 
 def full_model(extractor_onnx: bytes, model: AnomalyModel) -> bytes:
@@ -119,18 +125,15 @@ def full_model(extractor_onnx: bytes, model: AnomalyModel) -> bytes:
     embedding = graph.output[0].name
     thresholds = Thresholds.from_calibration(model.calibration)
     (grid_h, grid_w), size = model.feature_grid, hw(model.config.data.crop_size)
-    channels = (model.arrays["memory_bank"].shape[1] if model.method == "patchcore"
-                else model.arrays["mean"].shape[1])
+    spec = METHODS[model.method]
+    channels = model.arrays[spec.arrays[0]].shape[-1]   # the registry: the first array's last axis is C
     flat = g.op("Reshape", embedding, g.const([0, channels, grid_h * grid_w], np.int64))
     patches = g.op("Transpose", flat, perm=[0, 2, 1])                                     # [N, P, C]
-    if model.method == "patchcore":
-        patch_scores, image_score = _patchcore_scores(g, patches, model)
-    else:
-        patch_scores = _padim_scores(g, patches, model)
+    patch_scores, image_score = PATCH_SCORES[spec.patch_distance](g, patches, model)
     grid = g.op("Reshape", patch_scores, g.const([0, grid_h, grid_w], np.int64))
     rows, cols = axis_operators((grid_h, grid_w), size, model.config.model.sigma)
     anomaly_map = g.op("MatMul", g.op("MatMul", g.const(rows), grid), g.const(cols.T.copy()), output="anomaly_map")
-    if model.method == "padim":   # PaDiM's image score: the maximum of the smoothed map
+    if spec.image_score_from_map:
         image_score = g.reduce_max(anomaly_map, [1, 2], keepdims=0)
     g.op("Identity", image_score, output="image_score")
     low, high = thresholds.image_range

@@ -23,7 +23,7 @@ from engine.pipeline import fit, iterate_batches, rebuild_extractor, shard_image
 from engine.settings import RunSettings
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
 from models.model_file import AnomalyModel, model_path
-from models.registry import METHODS
+from models.registry import METHODS, check_config
 from models.scoring import Scores
 from utils.config import Config
 from utils.errors import UserError
@@ -116,7 +116,7 @@ def category_geometry(config: Config, run: RunSettings, good: MVTecDataset) -> C
     size = median_size(sample.path for sample in good.samples)
     config = replace(config, data=choose_geometry(config.data, run.auto_geometry, size))
     try:
-        config.check()
+        check_config(config)
     except ValueError as err:
         raise UserError(f"--{err}") from None
     if is_main_process():

@@ -81,8 +81,9 @@ def update(model_file: str, run: RunSettings) -> dict[str, Any]:
 
 
 def check_updatable(model: AnomalyModel, model_file: str, run: RunSettings) -> None:
-    if model.method == "padim" and "sum_outer" not in model.arrays:
-        raise UserError(f"{model_file} is a PaDiM model without running sums: train it with --keep_sums to "
+    spec = METHODS[model.method]
+    if any(name not in model.arrays for name, _ in spec.update_arrays):
+        raise UserError(f"{model_file} is a {spec.title} model without running sums: train it with --keep_sums to "
                         f"update it, or fit again on all images")
     if run.category and run.category != model.category:
         raise UserError(f"{model_file} is the model of category '{model.category}', not '{run.category}'")

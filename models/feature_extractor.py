@@ -15,7 +15,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from models.backbones import build_backbone_stages, weights_fingerprint
-from models.registry import STAGE_NAMES, arch_spec, check_aggregation
+from models.registry import STAGE_NAMES, arch_spec, check_aggregation, method_spec
 from models.shapes import embedding_channels
 from utils.config import ModelConfig
 from utils.errors import UserError
@@ -169,9 +169,9 @@ def build_extractor(cfg: ModelConfig, pretrained: str | None = None) -> PatchFea
     """The extractor `cfg` describes; `pretrained` overrides where its weights come from."""
     check_aggregation(cfg)
     stages = build_backbone_stages(cfg.arch, pretrained or cfg.pretrained, cfg.seed)
-    # Only PaDiM reads --k as a channel count; PatchCore's k is a coreset percentage.
+    # A method reading --k as a channel count selects them here (PaDiM); otherwise k is its own (a coreset percentage).
     channels = (select_channels(embedding_channels(cfg.arch, cfg.layers), cfg.k, cfg.seed)
-                if cfg.method == "padim" else None)
+                if method_spec(cfg.method).k_counts_channels else None)
     unfold_dims = (cfg.pretrain_embed_dim, cfg.target_embed_dim) if cfg.aggregation == "unfold" else None
     stage_channels = [arch_spec(cfg.arch).channels[STAGE_NAMES.index(name)] for name in sorted(
         cfg.layers, key=STAGE_NAMES.index)] if unfold_dims else None

@@ -9,14 +9,11 @@ inner layers and Paddle's allocator add to it): it refuses only what surely cann
 """
 from __future__ import annotations
 
-from models.patchcore.fit import bank_entries, fit_bytes
-from models.shapes import FLOAT32, batch_bytes, embedding_width, feature_grid
+from models.registry import METHODS
+from models.shapes import batch_bytes, embedding_width, feature_grid
 from utils.config import Config
 from utils.errors import UserError
 from utils.runtime import available_memory_bytes, format_bytes
-
-FLOAT64 = 8
-
 
 def method_bytes(config: Config, n_images: int, batch_size: int) -> int:
     """The fit's own arrays: PatchCore's features, projection and selector state; PaDiM's float64
@@ -24,10 +21,7 @@ def method_bytes(config: Config, n_images: int, batch_size: int) -> int:
     grid_h, grid_w = feature_grid(config)
     positions, channels = grid_h * grid_w, embedding_width(config)
     m = config.model
-    if m.method == "padim":
-        return positions * channels * (channels * (FLOAT64 + FLOAT32) + 2 * batch_size * FLOAT64)
-    n_patches = n_images * positions
-    return fit_bytes(n_patches, channels, m.projection_dim, projected=bank_entries(n_patches, m) < n_patches)
+    return METHODS[m.method].fit_bytes_function()(positions, channels, n_images, batch_size, m)
 
 
 def _fit_parts(config: Config, n_images: int, batch_size: int) -> tuple[int, int, int]:

@@ -131,12 +131,16 @@ class AnomalyModel:
             raise bad("config", f"is invalid: {err}") from None
         if config.model.method not in METHODS:
             raise UserError(f"{source} is a model of unknown method '{config.model.method}'")
+        spec = METHODS[config.model.method]
+        try:
+            spec.check_settings(config.model)
+        except ValueError as err:
+            raise bad("config", f"is invalid: {err}") from None
         grid = raw.get("feature_grid")
         if (not isinstance(grid, (list, tuple)) or len(grid) != 2
                 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in grid)):
             raise bad("feature_grid", "is missing or not two positive integers")
         tables = {name: _number_table(raw.get(name, {}), name, bad) for name in ("calibration", "fit_stats")}
-        spec = METHODS[config.model.method]
         stored = raw["arrays"] if "arrays" in raw else {"memory_bank": raw.get("memory_bank")}
         if not isinstance(stored, dict):
             raise bad("arrays", "is missing or not a dict")

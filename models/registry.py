@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
-from utils.config import AGGREGATIONS
+from utils.config import AGGREGATIONS, Config, require as _require
 from utils.errors import UserError
 
 # A stage is either one named sub-layer of the paddle.vision network ("layer2", "features.6") or a
@@ -81,7 +81,19 @@ class MethodSpec:
     size_column: str                              # fit_stats entry shown beside the fit time
     k_help: str = ""
     aggregations: tuple[str, ...] = ("avgpool",)  # --aggregation values it accepts (utils.config.AGGREGATIONS)
-    array_ranks: tuple[int, ...] = ()             # ndim of each of `arrays`, checked when a model loads
+    # The shape of each of `arrays`, checked when a model loads: N any count, P the feature grid's
+    # positions, C the embedding width (the last axis of the first array is always C).
+    array_shapes: tuple[tuple[str, ...], ...] = ()
+    # --k: a percentage of training patches kept (False) or a number of channels kept, 0 = all (True).
+    k_counts_channels: bool = False
+    bank_budget: bool = False                     # --bank_size caps its memory bank
+    # How a patch is scored: "nearest_neighbour" (distance to the nearest bank entry; the image score
+    # is --image_score over the patch scores, eq. 7 by default) or "mahalanobis" (a Gaussian per
+    # position; the image score is the maximum of the smoothed map).
+    patch_distance: str = "nearest_neighbour"
+    # "module:function(positions, channels, n_images, batch_size, model_config) -> bytes": the fit's
+    # own arrays (models.fit_memory)
+    fit_bytes: str = ""
     # "module:function(arrays, EmbeddingStream, model_config, progress) -> (arrays, stats)": adds
     # good images to a fitted model (train.py --update)
     update: str = ""
@@ -102,6 +114,42 @@ class MethodSpec:
 
     def own_image_out_function(self) -> Callable[..., Any]:
         return _resolve(self.own_image_out)
+
+    def fit_bytes_function(self) -> Callable[..., int]:
+        return _resolve(self.fit_bytes)
+
+    @property
+    def array_ranks(self) -> tuple[int, ...]:
+        return tuple(len(shape) for shape in self.array_shapes)
+
+    @property
+    def image_score_from_map(self) -> bool:
+        """Whether the image score is the maximum of the smoothed map rather than --image_score over patches."""
+        return self.patch_distance == "mahalanobis"
+
+    def reweights(self, cfg: Any) -> bool:
+        """Whether the image score is eq. 7's re-weighting over the nearest entry's bank neighbours."""
+        return self.patch_distance == "nearest_neighbour" and cfg.image_score == "reweighted"
+
+    def unfolds(self, cfg: Any) -> bool:
+        """Whether the embedding is the unfold aggregation's (the method accepts it and cfg asks for it)."""
+        return cfg.aggregation == "unfold" and "unfold" in self.aggregations
+
+    def embedding_width(self, cfg: Any, total: int) -> int:
+        """Channels the fit stores per patch, of `total` the chosen stages give."""
+        if self.k_counts_channels:
+            return min(int(cfg.k), total) or total
+        return cfg.target_embed_dim if self.unfolds(cfg) else total
+
+    def check_settings(self, cfg: Any) -> None:
+        """The ranges of the settings whose meaning is the method's; ValueError naming the setting
+        (as utils.config.Config.check)."""
+        if self.k_counts_channels:
+            _require(cfg.k >= 0 and cfg.k == int(cfg.k), "k", cfg.k, f"a whole number of channels >= 0 for {self.name}")
+        else:
+            _require(0 < cfg.k <= 100, "k", cfg.k, "a percentage in (0, 100]")
+        _require(cfg.bank_size == 0 or self.bank_budget, "bank_size", cfg.bank_size,
+                 f"0 for {self.name} (patchcore only)")
 
 
 PATCHCORE_LAYERS = ("layer2", "layer3")
@@ -129,13 +177,15 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("patchcore", "PatchCore", ("patchcore", "coreset"), _patchcore_defaults, ("memory_bank",),
                "models.patchcore.scorer:build_scorer", "models.patchcore.fit:fit_memory_bank", "bank_size",
                k_help="percentage of training patches kept (default 10)", aggregations=AGGREGATIONS,
-               array_ranks=(2,), update="models.patchcore.fit:extend_memory_bank",
+               array_shapes=(("N", "C"),), bank_budget=True, fit_bytes="models.patchcore.fit:estimate_fit_bytes",
+               update="models.patchcore.fit:extend_memory_bank",
                own_image_out="models.patchcore.own_image_out:leave_own_image_out"),
     MethodSpec("padim", "PaDiM", ("padim",), _padim_defaults, ("mean", "inv_covariance"),
                "models.padim.scorer:build_scorer", "models.padim.fit:fit_gaussians", "channels",
                k_help="number of channels kept by a seeded random selection, 0 = all (default "
                       + ", ".join(f"{arch} {n or 'all'}" for arch, n in PADIM_CHANNELS.items()) + ")",
-               array_ranks=(2, 3), update="models.padim.fit:extend_gaussians",
+               array_shapes=(("P", "C"), ("P", "C", "C")), k_counts_channels=True, patch_distance="mahalanobis",
+               fit_bytes="models.padim.fit:estimate_fit_bytes", update="models.padim.fit:extend_gaussians",
                update_arrays=(("sum_shift", 2), ("sum", 2), ("sum_outer", 3), ("count", 1)),
                own_image_out="models.padim.own_image_out:leave_own_image_out"),
 )}
@@ -149,6 +199,13 @@ def method_spec(name: str) -> MethodSpec:
     if name not in METHOD_ALIASES:
         raise UserError(f"unknown method '{name}'; choose one of {', '.join(sorted(METHOD_ALIASES))}")
     return METHODS[METHOD_ALIASES[name]]
+
+
+def check_config(config: Config) -> None:
+    """Config.check's ranges and those its method gives a meaning to (--k, --bank_size); ValueError
+    naming the setting. Every Config built from options or read from a file passes here."""
+    config.check()
+    method_spec(config.model.method).check_settings(config.model)
 
 
 def check_aggregation(cfg: Any) -> None:

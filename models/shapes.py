@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from models.registry import STAGE_NAMES, arch_spec
+from models.registry import METHODS, STAGE_NAMES, arch_spec
 from utils.config import Config
 from utils.errors import UserError
 from utils.runtime import available_memory_bytes, format_bytes
@@ -40,14 +40,9 @@ def feature_grid(config: Config) -> tuple[int, int]:
 
 
 def embedding_width(config: Config) -> int:
-    """Channels of the embedding the fit stores per patch (PaDiM: --k of them, 0 or more = all)."""
+    """Channels of the embedding the fit stores per patch (the method's record says which)."""
     m = config.model
-    total = embedding_channels(m.arch, m.layers)
-    if m.method == "padim":
-        return min(int(m.k), total) or total
-    if m.aggregation == "unfold":
-        return m.target_embed_dim
-    return total
+    return METHODS[m.method].embedding_width(m, embedding_channels(m.arch, m.layers))
 
 
 def batch_bytes(config: Config, batch_size: int) -> int:
@@ -60,7 +55,7 @@ def batch_bytes(config: Config, batch_size: int) -> int:
     stage_floats = [c * pixels / s**2 for c, s in zip(spec.channels, STAGE_STRIDES)]
     widest = max(WIDEST_ACTIVATION.get(m.arch, 0) * pixels, *stage_floats)
     chosen = sum(stage_floats[STAGE_NAMES.index(name)] for name in m.layers)
-    chosen *= UNFOLD_NEIGHBOURS if m.aggregation == "unfold" and m.method != "padim" else 2
+    chosen *= UNFOLD_NEIGHBOURS if METHODS[m.method].unfolds(m) else 2
     grid_h, grid_w = feature_grid(config)
     per_image = (3 * resize_h * resize_w                                  # resized uint8 RGB
                  + FLOAT32 * (2 * 3 * pixels                             # normalised array, stacked batch
@@ -73,20 +68,19 @@ def array_shape_problem(config: Config, grid: tuple[int, int], shapes: dict[str,
     """Why arrays of `shapes` cannot be the model `config` describes (None when they fit).
 
     The stored feature grid must be the one the crop gives (to within one patch: rounding at the
-    border); PatchCore's bank rows have the embedding's width; PaDiM has one mean [C] and one
-    inverse covariance [C, C] per grid position.
+    border); the arrays have the shapes the method's record gives (PatchCore's bank rows the
+    embedding's width; PaDiM one mean [C] and one inverse covariance [C, C] per grid position).
     """
     expected = feature_grid(config)
     if any(abs(g - e) > 1 for g, e in zip(grid, expected)):
         crop_h, crop_w = config.data.crop_hw
         return f"field 'feature_grid' is {list(grid)}, which does not fit a {crop_h}x{crop_w} crop (expected {list(expected)})"
-    width, positions = embedding_width(config), grid[0] * grid[1]
-    wanted = ({"memory_bank": (None, width)} if config.model.method == "patchcore"
-              else {"mean": (positions, width), "inv_covariance": (positions, width, width)})
-    bank = shapes.get("memory_bank")
-    m = config.model
-    if m.method == "patchcore" and m.image_score == "reweighted" and bank and bank[0] < m.num_neighbors:
-        return (f"field 'arrays.memory_bank' has {bank[0]} entries, fewer than the {m.num_neighbors} eq. 7's "
+    m, spec = config.model, METHODS[config.model.method]
+    sizes = {"N": None, "P": grid[0] * grid[1], "C": embedding_width(config)}
+    wanted = {name: tuple(sizes[d] for d in dims) for name, dims in zip(spec.arrays, spec.array_shapes)}
+    entries = shapes.get(spec.arrays[0])
+    if spec.reweights(m) and entries and entries[0] < m.num_neighbors:
+        return (f"field 'arrays.{spec.arrays[0]}' has {entries[0]} entries, fewer than the {m.num_neighbors} eq. 7's "
                 f"re-weighting compares (num_neighbors): every image would score 0")
     for name, dims in wanted.items():
         shape = shapes.get(name)

@@ -8,6 +8,14 @@ TESTS = Path(__file__).resolve().parent
 # The repo root (project packages) and tests/ (the shared helpers module) are importable everywhere.
 sys.path[:0] = [str(TESTS.parent), str(TESTS)]
 
+from utils.runtime import configure_environment, quiet_paddle_logs  # noqa: E402
+
+# What the entry scripts do first (utils.runtime.prepare_process; no import does it), for the library
+# code the tests run in this process: the threading environment before NumPy loads, quiet glog. The
+# Ctrl-C hook is left to pytest.
+configure_environment()
+quiet_paddle_logs()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def service_data_dir(tmp_path_factory) -> Path:

@@ -218,37 +218,32 @@ class Config:
     def check(self) -> None:
         """Range checks shared by the command line and model files; ValueError naming the setting."""
         d, m = self.data, self.model
-        _require(min(d.resize_hw) >= 2, "resize", d.resize, "at least 2")
-        _require(all(1 <= c <= r for c, r in zip(d.crop_hw, d.resize_hw)), "crop_size", d.crop_size,
+        require(min(d.resize_hw) >= 2, "resize", d.resize, "at least 2")
+        require(all(1 <= c <= r for c, r in zip(d.crop_hw, d.resize_hw)), "crop_size", d.crop_size,
                  f"between 1 and resize ({d.resize}) on each side")
-        _require(d.interpolation in INTERPOLATIONS, "interpolation", d.interpolation, " or ".join(INTERPOLATIONS))
-        _require(len(d.mean) == 3, "mean", d.mean, "3 numbers")
-        _require(len(d.std) == 3 and all(v > 0 for v in d.std), "std", d.std, "3 positive numbers")
-        if m.method == "padim":
-            # PaDiM's k is a channel count (0 = all channels).
-            _require(m.k >= 0 and m.k == int(m.k), "k", m.k, "a whole number of channels >= 0 for padim")
-        else:
-            _require(0 < m.k <= 100, "k", m.k, "a percentage in (0, 100]")
-        _require(m.bank_size >= 0 and m.bank_size == int(m.bank_size), "bank_size", m.bank_size, "a whole number >= 0")
-        _require(m.bank_size == 0 or m.method != "padim", "bank_size", m.bank_size, "0 for padim (patchcore only)")
-        _require(len(m.layers) >= 1, "layers", m.layers, "at least one layer")
-        _require(m.projection_dim >= 1, "projection_dim", m.projection_dim, "at least 1")
-        _require(m.num_neighbors >= 1, "num_neighbors", m.num_neighbors, "at least 1")
-        _require(m.image_score in ("reweighted", "max"), "image_score", m.image_score, "reweighted or max")
-        _require(m.sigma >= 0, "sigma", m.sigma, ">= 0")
-        _require(0 <= m.seed <= MAX_SEED, "seed", m.seed, f"between 0 and {MAX_SEED}")
-        _require(0 <= m.val_ratio < 1, "val_ratio", m.val_ratio, "in [0, 1)")
-        _require(m.threshold_rule in ("",) + THRESHOLD_RULES, "threshold_rule", m.threshold_rule,
+        require(d.interpolation in INTERPOLATIONS, "interpolation", d.interpolation, " or ".join(INTERPOLATIONS))
+        require(len(d.mean) == 3, "mean", d.mean, "3 numbers")
+        require(len(d.std) == 3 and all(v > 0 for v in d.std), "std", d.std, "3 positive numbers")
+        # --k and --bank_size mean what the method says: models.registry.check_config checks them.
+        require(m.bank_size >= 0 and m.bank_size == int(m.bank_size), "bank_size", m.bank_size, "a whole number >= 0")
+        require(len(m.layers) >= 1, "layers", m.layers, "at least one layer")
+        require(m.projection_dim >= 1, "projection_dim", m.projection_dim, "at least 1")
+        require(m.num_neighbors >= 1, "num_neighbors", m.num_neighbors, "at least 1")
+        require(m.image_score in ("reweighted", "max"), "image_score", m.image_score, "reweighted or max")
+        require(m.sigma >= 0, "sigma", m.sigma, ">= 0")
+        require(0 <= m.seed <= MAX_SEED, "seed", m.seed, f"between 0 and {MAX_SEED}")
+        require(0 <= m.val_ratio < 1, "val_ratio", m.val_ratio, "in [0, 1)")
+        require(m.threshold_rule in ("",) + THRESHOLD_RULES, "threshold_rule", m.threshold_rule,
                  " or ".join(THRESHOLD_RULES))
-        _require(m.threshold_rule != "held_out" or m.val_ratio > 0, "val_ratio", m.val_ratio,
+        require(m.threshold_rule != "held_out" or m.val_ratio > 0, "val_ratio", m.val_ratio,
                  "above 0 for --threshold_rule held_out (0.1 was its default)")
-        _require(m.threshold_rule != "own_image_out" or m.val_ratio == 0, "val_ratio", m.val_ratio,
+        require(m.threshold_rule != "own_image_out" or m.val_ratio == 0, "val_ratio", m.val_ratio,
                  "0 for --threshold_rule own_image_out (every good image is fitted and calibrates)")
-        _require(0 <= m.max_false_reject < 1, "max_false_reject", m.max_false_reject, "in [0, 1)")
-        _require(0 <= m.pixel_false_reject < 1, "pixel_false_reject", m.pixel_false_reject, "in [0, 1)")
+        require(0 <= m.max_false_reject < 1, "max_false_reject", m.max_false_reject, "in [0, 1)")
+        require(0 <= m.pixel_false_reject < 1, "pixel_false_reject", m.pixel_false_reject, "in [0, 1)")
 
 
-def _require(ok: bool, name: str, value: Any, expected: str) -> None:
+def require(ok: bool, name: str, value: Any, expected: str) -> None:
     if not ok:
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 

@@ -6,11 +6,11 @@ import resource
 import sys
 import warnings
 
-from utils.errors import UserError
+from utils.errors import UserError, install_interrupt_hook
 
 
 def configure_environment() -> None:
-    """Settings that must be in place before NumPy / Paddle load (called by `import utils`)."""
+    """Settings that must be in place before NumPy / Paddle load (prepare_process; benchmarks call it alone)."""
     # OpenBLAS worker threads spin for a long time after each matrix product (the kNN search) and
     # steal the cores from Paddle's next forward pass: on the 2-core test machine infer.py measured
     # 92 ms/image with the default and 50 ms with a short spin.
@@ -21,6 +21,9 @@ def configure_environment() -> None:
     os.environ.setdefault("KMP_BLOCKTIME", "1")
     # `import paddle` warns about a C++ extension cache that this project never compiles with.
     warnings.filterwarnings("ignore", message="No ccache found")
+    # Image names in figure titles may hold characters the font lacks (CJK with DejaVu Sans): drawn as
+    # empty boxes, the full name is in results.csv, so a warning per glyph only adds noise.
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
 
 
 # Paddle logs through glog; at this level only errors remain: no executor chatter ("New Executor is
@@ -33,6 +36,15 @@ def quiet_paddle_logs() -> None:
     first imported: glog reads it once."""
     for name, value in QUIET_PADDLE_LOGS.items():
         os.environ.setdefault(name, value)
+
+
+def prepare_process() -> None:
+    """The process-wide setup of an entry script, its first statement (before NumPy and Paddle
+    load; no import does any of it): thread settings, Paddle's quiet glog, and Ctrl-C as one line
+    also during the slow imports that follow."""
+    configure_environment()
+    quiet_paddle_logs()
+    install_interrupt_hook()
 
 
 DEVICES = ("auto", "cpu", "gpu")

@@ -3,20 +3,18 @@ from __future__ import annotations
 
 import os
 import unicodedata
-import warnings
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from scipy import ndimage
 
-matplotlib.use("Agg")  # no display on inspection PCs running headless
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+from utils.io import atomic_path
 
-from utils.io import atomic_path  # noqa: E402
-
-# Image names in titles may hold characters the figure font lacks (CJK with DejaVu Sans): they are
-# drawn as empty boxes, and the full name is in results.csv, so a warning per glyph only adds noise.
-warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+# Figures are drawn on a matplotlib Figure of their own (no pyplot): no display needed on headless
+# inspection PCs, and no process-wide backend chosen by an import. Image names in titles may hold
+# characters the font lacks (drawn as empty boxes; the full name is in results.csv): the entry
+# scripts silence that warning (utils.runtime.configure_environment).
 
 
 def printable_title(text: str) -> str:
@@ -32,7 +30,7 @@ def region_outline(region: np.ndarray) -> np.ndarray:
 def overlay(image: np.ndarray, anomaly_map: np.ndarray, vmin: float, vmax: float, alpha: float = 0.5) -> np.ndarray:
     """Heat map blended over an RGB uint8 image, as uint8 RGB."""
     scaled = np.clip((anomaly_map - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
-    heat = plt.get_cmap("jet")(scaled)[..., :3]
+    heat = colormaps["jet"](scaled)[..., :3]
     return (255 * ((1 - alpha) * image / 255.0 + alpha * heat)).astype(np.uint8)
 
 
@@ -56,7 +54,8 @@ def save_figure(path: str | os.PathLike, image: np.ndarray, anomaly_map: np.ndar
                ("predicted region", outlined(image, region))]
     # Panels as wide as the image's aspect ratio (imshow keeps the pixels square).
     aspect = min(max(image.shape[1] / image.shape[0], 0.25), 4.0)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * aspect * len(panels), 3.3))
+    fig = Figure(figsize=(3 * aspect * len(panels), 3.3))
+    axes = fig.subplots(1, len(panels))
     for ax, (name, picture) in zip(np.atleast_1d(axes), panels):
         ax.imshow(picture)
         ax.set_title(name, fontsize=9)
@@ -65,4 +64,3 @@ def save_figure(path: str | os.PathLike, image: np.ndarray, anomaly_map: np.ndar
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)

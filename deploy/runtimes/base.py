@@ -1,6 +1,7 @@
 """What every extractor runtime is and is given."""
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -24,8 +25,13 @@ class RuntimeOptions:
 
 class ExtractorRuntime(ABC):
     """images [B,3,H,W] float32 -> patch embeddings [B,C,h,w] float32."""
-    name: str = ""
+    name: str = ""     # its --backend value
+    title: str = ""    # the engine's own name, as the docs and the output spell it
     source: str = ""   # the file it runs
+
+    def description(self) -> str:
+        """The engine and the file it runs, for the one line infer.py prints before scoring."""
+        return f"{self.title} on {os.path.basename(self.source)}"
 
     @abstractmethod
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from utils.errors import UserError
 
 class ONNXRuntime(ExtractorRuntime):
     name = "onnxruntime"
+    title = "ONNX Runtime"
 
     def __init__(self, files, options: RuntimeOptions):
         import onnxruntime

@@ -21,6 +21,7 @@ def openvino_source(files) -> str:
 
 class OpenVINORuntime(ExtractorRuntime):
     name = "openvino"
+    title = "OpenVINO"
 
     def __init__(self, files, options: RuntimeOptions):
         import openvino

@@ -18,15 +18,21 @@ def mkldnn_default(program: str, options: RuntimeOptions) -> bool:
 class PaddleInferenceRuntime(ExtractorRuntime):
     """The program through paddle.inference (see deploy.predictor.FeaturePredictor)."""
     name = "paddle"
+    title = "Paddle Inference"
 
     def __init__(self, files, options: RuntimeOptions):
         from deploy.predictor import FeaturePredictor
 
         self.enable_mkldnn = mkldnn_default(files.program, options)
+        self.use_gpu = options.use_gpu
         self.source = files.program
         self.predictor = FeaturePredictor(files.program, files.params, options.use_gpu, self.enable_mkldnn,
                                           options.cpu_threads, options.precision, options.use_tensorrt,
                                           options.gpu_id)
+
+    def description(self) -> str:
+        device = "GPU" if self.use_gpu else "CPU, oneDNN" if self.enable_mkldnn else "CPU"
+        return f"{super().description()} ({device})"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.predictor(images)

@@ -19,6 +19,13 @@ REGULARIZATION = 0.01       # the paper's epsilon: S = cov + 0.01 I keeps S inve
 INVERT_CHUNK_BYTES = 256 * 2**20
 # The distributed merge sums the outer products in pieces of about this size.
 MERGE_CHUNK_BYTES = 64 * 2**20
+FLOAT32, FLOAT64 = 4, 8
+
+
+def estimate_fit_bytes(positions: int, channels: int, n_images: int, batch_size: int, cfg: ModelConfig) -> int:
+    """The fit's own arrays (models.fit_memory): the float64 running sums and a batch of them, and
+    the float32 inverse covariances; the number of images does not count."""
+    return positions * channels * (channels * (FLOAT64 + FLOAT32) + 2 * batch_size * FLOAT64)
 
 
 class GaussianAccumulator:

@@ -35,6 +35,12 @@ def bank_entries(n_patches: int, cfg: ModelConfig) -> int:
     return min(n_patches, cfg.bank_size) if cfg.bank_size else coreset_size(n_patches, cfg.k)
 
 
+def estimate_fit_bytes(positions: int, channels: int, n_images: int, batch_size: int, cfg: ModelConfig) -> int:
+    """The fit's own arrays (models.fit_memory): the features, the projection and the selector state."""
+    n_patches = n_images * positions
+    return fit_bytes(n_patches, channels, cfg.projection_dim, projected=bank_entries(n_patches, cfg) < n_patches)
+
+
 def check_memory(n_images: int, grid: tuple[int, int], channels: int, needed: int) -> None:
     """Refuse up front, with the numbers and the options, a fit that cannot fit in memory."""
     available = available_memory_bytes()

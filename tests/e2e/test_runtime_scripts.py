@@ -56,6 +56,10 @@ def test_every_backend_scores_as_predict(exported, backend, batch_size, tmp_path
     assert done.returncode == 0, done.stderr
     want = {"auto": "openvino" if importlib.util.find_spec("openvino") else "paddle"}.get(backend, backend)
     assert f"backend: {want}\n" in done.stdout
+    # The first line names the engine that ran, whatever --backend asked for.
+    titles = {"paddle": "Paddle Inference", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+    first = done.stdout.splitlines()[0]
+    assert first.startswith(f"runtime: {titles[want]} on ") and first.endswith(f"(--backend {backend})"), first
     diffs = relative_differences(dynamic, load_outputs(str(tmp_path / "out" / "anomaly_maps.npz")))
     assert diffs["image_score_max_rel_diff"] <= 1e-5 and diffs["anomaly_map_max_rel_diff"] <= 1e-4, diffs
     # the same verdict for every image as predict.py

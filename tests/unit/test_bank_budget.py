@@ -8,6 +8,7 @@ import argparse
 from engine.cli import add_data_args, add_model_args, config_from_args
 from models.fit_memory import method_bytes
 from models.model_file import EmbeddingStream
+from models.registry import check_config
 from utils.config import Config, DataConfig, ModelConfig
 
 
@@ -59,4 +60,4 @@ def test_the_option_reaches_the_model_settings_and_the_memory_estimate():
 @pytest.mark.parametrize("model", [ModelConfig(bank_size=-1), ModelConfig(method="padim", k=0, bank_size=10)])
 def test_bad_budgets_are_refused(model):
     with pytest.raises(ValueError, match="bank_size"):
-        Config(DataConfig(), model).check()
+        check_config(Config(DataConfig(), model))

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from models.registry import check_config
 from utils.config import Config, DataConfig, ModelConfig, finite_float, positive_int, resize_int
 from utils.errors import first_line, last_line, run_cli, script_parser
 
@@ -49,7 +50,7 @@ def test_number_types_refuse(parse, text, capsys):
     ({}, {"sigma": -1.0}, "sigma"), ({"std": (1.0, 0.0, 1.0)}, {}, "std")])
 def test_config_ranges(data, model, name):
     with pytest.raises(ValueError, match=f"^{name} must be"):
-        Config(DataConfig(**data), ModelConfig(**model)).check()
+        check_config(Config(DataConfig(**data), ModelConfig(**model)))
     assert math.isfinite(ModelConfig().k)
 
 

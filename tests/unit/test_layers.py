@@ -6,8 +6,8 @@
                                    export check and the fit extraction run the deployment engines)
     deploy                      -> utils, datasets.preprocess, the scoring side of models; never engine,
                                    fit code, calibration or metrics
-    train/eval/export_model.py  -> engine (and predict.py deploy too)
-    infer.py, serve.py          -> deploy only
+    train/eval/export_model.py  -> engine (and predict.py deploy too), utils.runtime's process setup
+    infer.py, serve.py          -> deploy only, utils.runtime's process setup
 
 infer.py's modules at run time are checked end to end in tests/e2e (helpers.modules_infer_loads).
 """
@@ -26,12 +26,13 @@ ALLOWED = {
     "models": {"utils", "models"},
     "engine": {"utils", "datasets", "models", "engine"},
     "deploy": {"utils", "datasets", "models", "deploy"},
-    "train.py": {"engine"},
-    "eval.py": {"engine"},
-    "export_model.py": {"engine"},
-    "predict.py": {"engine", "deploy"},
-    "infer.py": {"deploy"},
-    "serve.py": {"deploy"},
+    # Every entry script's first statement is utils.runtime.prepare_process (before NumPy/Paddle load).
+    "train.py": {"utils", "engine"},
+    "eval.py": {"utils", "engine"},
+    "export_model.py": {"utils", "engine"},
+    "predict.py": {"utils", "engine", "deploy"},
+    "infer.py": {"utils", "deploy"},
+    "serve.py": {"utils", "deploy"},
 }
 # The one part of deploy/ engine/ may use: the extractor runtimes (they load no training code).
 ENGINE_MAY_USE_FROM_DEPLOY = "deploy.runtimes"
