@@ -45,7 +45,7 @@ from datasets.line_cases import generate_outlier_surface_category  # noqa: E402
 from datasets.mvtec import held_out_split  # noqa: E402
 from datasets.synthetic import MARKER_NAME, generate_elongated_category  # noqa: E402
 from models.model_file import AnomalyModel  # noqa: E402
-from utils.table import format_table, write_csv  # noqa: E402
+from utils.table import print_and_save  # noqa: E402
 
 RULES = {"old (held out 0.1)": ("--val_ratio", "0.1"), "new (own image out)": ()}
 OLD_VAL_RATIO = 0.1
@@ -159,10 +159,7 @@ def main() -> int:
             mine = [r for r in rows if r["data"] == data and r["rule"] == name]
             rows.append({"data": data, "rule": name, "seed": "mean", "outliers": "", "threshold": "",
                          **{c: sum(r[c] for r in mine) / len(mine) for c in MEANS}})
-    path = os.path.join(args.save_path, "threshold_rules.csv")
-    write_csv(path, rows, COLUMNS)
-    print(format_table(rows, COLUMNS))
-    print(f"saved {path}")
+    print_and_save(rows, COLUMNS, os.path.join(args.save_path, "threshold_rules.csv"))
     return 0
 
 

@@ -103,7 +103,8 @@ def false_reject_quantile(scores: np.ndarray, rate: float) -> tuple[float, float
     estimate = tail.u + tail.beta * math.log((tail.m - tail.outliers) / (n * rate))
     how = f"exponential tail fitted to the top {tail.m} of {n} good scores for a {rate:.4g} false-reject rate"
     if tail.outliers:
-        how += f" ({tail.outliers} of them beyond the tail, rare good outliers: left out of the fit, expected to be rejected)"
+        how += (f" ({tail.outliers} of them beyond the tail, rare good outliers: left out of the fit, "
+                "expected to be rejected)")
     return float(estimate), tail.rate(estimate), how
 
 
