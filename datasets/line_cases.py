@@ -4,7 +4,11 @@ layout, deterministic, no Paddle):
 * `generate_border_category`: woven fabric whose defects lie entirely in the outer sixteenth of
   the image, the band MVTec's 256 -> 224 centre crop discards;
 * `generate_outlier_surface_category`: a uniform surface whose good images now and then carry a
-  harmless one-off glare (rare good outliers), with small dark spots as defects.
+  harmless one-off variation (rare good outliers: a soft glare streak, or a hard-edged specular
+  highlight that scores above the defects), with small dark spots as defects.
+
+`datasets.synthetic.generate_elongated_category(outlier_rate=...)` is the elongated counterpart
+(rods with thin scratches, the same specular highlights as rare good outliers).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.synthetic import (_blob, _check_target, _make_style, _paint, _render_good, _rng, _smooth_noise, _staged,
-                                _write_marker, _write_png)
+                                _write_marker, _write_png, specular_highlight)
 
 # MVTec's crop keeps 224 of 256: 16 of 256 (a sixteenth) is lost on every side.
 CROP_BAND_FRACTION = 16 / 256
@@ -73,6 +77,10 @@ def _glare(size: int, rng: np.random.Generator) -> np.ndarray:
     return 45 * np.exp(-0.5 * (distance / (0.06 * size)) ** 2)
 
 
+# The benign one-off variations a good surface image may carry (brightness to add, H x W).
+OUTLIER_KINDS = {"glare": _glare, "highlight": lambda size, rng: specular_highlight(size, size, rng)}
+
+
 def _spot(size: int, rng: np.random.Generator) -> np.ndarray:
     centre = rng.uniform(0.15, 0.85, 2) * size
     return _blob(size, centre, size * rng.uniform(0.025, 0.04), roughness=0.25, n_harmonics=4, rng=rng)
@@ -80,20 +88,27 @@ def _spot(size: int, rng: np.random.Generator) -> np.ndarray:
 
 def generate_outlier_surface_category(root: str | os.PathLike, category: str = "outlier_surface", *,
                                       n_train: int = 100, n_test_good: int = 60, n_test_defect: int = 30,
-                                      outlier_rate: float = 0.03, image_size: int = 128, seed: int = 0,
-                                      contrast: float = 25.0) -> Path:
-    """A uniform surface; each good image (train and test) carries a glare streak with probability
-    `outlier_rate`; defects are small dark spots (`contrast` grey levels darker)."""
+                                      outlier_rate: float = 0.03, outlier_kind: str = "glare", image_size: int = 128,
+                                      seed: int = 0, contrast: float = 25.0) -> Path:
+    """A uniform surface; each good image (train and test) carries a one-off `outlier_kind`
+    variation with probability `outlier_rate` ("glare": a soft streak, "highlight": a hard-edged
+    specular highlight; the marker file lists which images); defects are small dark spots
+    (`contrast` grey levels darker)."""
+    if outlier_kind not in OUTLIER_KINDS:
+        raise ValueError(f"outlier_kind must be one of {', '.join(OUTLIER_KINDS)}, got {outlier_kind!r}")
     target = Path(root) / category
     Path(root).mkdir(parents=True, exist_ok=True)
     _check_target(target)
+    outliers: dict[str, list[str]] = {}
     with _staged(target) as staging:
         for split, n in (("train", n_train), ("test", n_test_good)):
+            outliers[f"{split}/good"] = []
             for i in range(n):
                 rng = _rng(seed, category, split, "good", i)
                 image = _surface(image_size, rng)
                 if rng.random() < outlier_rate:
-                    image += _glare(image_size, rng)[..., None]
+                    image += OUTLIER_KINDS[outlier_kind](image_size, rng)[..., None]
+                    outliers[f"{split}/good"].append(f"{i:03d}.png")
                 _write_png(staging / split / "good" / f"{i:03d}.png", np.clip(np.rint(image), 0, 255).astype(np.uint8))
         for i in range(n_test_defect):
             rng = _rng(seed, category, "test", "spot", i)
@@ -103,5 +118,6 @@ def generate_outlier_surface_category(root: str | os.PathLike, category: str = "
             _write_png(staging / "ground_truth" / "spot" / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
         _write_marker(staging, {"generator": "datasets.line_cases.generate_outlier_surface_category",
                                 "category": category, "seed": int(seed), "image_size": int(image_size),
-                                "outlier_rate": float(outlier_rate), "contrast": float(contrast)})
+                                "outlier_rate": float(outlier_rate), "outlier_kind": outlier_kind,
+                                "outliers": outliers, "contrast": float(contrast)})
     return target

@@ -544,21 +544,49 @@ def _thin_scratch(height: int, width: int, rng: np.random.Generator, across: boo
     return (np.abs(yy - line) <= rng.uniform(0.5, 1.0)) & (xx >= start) & (xx <= start + length)
 
 
+def specular_highlight(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A harmless one-off reflection of a lamp: a hard-edged, near-saturated ellipse (brightness to
+    add, H x W) of random size, elongation and orientation, somewhere inside the image."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    short = min(height, width)
+    cy, cx = rng.uniform(0.3, 0.7) * height, rng.uniform(0.2, 0.8) * width
+    a, b = short * rng.uniform(0.12, 0.20), short * rng.uniform(0.04, 0.07)
+    angle = rng.uniform(0, np.pi)
+    u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+    v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+    inside = (u / a) ** 2 + (v / b) ** 2
+    return 255.0 * np.clip(1.5 - inside, 0, 1)          # flat (saturating) core, a 1/3-radius soft edge
+
+
+def _good_outliers(n: int, rate: float, rng: np.random.Generator) -> set[int]:
+    """Which of n good images carry a one-off benign variation: each with probability `rate`
+    (independently, so the count is binomial, e.g. 0-4 of 300 at 1/150)."""
+    return set(np.flatnonzero(rng.random(n) < rate).tolist())
+
+
 def generate_elongated_category(root: str | os.PathLike, category: str = "synthetic_rod", *,
                                 n_train: int = 20, n_test_good: int = 5, n_test_defect: int = 10,
                                 height: int = 160, aspect: float = 2.5, contrast: float = 70.0,
-                                across: bool = False, seed: int = 0) -> Path:
+                                across: bool = False, outlier_rate: float = 0.0, seed: int = 0) -> Path:
     """An MVTec-layout category of width = aspect x height rods with thin scratches along them,
-    `contrast` grey levels brighter than the rod (`across`: thin cracks across the rod instead)."""
+    `contrast` grey levels brighter than the rod (`across`: thin cracks across the rod instead).
+    `outlier_rate`: each good image (train and test) carries a specular highlight with this
+    probability (rare good outliers; the marker file lists which)."""
     width = int(round(height * aspect))
     target = Path(root) / category
     Path(root).mkdir(parents=True, exist_ok=True)
     _check_target(target)
+    outliers: dict[str, list[str]] = {}
     with _staged(target) as staging:
-        for i in range(n_train):
-            _write_png(staging / "train" / "good" / f"{i:03d}.png", _render_rod(height, width, _rng(seed, category, "train", i)))
-        for i in range(n_test_good):
-            _write_png(staging / "test" / "good" / f"{i:03d}.png", _render_rod(height, width, _rng(seed, category, "good", i)))
+        for split, folder, n in (("train", "train", n_train), ("good", "test", n_test_good)):
+            chosen = _good_outliers(n, outlier_rate, _rng(seed, category, split, "outliers"))
+            outliers[f"{folder}/good"] = [f"{i:03d}.png" for i in sorted(chosen)]
+            for i in range(n):
+                rng = _rng(seed, category, split, i)
+                image = _render_rod(height, width, rng)
+                if i in chosen:
+                    image = np.clip(image + specular_highlight(height, width, rng)[..., None], 0, 255).astype(np.uint8)
+                _write_png(staging / folder / "good" / f"{i:03d}.png", image)
         for i in range(n_test_defect):
             rng = _rng(seed, category, "scratch", i)
             img, mask = _render_rod(height, width, rng), _thin_scratch(height, width, rng, across)
@@ -567,5 +595,6 @@ def generate_elongated_category(root: str | os.PathLike, category: str = "synthe
             _write_png(staging / "ground_truth" / "scratch" / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
         _write_marker(staging, {"generator": "datasets.synthetic.generate_elongated_category", "category": category,
                                 "seed": int(seed), "height": int(height), "aspect": float(aspect),
-                                "contrast": float(contrast), "across": bool(across)})
+                                "contrast": float(contrast), "across": bool(across),
+                                "outlier_rate": float(outlier_rate), "outliers": outliers})
     return target

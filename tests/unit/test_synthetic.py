@@ -246,3 +246,36 @@ def test_defect_scale_draws_smaller_defects(tmp_path: Path) -> None:
     # Lengths x0.25: areas about x1/16 (a scratch keeps its 2-pixel minimum width, so a little more).
     assert all(0 < a <= DEFECT_AREA_RANGE[1] / 16 + 16 / 256**2 for a in small)
     assert np.mean(small) < np.mean(full) / 6
+
+
+@pytest.mark.parametrize("kind", ["surface", "rod"])
+def test_rare_good_outliers_are_listed_deterministic_and_only_on_good_images(tmp_path: Path, kind: str) -> None:
+    import json
+
+    from datasets.line_cases import generate_outlier_surface_category
+    from datasets.synthetic import generate_elongated_category
+
+    def make(root: Path, rate: float) -> Path:
+        if kind == "surface":
+            return generate_outlier_surface_category(root, "c", n_train=12, n_test_good=6, n_test_defect=1,
+                                                     outlier_rate=rate, outlier_kind="highlight", image_size=64)
+        return generate_elongated_category(root, "c", n_train=12, n_test_good=6, n_test_defect=1, height=64,
+                                           outlier_rate=rate)
+
+    first, again, plain = make(tmp_path / "a", 0.3), make(tmp_path / "b", 0.3), make(tmp_path / "c", 0.0)
+    outliers = json.loads((first / MARKER_NAME).read_text())["outliers"]
+    assert outliers == json.loads((again / MARKER_NAME).read_text())["outliers"]
+    assert 0 < len(outliers["train/good"]) < 12
+    for folder, names in outliers.items():
+        for name in sorted(os.listdir(first / folder)):
+            image = np.asarray(Image.open(first / folder / name), dtype=np.int16)
+            assert np.array_equal(image, np.asarray(Image.open(again / folder / name)))
+            # an outlier is its plain image plus a bright highlight (clipped at 255); the others are unchanged
+            difference = image - np.asarray(Image.open(plain / folder / name), dtype=np.int16)
+            assert (difference.max() > 30) == (name in names) and difference.min() >= 0
+
+
+def test_unknown_outlier_kind_is_refused(tmp_path: Path) -> None:
+    from datasets.line_cases import generate_outlier_surface_category
+    with pytest.raises(ValueError, match="outlier_kind"):
+        generate_outlier_surface_category(tmp_path, "c", outlier_kind="sticker")

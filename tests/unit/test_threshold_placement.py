@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from models.calibration import (MIN_TAIL_SCORES, between_scores, calibrate, calibrate_good, decision_margin,
-                                false_reject_quantile)
+from models.calibration import (MARGIN_FRACTION, MIN_TAIL_SCORES, between_scores, calibrate, calibrate_good,
+                                decision_margin, false_reject_quantile, fit_tail)
 from models.knn import MemoryBank
 from models.padim.own_image_out import own_image_out_distances
 from models.patchcore.own_image_out import nearest_excluding, own_image_out_scores
@@ -24,12 +24,13 @@ def test_overlapping_classes_keep_the_f1_decisions_with_a_margin():
     assert decision_margin(cal["image_threshold"], scores) == 0.5
 
 
-def test_placement_never_lands_on_a_score():
+@pytest.mark.parametrize("middle", [True, False])
+def test_placement_never_lands_on_a_score(middle):
     rng = np.random.default_rng(0)
     scores = rng.random(50)
     gaps = np.diff(np.sort(scores))
     for estimate in [*scores, scores.max() + 1e-9, 0.5]:
-        placed = between_scores(estimate, scores)
+        placed = between_scores(estimate, scores, middle)
         assert decision_margin(placed, scores) >= 0.999 * min(gaps.min() / 2, 1e-3 * np.ptp(scores))
         # the calibration images' decisions are those of the estimate (or it sits above them all)
         assert (np.sum(scores >= placed) == np.sum(scores >= estimate)) or placed > scores.max()
@@ -44,6 +45,41 @@ def test_empirical_quantile_with_many_scores_and_fitted_tail_with_few():
     estimate, rate, how = false_reject_quantile(few, 0.01)
     assert 200 * 0.01 < MIN_TAIL_SCORES and "exponential tail" in how
     assert abs(estimate - np.log(100)) < 1.2   # the true 0.99 quantile of Exp(1) is ln 100 = 4.6
+
+
+def _bulk_with_rare_outliers(rng: np.random.Generator, n: int, outliers: int) -> np.ndarray:
+    """Typical good scores (1 + an exponential tail of scale 0.05) and a few one-off goods far above."""
+    scores = 1 + rng.exponential(0.05, n)
+    scores[:outliers] = rng.uniform(2.5, 4.0, outliers)
+    return scores
+
+
+def test_rare_good_outliers_do_not_lift_the_threshold_above_the_defects():
+    """3 one-off goods among 300 (1%, their excesses ~30 scales) once multiplied the fitted tail's
+    scale and the gap's middle carried the threshold to ~2 (every defect at 1.4-2.4 below it would
+    pass). Now they are left out of the fit, counted as rejects of their own, and the threshold
+    holds the 1% target on the typical goods: 1 + 0.05 ln 100 = 1.23."""
+    rng = np.random.default_rng(6)
+    scores = _bulk_with_rare_outliers(rng, 300, 3)
+    tail = fit_tail(scores)
+    assert tail.outliers == 3 and abs(tail.beta - 0.05) < 0.02
+    cal = calibrate_good(scores, np.zeros((300, 2, 2)), 0.01, 0.001, "test scores")
+    threshold = cal["image_threshold"]
+    assert abs(threshold - (1 + 0.05 * np.log(100))) < 0.1
+    assert "3 of them beyond the tail" in cal["image_rule"]
+    # unseen good parts from the same source (typical ones and the same 1% of one-offs)
+    fresh = _bulk_with_rare_outliers(rng, 100_000, 1000)
+    measured = np.mean(fresh >= threshold)
+    assert abs(measured - 0.02) < 0.01 and abs(cal["expected_false_reject"] - 0.02) < 0.01
+    assert np.mean(rng.uniform(1.4, 2.4, 1000) >= threshold) == 1.0
+
+
+def test_a_wide_gap_does_not_carry_the_good_only_threshold_to_its_middle():
+    scores = np.array([1.0, 1.1, 1.2, 3.0])
+    placed = between_scores(1.25, scores, middle=False)
+    assert placed == 1.25 and between_scores(1.25, scores) == 2.1
+    floor = MARGIN_FRACTION * 3.0
+    assert between_scores(1.2 + 1e-9, scores, middle=False) == pytest.approx(1.2 + floor)
 
 
 def test_good_only_calibration_records_its_facts():
