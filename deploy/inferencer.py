@@ -21,7 +21,7 @@ from PIL import Image
 
 from datasets.preprocess import load_image, preprocess_image, to_rgb8
 from deploy.inference import decision_row, non_finite_error, score_batch
-from deploy.predictor import load_exported_model, scoring_backend
+from deploy.predictor import load_exported_model, scoring_options
 from deploy.runtimes import ExportFiles, RuntimeOptions, open_runtime
 from models.thresholds import Thresholds
 from utils.config import DEFAULT_CPU_THREADS
@@ -79,7 +79,7 @@ class Inferencer:
         self.thresholds = Thresholds.from_calibration(self.model.calibration, image_threshold, pixel_threshold)
         self.options = options or RuntimeOptions(backend=backend, use_gpu=use_gpu, cpu_threads=cpu_threads)
         self.runtime = open_runtime(self.files, self.options)
-        self.scorer = self.model.scorer(scoring_backend(self.options.use_gpu))
+        self.scorer = scoring_options(self.options).scorer(self.model)
 
     @property
     def data(self):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any, Callable
 
 import numpy as np
 import paddle
@@ -25,6 +26,28 @@ def check_magnitude(array: np.ndarray) -> str | None:
     if largest > MAX_FEATURE_VALUE:
         return f"holds values up to {largest:.3g}, too large to score in float32 (at most {MAX_FEATURE_VALUE:.3g})"
     return None
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How one process runs its scorers, chosen once where the process is configured and passed whole.
+
+    product_threads: how many threads share the memory bank's full-product tiles (each on one BLAS
+    thread, models.knn.MemoryBank). Processes that run Paddle's dynamic graph (predict.py,
+    training, evaluation) keep 1: more threads beside Paddle's made scoring 4-5x slower on 2 cores.
+    The deploy runtimes (network in Paddle Inference, OpenVINO or ONNX Runtime, never running
+    while the scorer does) take their CPU threads: deploy.predictor.scoring_options.
+    """
+    backend: str = "numpy"   # "numpy": the host's BLAS; "paddle": Paddle ops on the current device
+    product_threads: int = 1
+
+    def __post_init__(self):
+        if self.product_threads < 1:
+            raise ValueError(f"product_threads must be at least 1, not {self.product_threads}")
+
+    def scorer(self, model: Any) -> Callable[[np.ndarray], "Scores"]:
+        """`model`'s scorer (an AnomalyModel) run this way."""
+        return model.scorer(self.backend, self.product_threads)
 
 
 @dataclass
