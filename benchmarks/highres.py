@@ -12,7 +12,14 @@ time is the steadier of the two). Methods:
 
 - today: models/knn.py of the base commit (--base, read with `git show`), grouped + plain product;
 - tiled: the full product in cache-sized tiles with the minimum fused, ties settled in float64;
-- grouped: the grouped search falling back to the tiled product (the scorer's default now).
+- grouped: the grouped search falling back to the tiled product (the scorer's default now), on one
+  thread as predict.py and training run it (beside Paddle's dynamic graph);
+- threads: the same with the tiles shared by --threads threads, as the deploy runtimes run it
+  (infer.py, the Inferencer, serve.py: deploy.predictor.scoring_options). This process runs the
+  network in Paddle's dynamic graph first, as predict.py does;
+- faiss-flat, faiss-hnsw (--faiss, needs `pip install faiss-cpu`, not a project requirement):
+  faiss's exact flat L2 index and its approximate HNSW graph (32 links, efSearch 64) on --threads
+  threads, measured against the same reference.
 
 recall@1 is the share of patches whose entry is the float64 nearest (a float64 product over the
 whole bank, the reference); `verdicts` counts images whose decision (image score >= the model's
@@ -38,7 +45,7 @@ import utils  # noqa: E402,F401  (sets the BLAS threading environment before Num
 
 import numpy as np  # noqa: E402
 
-from models.knn import MemoryBank, exact_sq_distances  # noqa: E402
+from models.knn import MemoryBank, exact_sq_distances, one_blas_thread  # noqa: E402
 from utils.table import format_table, print_and_save, write_csv  # noqa: E402
 
 COLUMNS = ("model", "input", "patches", "bank", "method", "ms_per_img", "cpu_ms_per_img", "recall_at_1", "verdicts", "max_score_diff",
@@ -70,6 +77,34 @@ class Float64Bank:
                                 np.argmin(self._sq - 2.0 * (queries[s:s + REFERENCE_ROWS].astype(np.float64)
                                                             @ self._bank64.T), axis=1)[:, None]
                                 for s in range(0, len(queries), REFERENCE_ROWS)])
+        dist = np.sqrt(exact_sq_distances(np.repeat(queries, k, axis=0), self.features[index.reshape(-1)]))
+        return dist.reshape(len(queries), k).astype(np.float32), index
+
+
+class FaissBank:
+    """A faiss index with the MemoryBank interface (distances recomputed exactly, as MemoryBank does)."""
+
+    def __init__(self, features: np.ndarray, kind: str, threads: int):
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+        self.features = np.ascontiguousarray(features, dtype=np.float32)
+        self.index = faiss.IndexFlatL2(self.dim) if kind == "flat" else faiss.IndexHNSWFlat(self.dim, 32)
+        if kind == "hnsw":
+            self.index.hnsw.efSearch = 64
+        self.index.add(self.features)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[1]
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, len(self))
+        index = self.index.search(queries, k)[1].astype(np.int64)
         dist = np.sqrt(exact_sq_distances(np.repeat(queries, k, axis=0), self.features[index.reshape(-1)]))
         return dist.reshape(len(queries), k).astype(np.float32), index
 
@@ -108,7 +143,11 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
                   for p in spread(collect_images(args.test_dir), args.images)]
     bank = model.arrays["memory_bank"]
     banks = {"reference": Float64Bank(bank), "today": base_memory_bank(args.base)(bank),
-             "tiled": MemoryBank(bank, grouped=False), "grouped": MemoryBank(bank)}
+             "tiled": MemoryBank(bank, grouped=False), "grouped": MemoryBank(bank),
+             "threads": MemoryBank(bank, product_threads=args.threads)}
+    if args.faiss:
+        banks.update({"faiss-flat": FaissBank(bank, "flat", args.threads),
+                      "faiss-hnsw": FaissBank(bank, "hnsw", args.threads)})
     scorers = {}
     for name, memory in banks.items():
         scorers[name] = PatchCoreScorer(bank[:1], data.crop_size, m.num_neighbors, m.image_score, m.sigma)
@@ -125,7 +164,8 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
             scores[name] = []
             for embedding in embeddings:
                 start, cpu_start = time.perf_counter(), time.process_time()
-                scores[name].append(scorer(embedding))
+                with one_blas_thread():   # as deploy.inference.score_batch runs every scorer
+                    scores[name].append(scorer(embedding))
                 times[name].append(1000 * (time.perf_counter() - start))
                 cpu_times[name].append(1000 * (time.process_time() - cpu_start))
             peaks[name] = max(peaks.get(name, 0.0), tracemalloc.get_traced_memory()[1] / 2**20)
@@ -137,12 +177,12 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
 
     reference_nearest = [banks["reference"].search(patches(e))[1][:, 0] for e in embeddings]
     rows = []
-    for name in ("today", "tiled", "grouped"):
+    for name in (name for name in banks if name != "reference"):
         found = [banks[name].search(patches(e))[1][:, 0] for e in embeddings]
         hits = sum(int((f == r).sum()) for f, r in zip(found, reference_nearest))
         rows.append({"model": os.path.basename(os.path.dirname(model_path)) or model_path,
                      "input": "x".join(map(str, data.crop_hw)), "patches": int(np.prod(embeddings[0].shape[2:])),
-                     "bank": len(bank), "method": name, "ms_per_img": statistics.median(times[name]),
+                     "bank": len(bank), "method": f"threads x{args.threads}" if name == "threads" else name, "ms_per_img": statistics.median(times[name]),
                      "cpu_ms_per_img": statistics.median(cpu_times[name]),
                      "recall_at_1": hits / sum(len(r) for r in reference_nearest),
                      "verdicts": f"{sum(verdict(a) == verdict(b) for a, b in zip(scores[name], scores['reference']))}"
@@ -166,6 +206,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds per method")
     parser.add_argument("--base", default="37b858a", help="commit whose models/knn.py is 'today'")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads of the 'threads' method (and faiss's), as the deploy runtimes' --cpu_threads")
+    parser.add_argument("--faiss", action="store_true", help="also faiss flat and HNSW indexes (pip install faiss-cpu)")
     parser.add_argument("--save_path", default="output/bench_highres")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,8 +221,9 @@ def main() -> int:
     for model_path in args.models.split(","):
         out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", model_path], check=True,
                              capture_output=True, text=True).stdout
-        rows += json.loads(out.strip().splitlines()[-1])
-        print(format_table(rows[-3:], COLUMNS), flush=True)
+        model_rows = json.loads(out.strip().splitlines()[-1])
+        rows += model_rows
+        print(format_table(model_rows, COLUMNS), flush=True)
         write_csv(os.path.join(args.save_path, "highres.csv"), rows, COLUMNS)
     print(f"load average after: {os.getloadavg()}")
     print_and_save(rows, COLUMNS, os.path.join(args.save_path, "highres.csv"))
