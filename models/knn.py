@@ -30,10 +30,11 @@ measured 17 ms for 784 x 16386 x 129, against 95 ms for Paddle's eager CPU matmu
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import ContextManager
 
 import numpy as np
+
+from utils.workers import Workers
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 BACKENDS = ("numpy", "paddle")
@@ -215,7 +216,7 @@ class MemoryBank:
         if product_threads < 1:
             raise ValueError(f"product_threads must be at least 1, not {product_threads}")
         self.product_threads = int(product_threads)
-        self._pool: ThreadPoolExecutor | None = None
+        self.workers = Workers(self.product_threads)   # the scorer's blur shares them (models.scoring.smooth)
         # Chunks answered by visiting groups / by the full product (tests and benchmarks read it).
         self.chunk_counts = {"grouped": 0, "full": 0}
         self.settled_ties = 0   # queries searched again in float64 (benchmarks read it)
@@ -287,15 +288,9 @@ class MemoryBank:
         """The nearest entries (positions in stored order) through the full product, tile by tile."""
         nearest = _RunningNearest(len(augmented_queries), 2 * self._rounding(augmented_queries))
         starts = range(0, len(augmented_queries), QUERY_TILE)
-        workers = min(self.product_threads, len(starts))
-        if workers == 1:
-            self._query_tiles(augmented_queries, starts, nearest)
-            return nearest
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.product_threads, thread_name_prefix="bank-tiles")
-        # Worker w takes every workers-th query tile: its own buffer, its own rows of `nearest`.
-        list(self._pool.map(lambda w: self._query_tiles(augmented_queries, starts[w::workers], nearest),
-                            range(workers)))
+        # Thread w takes every n-th query tile from the w-th: its own buffer, its own rows of `nearest`.
+        n = min(self.product_threads, len(starts))
+        self.workers.map(lambda w: self._query_tiles(augmented_queries, starts[w::n], nearest), range(n))
         return nearest
 
     def _query_tiles(self, augmented_queries: np.ndarray, starts: range, nearest: _RunningNearest) -> None:

@@ -60,7 +60,7 @@ class PatchCoreScorer:
                 patch = patches[b * height * width + worst]
                 image_scores[b] = reweight(patch, int(nearest[b, worst]), self.bank, self.num_neighbors)
         patch_scores = patch_scores.reshape(batch, height, width)
-        maps = upsample_and_smooth(patch_scores, self.image_size, self.sigma)
+        maps = upsample_and_smooth(patch_scores, self.image_size, self.sigma, self.bank.workers)
         return Scores(image_scores, maps, patch_scores)
 
 
