@@ -53,14 +53,12 @@ COLUMNS = ("model", "input", "patches", "bank", "method", "ms_per_img", "cpu_ms_
 REFERENCE_ROWS = 256
 
 
-class Float64Bank:
-    """Brute-force reference with the MemoryBank interface: float64 products over the whole bank."""
+class SearchBank:
+    """What the scorer needs of a memory bank (features, len, dim, search); subclasses find the indices
+    and the distances are recomputed exactly, as MemoryBank does."""
 
     def __init__(self, features: np.ndarray):
         self.features = np.ascontiguousarray(features, dtype=np.float32)
-        self._bank64 = self.features.astype(np.float64)
-        self._sq = np.einsum("mc,mc->m", self._bank64, self._bank64)
-        self.settled_ties = 0
 
     def __len__(self) -> int:
         return len(self.features)
@@ -69,44 +67,49 @@ class Float64Bank:
     def dim(self) -> int:
         return self.features.shape[1]
 
+    def indices(self, queries: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError
+
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, len(self))
-        index = np.concatenate([np.argsort(self._sq - 2.0 * (queries[s:s + REFERENCE_ROWS].astype(np.float64)
-                                                              @ self._bank64.T), axis=1, kind="stable")[:, :k]
-                                if k > 1 else
-                                np.argmin(self._sq - 2.0 * (queries[s:s + REFERENCE_ROWS].astype(np.float64)
-                                                            @ self._bank64.T), axis=1)[:, None]
-                                for s in range(0, len(queries), REFERENCE_ROWS)])
+        index = self.indices(queries, k).astype(np.int64)
         dist = np.sqrt(exact_sq_distances(np.repeat(queries, k, axis=0), self.features[index.reshape(-1)]))
         return dist.reshape(len(queries), k).astype(np.float32), index
 
 
-class FaissBank:
-    """A faiss index with the MemoryBank interface (distances recomputed exactly, as MemoryBank does)."""
+class Float64Bank(SearchBank):
+    """Brute-force reference: float64 products over the whole bank."""
+
+    def __init__(self, features: np.ndarray):
+        super().__init__(features)
+        self._bank64 = self.features.astype(np.float64)
+        self._sq = np.einsum("mc,mc->m", self._bank64, self._bank64)
+
+    def indices(self, queries: np.ndarray, k: int) -> np.ndarray:
+        parts = []
+        for s in range(0, len(queries), REFERENCE_ROWS):
+            partial = self._sq - 2.0 * (queries[s:s + REFERENCE_ROWS].astype(np.float64) @ self._bank64.T)
+            parts.append(np.argsort(partial, axis=1, kind="stable")[:, :k] if k > 1
+                         else np.argmin(partial, axis=1)[:, None])
+        return np.concatenate(parts)
+
+
+class FaissBank(SearchBank):
+    """A faiss index: exact flat L2, or the approximate HNSW graph (32 links, efSearch 64)."""
 
     def __init__(self, features: np.ndarray, kind: str, threads: int):
         import faiss
 
+        super().__init__(features)
         faiss.omp_set_num_threads(threads)
-        self.features = np.ascontiguousarray(features, dtype=np.float32)
         self.index = faiss.IndexFlatL2(self.dim) if kind == "flat" else faiss.IndexHNSWFlat(self.dim, 32)
         if kind == "hnsw":
             self.index.hnsw.efSearch = 64
         self.index.add(self.features)
 
-    def __len__(self) -> int:
-        return len(self.features)
-
-    @property
-    def dim(self) -> int:
-        return self.features.shape[1]
-
-    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        k = min(k, len(self))
-        index = self.index.search(queries, k)[1].astype(np.int64)
-        dist = np.sqrt(exact_sq_distances(np.repeat(queries, k, axis=0), self.features[index.reshape(-1)]))
-        return dist.reshape(len(queries), k).astype(np.float32), index
+    def indices(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.index.search(queries, k)[1]
 
 
 def base_memory_bank(commit: str) -> type:
