@@ -153,7 +153,9 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
                       "faiss-hnsw": FaissBank(bank, "hnsw", args.threads)})
     scorers = {}
     for name, memory in banks.items():
-        scorers[name] = PatchCoreScorer(bank[:1], data.crop_size, m.num_neighbors, m.image_score, m.sigma)
+        threads = args.threads if name.startswith(("threads", "faiss")) else 1   # the blur's threads
+        scorers[name] = PatchCoreScorer(bank[:1], data.crop_size, m.num_neighbors, m.image_score, m.sigma,
+                                        product_threads=threads)
         scorers[name].bank = memory
     scores = {name: [scorer(e) for e in embeddings[:1]] for name, scorer in scorers.items()}   # warm-up
     times = {name: [] for name in scorers}
