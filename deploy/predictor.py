@@ -15,17 +15,20 @@ from utils.io import file_sha256
 from utils.runtime import select_device
 
 
-def scoring_options(runtime: RuntimeOptions) -> ScoringOptions:
+def scoring_options(runtime: RuntimeOptions, shared_cores: bool = False) -> ScoringOptions:
     """How a deploy process (infer.py, the Inferencer, serve.py) scores, from its runtime's options.
 
     On a GPU the memory-bank search runs there too (Paddle kNN), not in NumPy on the host. On the
     CPU the network runs in a static-graph engine (Paddle Inference, OpenVINO, ONNX Runtime) and
-    not at the same time as the scorer, so the bank's tile products are shared by as many threads
-    as the network's (at most the machine's cores; docs/results.md, High resolution). Processes
-    that run Paddle's dynamic graph keep ScoringOptions' one thread.
+    not at the same time as the scorer, so the bank's tile products and the blur are shared by as
+    many threads as the network's (at most the machine's cores). shared_cores: the process does
+    other work while it scores (the service decodes the next uploads and takes concurrent
+    requests), which already keeps the cores busy: one thread (serve.py at 4 clients, 448 px:
+    0.77-0.87x the throughput with two; docs/results.md, High resolution). Processes that run
+    Paddle's dynamic graph keep ScoringOptions' one thread too.
     """
     backend = select_device("gpu" if runtime.use_gpu else "cpu")
-    if backend != "numpy":
+    if backend != "numpy" or shared_cores:
         return ScoringOptions(backend)
     return ScoringOptions(backend, product_threads=max(1, min(runtime.cpu_threads, os.cpu_count() or 1)))
 

@@ -23,6 +23,37 @@ def test_deploy_runtimes_share_the_tiles_over_their_cpu_threads(four_cores, cpu_
         assert options == ScoringOptions("numpy", product_threads=expected)
 
 
+def test_the_service_scores_on_one_thread(four_cores):
+    # It decodes uploads and takes concurrent requests while it scores: the cores are busy already.
+    options = scoring_options(RuntimeOptions(backend="openvino", cpu_threads=4), shared_cores=True)
+    assert options == ScoringOptions("numpy", product_threads=1)
+
+
+def test_the_service_asks_for_shared_cores(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from deploy.service import registry
+    from deploy.service.settings import ServiceSettings
+
+    asked = {}
+    stats = tmp_path / "stats.npz"
+    stats.write_bytes(b"x")
+
+    class Recorder:
+        def __init__(self, export_dir, **kwargs):
+            asked.update(kwargs)
+            self.data = SimpleNamespace(crop_size=4)
+            self.files = SimpleNamespace(stats=str(stats))
+
+        def predict_preprocessed(self, images):
+            return []
+
+    monkeypatch.setattr(registry, "Inferencer", Recorder)
+    monkeypatch.setattr(registry, "files_signature", lambda export_dir: ())
+    registry.load_version(str(tmp_path), ServiceSettings(max_batch=1))
+    assert asked["shared_cores"] is True
+
+
 def test_on_a_gpu_the_bank_is_searched_there_on_one_host_thread(monkeypatch):
     monkeypatch.setattr(predictor, "select_device", lambda device: "paddle" if device == "gpu" else "numpy")
     assert scoring_options(RuntimeOptions(use_gpu=True, cpu_threads=2)) == ScoringOptions("paddle", 1)
