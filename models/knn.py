@@ -210,7 +210,7 @@ class MemoryBank:
         # thread (the grouped search, the near-tie pass and eq. 7's neighbours stay on the caller's
         # thread). Not BLAS's own threads: those meet at a barrier in every product and spin while
         # they wait, so on a busy machine one descheduled worker stalls every tile (bottle 448,
-        # load 2-5: 66 -> 180 ms per image). The process that scores chooses the count
+        # load 2: 66 -> 180 ms per image's scoring in infer.py; docs/results.md, High resolution). The process that scores chooses the count
         # (deploy.predictor.scoring_options): 1 beside Paddle's dynamic graph, the CPU threads in
         # the deploy runtimes, whose network does not run while the scorer does.
         if product_threads < 1:
