@@ -34,14 +34,14 @@ def main() -> int:
     args = parse_args()
     from deploy.benchmark import make_timer, report_benchmark
     from deploy.inference import collect_images, run_inference
-    from deploy.predictor import load_exported_model, scoring_backend
+    from deploy.predictor import load_exported_model, scoring_options
     from deploy.runtimes import ExportFiles, RuntimeOptions, open_runtime
 
-    backend = scoring_backend(args.use_gpu)
     files = ExportFiles.of_program(args.model_file, args.params_file, args.stats)
     model = load_exported_model(args.stats, args.params_file, args.model_file, files.onnx)
     options = RuntimeOptions(args.backend, args.use_gpu, args.cpu_threads, args.enable_mkldnn, args.precision,
                              args.use_tensorrt)
+    scoring = scoring_options(options)
     runtimes = []   # the one run_inference opens, for the benchmark block
 
     def open_embedder():
@@ -56,7 +56,7 @@ def main() -> int:
     n_batches = -(-len(images) // args.batch_size)
     warmup = min(args.warmup, n_batches - 1) if args.enable_benchmark else 0
     timer = make_timer(args.enable_benchmark, warmup, model_name, args.batch_size, args.precision, args.use_gpu)
-    failed = run_inference(images, model, open_embedder, scoring_run(args, backend, timer))
+    failed = run_inference(images, model, open_embedder, scoring_run(args, scoring, timer))
     if args.enable_benchmark:
         report_benchmark(timer, args.save_path, model_name=model_name, batch_size=args.batch_size,
                          precision=args.precision, device="gpu" if args.use_gpu else "cpu",

@@ -32,13 +32,14 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     # Paddle loads here, after parsing: -h and usage errors answer at once.
-    from deploy.inference import collect_images, run_inference
+    from deploy.inference import ScoringOptions, collect_images, run_inference
     from engine.pipeline import dynamic_embedder, load_model
 
-    backend = select_device(args.device)
+    # One BLAS thread for the scorer (ScoringOptions' default): the network is Paddle's dynamic graph.
+    scoring = ScoringOptions(select_device(args.device))
     model = load_model(args.model_path, args.model_dir, args.category)
     failed = run_inference(collect_images(args.input), model, lambda: dynamic_embedder(model, args.pretrained),
-                           scoring_run(args, backend))
+                           scoring_run(args, scoring))
     # Some images could not be scored: their rows say why, and the exit code tells scripts.
     return 2 if failed else 0
 

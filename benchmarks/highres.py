@@ -12,7 +12,14 @@ time is the steadier of the two). Methods:
 
 - today: models/knn.py of the base commit (--base, read with `git show`), grouped + plain product;
 - tiled: the full product in cache-sized tiles with the minimum fused, ties settled in float64;
-- grouped: the grouped search falling back to the tiled product (the scorer's default now).
+- grouped: the grouped search falling back to the tiled product (the scorer's default now), on one
+  thread as predict.py and training run it (beside Paddle's dynamic graph);
+- threads: the same with the tiles shared by --threads threads, as the deploy runtimes run it
+  (infer.py, the Inferencer, serve.py: deploy.predictor.scoring_options). This process runs the
+  network in Paddle's dynamic graph first, as predict.py does;
+- faiss-flat, faiss-hnsw (--faiss, needs `pip install faiss-cpu`, not a project requirement):
+  faiss's exact flat L2 index and its approximate HNSW graph (32 links, efSearch 64) on --threads
+  threads, measured against the same reference.
 
 recall@1 is the share of patches whose entry is the float64 nearest (a float64 product over the
 whole bank, the reference); `verdicts` counts images whose decision (image score >= the model's
@@ -39,7 +46,7 @@ configure_environment()   # the BLAS / OpenMP threading environment, before NumP
 
 import numpy as np  # noqa: E402
 
-from models.knn import MemoryBank, exact_sq_distances  # noqa: E402
+from models.knn import MemoryBank, exact_sq_distances, one_blas_thread  # noqa: E402
 from utils.table import format_table, print_and_save, write_csv  # noqa: E402
 
 COLUMNS = ("model", "input", "patches", "bank", "method", "ms_per_img", "cpu_ms_per_img", "recall_at_1", "verdicts", "max_score_diff",
@@ -47,14 +54,12 @@ COLUMNS = ("model", "input", "patches", "bank", "method", "ms_per_img", "cpu_ms_
 REFERENCE_ROWS = 256
 
 
-class Float64Bank:
-    """Brute-force reference with the MemoryBank interface: float64 products over the whole bank."""
+class SearchBank:
+    """What the scorer needs of a memory bank (features, len, dim, search); subclasses find the indices
+    and the distances are recomputed exactly, as MemoryBank does."""
 
     def __init__(self, features: np.ndarray):
         self.features = np.ascontiguousarray(features, dtype=np.float32)
-        self._bank64 = self.features.astype(np.float64)
-        self._sq = np.einsum("mc,mc->m", self._bank64, self._bank64)
-        self.settled_ties = 0
 
     def __len__(self) -> int:
         return len(self.features)
@@ -63,16 +68,49 @@ class Float64Bank:
     def dim(self) -> int:
         return self.features.shape[1]
 
+    def indices(self, queries: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError
+
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, len(self))
-        index = np.concatenate([np.argsort(self._sq - 2.0 * (queries[s:s + REFERENCE_ROWS].astype(np.float64)
-                                                              @ self._bank64.T), axis=1, kind="stable")[:, :k]
-                                if k > 1 else
-                                np.argmin(self._sq - 2.0 * (queries[s:s + REFERENCE_ROWS].astype(np.float64)
-                                                            @ self._bank64.T), axis=1)[:, None]
-                                for s in range(0, len(queries), REFERENCE_ROWS)])
+        index = self.indices(queries, k).astype(np.int64)
         dist = np.sqrt(exact_sq_distances(np.repeat(queries, k, axis=0), self.features[index.reshape(-1)]))
         return dist.reshape(len(queries), k).astype(np.float32), index
+
+
+class Float64Bank(SearchBank):
+    """Brute-force reference: float64 products over the whole bank."""
+
+    def __init__(self, features: np.ndarray):
+        super().__init__(features)
+        self._bank64 = self.features.astype(np.float64)
+        self._sq = np.einsum("mc,mc->m", self._bank64, self._bank64)
+
+    def indices(self, queries: np.ndarray, k: int) -> np.ndarray:
+        parts = []
+        for s in range(0, len(queries), REFERENCE_ROWS):
+            partial = self._sq - 2.0 * (queries[s:s + REFERENCE_ROWS].astype(np.float64) @ self._bank64.T)
+            parts.append(np.argsort(partial, axis=1, kind="stable")[:, :k] if k > 1
+                         else np.argmin(partial, axis=1)[:, None])
+        return np.concatenate(parts)
+
+
+class FaissBank(SearchBank):
+    """A faiss index: exact flat L2, or the approximate HNSW graph (32 links, efSearch 64)."""
+
+    def __init__(self, features: np.ndarray, kind: str, threads: int):
+        import faiss
+
+        super().__init__(features)
+        faiss.omp_set_num_threads(threads)
+        self.index = faiss.IndexFlatL2(self.dim) if kind == "flat" else faiss.IndexHNSWFlat(self.dim, 32)
+        if kind == "hnsw":
+            self.index.hnsw.efSearch = 64
+        self.index.add(self.features)
+
+    def indices(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.index.search(queries, k)[1]
 
 
 def base_memory_bank(commit: str) -> type:
@@ -109,10 +147,16 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
                   for p in spread(collect_images(args.test_dir), args.images)]
     bank = model.arrays["memory_bank"]
     banks = {"reference": Float64Bank(bank), "today": base_memory_bank(args.base)(bank),
-             "tiled": MemoryBank(bank, grouped=False), "grouped": MemoryBank(bank)}
+             "tiled": MemoryBank(bank, grouped=False), "grouped": MemoryBank(bank),
+             "threads": MemoryBank(bank, product_threads=args.threads)}
+    if args.faiss:
+        banks.update({"faiss-flat": FaissBank(bank, "flat", args.threads),
+                      "faiss-hnsw": FaissBank(bank, "hnsw", args.threads)})
     scorers = {}
     for name, memory in banks.items():
-        scorers[name] = PatchCoreScorer(bank[:1], data.crop_size, m.num_neighbors, m.image_score, m.sigma)
+        threads = args.threads if name.startswith(("threads", "faiss")) else 1   # the blur's threads
+        scorers[name] = PatchCoreScorer(bank[:1], data.crop_size, m.num_neighbors, m.image_score, m.sigma,
+                                        product_threads=threads)
         scorers[name].bank = memory
     scores = {name: [scorer(e) for e in embeddings[:1]] for name, scorer in scorers.items()}   # warm-up
     times = {name: [] for name in scorers}
@@ -126,7 +170,8 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
             scores[name] = []
             for embedding in embeddings:
                 start, cpu_start = time.perf_counter(), time.process_time()
-                scores[name].append(scorer(embedding))
+                with one_blas_thread():   # as deploy.inference.score_batch runs every scorer
+                    scores[name].append(scorer(embedding))
                 times[name].append(1000 * (time.perf_counter() - start))
                 cpu_times[name].append(1000 * (time.process_time() - cpu_start))
             peaks[name] = max(peaks.get(name, 0.0), tracemalloc.get_traced_memory()[1] / 2**20)
@@ -138,12 +183,12 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
 
     reference_nearest = [banks["reference"].search(patches(e))[1][:, 0] for e in embeddings]
     rows = []
-    for name in ("today", "tiled", "grouped"):
+    for name in (name for name in banks if name != "reference"):
         found = [banks[name].search(patches(e))[1][:, 0] for e in embeddings]
         hits = sum(int((f == r).sum()) for f, r in zip(found, reference_nearest))
         rows.append({"model": os.path.basename(os.path.dirname(model_path)) or model_path,
                      "input": "x".join(map(str, data.crop_hw)), "patches": int(np.prod(embeddings[0].shape[2:])),
-                     "bank": len(bank), "method": name, "ms_per_img": statistics.median(times[name]),
+                     "bank": len(bank), "method": f"threads x{args.threads}" if name == "threads" else name, "ms_per_img": statistics.median(times[name]),
                      "cpu_ms_per_img": statistics.median(cpu_times[name]),
                      "recall_at_1": hits / sum(len(r) for r in reference_nearest),
                      "verdicts": f"{sum(verdict(a) == verdict(b) for a, b in zip(scores[name], scores['reference']))}"
@@ -167,6 +212,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds per method")
     parser.add_argument("--base", default="37b858a", help="commit whose models/knn.py is 'today'")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads of the 'threads' method (and faiss's), as the deploy runtimes' --cpu_threads")
+    parser.add_argument("--faiss", action="store_true", help="also faiss flat and HNSW indexes (pip install faiss-cpu)")
     parser.add_argument("--save_path", default="output/bench_highres")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,8 +227,9 @@ def main() -> int:
     for model_path in args.models.split(","):
         out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", model_path], check=True,
                              capture_output=True, text=True).stdout
-        rows += json.loads(out.strip().splitlines()[-1])
-        print(format_table(rows[-3:], COLUMNS), flush=True)
+        model_rows = json.loads(out.strip().splitlines()[-1])
+        rows += model_rows
+        print(format_table(model_rows, COLUMNS), flush=True)
         write_csv(os.path.join(args.save_path, "highres.csv"), rows, COLUMNS)
     print(f"load average after: {os.getloadavg()}")
     print_and_save(rows, COLUMNS, os.path.join(args.save_path, "highres.csv"))

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from deploy.inference import ScoringRun
+    from models.scoring import ScoringOptions
 
 from utils.config import DEFAULT_CPU_THREADS, finite_float, non_negative_int, positive_int, str2bool
 from utils.errors import run_cli, script_parser
@@ -23,14 +24,14 @@ def add_decision_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save_maps", action="store_true", help="also write the raw anomaly maps (anomaly_maps.npz)")
 
 
-def scoring_run(args: argparse.Namespace, backend: str, timer: Any = None) -> "ScoringRun":
+def scoring_run(args: argparse.Namespace, scoring: "ScoringOptions", timer: Any = None) -> "ScoringRun":
     """The scoring run's settings from add_decision_args' and add_batch_size_arg's options (and
-    --save_path); `backend` the scorer's array library, `timer` infer.py's benchmark timer."""
+    --save_path); `scoring` how the scorer runs, `timer` infer.py's benchmark timer."""
     from deploy.inference import ScoringRun   # NumPy, Pillow, matplotlib: after parsing
 
     return ScoringRun(save_path=args.save_path, batch_size=args.batch_size, image_threshold=args.image_threshold,
                       pixel_threshold=args.pixel_threshold, figures=not args.no_pictures, save_maps=args.save_maps,
-                      backend=backend, timer=timer)
+                      scoring=scoring, timer=timer)
 
 
 def add_batch_size_arg(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ from datasets.preprocess import IMAGE_EXTENSIONS, load_image, preprocess_image, 
 from deploy.benchmark import StageTimer
 from models.knn import one_blas_thread
 from models.model_file import AnomalyModel
-from models.scoring import Scores
+from models.scoring import Scores, ScoringOptions
 from models.thresholds import Thresholds
 from utils.config import DataConfig
 from utils.errors import UserError
@@ -125,9 +125,10 @@ def score_batch(images: np.ndarray, embed: Embedder, scorer: Callable[[np.ndarra
     timer = timer or StageTimer()
     with timer.stage("inference", len(images)):
         embedding = embed(images)
-    # NumPy's BLAS on one thread: the other core is decoding the next image, and OpenBLAS
-    # threads woken for the few large products spin afterwards, taking its time (bottle:
-    # 25 CPU-ms per image's scoring with two threads, 15 with one, and faster by the clock).
+    # NumPy's BLAS on one thread for the scorer's small steps: OpenBLAS threads woken for them spin
+    # afterwards, taking the other core's time (bottle: 25 CPU-ms per image's scoring with two
+    # threads, 15 with one). The memory bank's large products take the threads its
+    # ScoringOptions allow (models.knn.MemoryBank.product_threads).
     with timer.stage("postprocess"), one_blas_thread():
         try:
             return scorer(embedding)
@@ -330,7 +331,7 @@ class ScoringRun:
     pixel_threshold: float | None = None
     figures: bool = True                        # a figure per image
     save_maps: bool = False                     # the raw anomaly maps (anomaly_maps.npz)
-    backend: str = "numpy"                      # the scorer's array library: "numpy" or "paddle"
+    scoring: ScoringOptions = ScoringOptions()  # the scorer's array library and threads
     timer: StageTimer | None = None             # infer.py --enable_benchmark's stage timings
 
 
@@ -343,7 +344,7 @@ def run_inference(paths: list[str], model: AnomalyModel, make_embedder: Callable
     fails at once.
     """
     thresholds = Thresholds.from_calibration(model.calibration, run.image_threshold, run.pixel_threshold)
-    embed, scorer = make_embedder(), model.scorer(run.backend)
+    embed, scorer = make_embedder(), run.scoring.scorer(model)
     check_embedder_fits(embed, model)
     # One run at a time per folder: two would remove and mix each other's results.
     with output_lock(run.save_path):

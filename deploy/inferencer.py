@@ -21,7 +21,7 @@ from PIL import Image
 
 from datasets.preprocess import load_image, preprocess_image, to_rgb8
 from deploy.inference import decision_row, non_finite_error, score_batch
-from deploy.predictor import load_exported_model, scoring_backend
+from deploy.predictor import load_exported_model, scoring_options
 from deploy.runtimes import ExportFiles, RuntimeOptions, open_runtime
 from models.thresholds import Thresholds
 from utils.config import DEFAULT_CPU_THREADS
@@ -72,14 +72,16 @@ class Inferencer:
 
     def __init__(self, export_dir: str | os.PathLike, backend: str = "auto", *, cpu_threads: int = DEFAULT_CPU_THREADS,
                  use_gpu: bool = False, options: RuntimeOptions | None = None,
-                 image_threshold: float | None = None, pixel_threshold: float | None = None):
+                 image_threshold: float | None = None, pixel_threshold: float | None = None,
+                 shared_cores: bool = False):
         self.export_dir = os.fspath(export_dir)
         self.files = ExportFiles.in_folder(self.export_dir)
         self.model = load_exported_model(self.files.stats, self.files.params, self.files.program)
         self.thresholds = Thresholds.from_calibration(self.model.calibration, image_threshold, pixel_threshold)
         self.options = options or RuntimeOptions(backend=backend, use_gpu=use_gpu, cpu_threads=cpu_threads)
         self.runtime = open_runtime(self.files, self.options)
-        self.scorer = self.model.scorer(scoring_backend(self.options.use_gpu))
+        # shared_cores: see deploy.predictor.scoring_options (the service sets it)
+        self.scorer = scoring_options(self.options, shared_cores).scorer(self.model)
 
     @property
     def data(self):

@@ -6,17 +6,31 @@ import os
 import numpy as np
 from paddle import inference
 
+from deploy.runtimes.base import RuntimeOptions
 from models.model_file import AnomalyModel, arrays_sha256
+from models.scoring import ScoringOptions
 from utils.config import DEFAULT_CPU_THREADS
 from utils.errors import UserError, last_line
 from utils.io import file_sha256
 from utils.runtime import select_device
 
 
-def scoring_backend(use_gpu: bool) -> str:
-    """The scorer's array backend for `--use_gpu`: on a GPU the memory-bank search runs there too
-    (Paddle kNN), not in NumPy on the host."""
-    return select_device("gpu" if use_gpu else "cpu")
+def scoring_options(runtime: RuntimeOptions, shared_cores: bool = False) -> ScoringOptions:
+    """How a deploy process (infer.py, the Inferencer, serve.py) scores, from its runtime's options.
+
+    On a GPU the memory-bank search runs there too (Paddle kNN), not in NumPy on the host. On the
+    CPU the network runs in a static-graph engine (Paddle Inference, OpenVINO, ONNX Runtime) and
+    not at the same time as the scorer, so the bank's tile products and the blur are shared by as
+    many threads as the network's (at most the machine's cores). shared_cores: the process does
+    other work while it scores (the service decodes the next uploads and takes concurrent
+    requests), which already keeps the cores busy: one thread (serve.py at 4 clients, 448 px:
+    0.77-0.87x the throughput with two; docs/results.md, High resolution). Processes that run
+    Paddle's dynamic graph keep ScoringOptions' one thread too.
+    """
+    backend = select_device("gpu" if runtime.use_gpu else "cpu")
+    if backend != "numpy" or shared_cores:
+        return ScoringOptions(backend)
+    return ScoringOptions(backend, product_threads=max(1, min(runtime.cpu_threads, os.cpu_count() or 1)))
 
 
 def load_exported_model(stats_path: str, params_path: str, program_path: str | None = None,

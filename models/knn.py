@@ -34,6 +34,8 @@ from typing import ContextManager
 
 import numpy as np
 
+from utils.workers import Workers
+
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 BACKENDS = ("numpy", "paddle")
 # Banks smaller than this are searched with the full product: it is already cheap.
@@ -63,7 +65,8 @@ def one_blas_thread() -> ContextManager:
 
     The grouped search runs hundreds of small products per image; waking OpenBLAS's worker threads
     for each costs far more than they save (bottle, 2 cores: 1.2 s per image with 2 threads against
-    13 ms with one), and the other core is busy decoding the next image anyway.
+    13 ms with one), and the other core is busy decoding the next image anyway. The tiles of the
+    full product are spread over threads of the bank's own instead (MemoryBank.product_threads).
     """
     global _blas_controller
     if _blas_controller is None:
@@ -172,7 +175,7 @@ class MemoryBank:
     """A fixed set of feature vectors, kept ready for nearest-neighbour queries."""
 
     def __init__(self, features: np.ndarray, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, backend: str = "numpy",
-                 grouped: bool | None = None, tiled: bool = True):
+                 grouped: bool | None = None, tiled: bool = True, product_threads: int = 1):
         if features.ndim != 2 or len(features) == 0:
             raise ValueError(f"memory bank must be a non-empty [M, C] array, got shape {features.shape}")
         if backend not in BACKENDS:
@@ -203,6 +206,17 @@ class MemoryBank:
                 np.hstack([-2.0 * self.features[self.groups.centres],
                            self.sq_norms[self.groups.centres, None]]).T.astype(np.float32))
         self.max_chunk_bytes = max_chunk_bytes
+        # Threads sharing the full product's query tiles, each running its products on one BLAS
+        # thread (the grouped search, the near-tie pass and eq. 7's neighbours stay on the caller's
+        # thread). Not BLAS's own threads: those meet at a barrier in every product and spin while
+        # they wait, so on a busy machine one descheduled worker stalls every tile (bottle 448,
+        # load 2: 66 -> 180 ms per image's scoring in infer.py; docs/results.md, High resolution). The process that scores chooses the count
+        # (deploy.predictor.scoring_options): 1 beside Paddle's dynamic graph, the CPU threads in
+        # the deploy runtimes, whose network does not run while the scorer does.
+        if product_threads < 1:
+            raise ValueError(f"product_threads must be at least 1, not {product_threads}")
+        self.product_threads = int(product_threads)
+        self.workers = Workers(self.product_threads)   # the scorer's blur shares them (models.scoring.smooth)
         # Chunks answered by visiting groups / by the full product (tests and benchmarks read it).
         self.chunk_counts = {"grouped": 0, "full": 0}
         self.settled_ties = 0   # queries searched again in float64 (benchmarks read it)
@@ -273,16 +287,23 @@ class MemoryBank:
     def _tiled_nearest(self, augmented_queries: np.ndarray) -> _RunningNearest:
         """The nearest entries (positions in stored order) through the full product, tile by tile."""
         nearest = _RunningNearest(len(augmented_queries), 2 * self._rounding(augmented_queries))
+        starts = range(0, len(augmented_queries), QUERY_TILE)
+        # Thread w takes every n-th query tile from the w-th: its own buffer, its own rows of `nearest`.
+        n = min(self.product_threads, len(starts))
+        self.workers.map(lambda w: self._query_tiles(augmented_queries, starts[w::n], nearest), range(n))
+        return nearest
+
+    def _query_tiles(self, augmented_queries: np.ndarray, starts: range, nearest: _RunningNearest) -> None:
+        """Fold the query tiles starting at `starts`, against every bank tile, into `nearest`."""
         n_stored = self._bank_t.shape[1]
         buffer = np.empty((min(QUERY_TILE, len(augmented_queries)), min(BANK_TILE, n_stored)), dtype=np.float32)
-        for start in range(0, len(augmented_queries), QUERY_TILE):
+        for start in starts:
             rows = slice(start, min(start + QUERY_TILE, len(augmented_queries)))
             query_block = augmented_queries[rows]
             for first in range(0, n_stored, BANK_TILE):
                 block = buffer[:len(query_block), :min(BANK_TILE, n_stored - first)]
                 np.matmul(query_block, self._bank_t[:, first:first + block.shape[1]], out=block)
                 nearest.update(rows, block, first)
-        return nearest
 
     def _settle_ties(self, augmented_queries: np.ndarray, nearest: _RunningNearest) -> None:
         """Re-decide the flagged queries in float64 among every entry the rounding could have put first."""
@@ -310,9 +331,7 @@ class MemoryBank:
             self.chunk_counts["full"] += k == 1
         else:
             nearest = None
-            # One BLAS thread for the tiles too: two ran faster in a process of their own (bottle
-            # 448, 1,639 entries, idle machine: 16.0 -> 9.8 ms) but 4-5x slower beside Paddle's
-            # dynamic-graph threads in one process (benchmarks/highres.py: 25 -> 124 ms per image).
+            # BLAS on one thread (see one_blas_thread); the tiles may use the bank's threads.
             with one_blas_thread():
                 if self.groups is not None and self._skip_left == 0:
                     nearest = self._grouped_nearest(augmented_queries)

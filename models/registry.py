@@ -74,7 +74,8 @@ class MethodSpec:
     # ModelConfig keyword arguments that differ from PatchCore's, per arch where they depend on it.
     defaults: Callable[[str], dict[str, Any]]
     arrays: tuple[str, ...]                       # the arrays its model file holds
-    # "module:function(arrays, config, backend) -> scorer"; backend "numpy" or "paddle" (current device)
+    # "module:function(arrays, config, backend, product_threads) -> scorer"; backend "numpy" or "paddle"
+    # (current device); product_threads: threads for its large products (models.scoring.ScoringOptions)
     scorer: str
     # "module:function(EmbeddingStream, model_config, progress, backend) -> FitResult"
     fit: str
@@ -103,8 +104,9 @@ class MethodSpec:
     # the training images' leave-own-image-out scores (the default threshold rule's input)
     own_image_out: str = ""
 
-    def build_scorer(self, arrays: dict[str, Any], config: Any, backend: str = "numpy") -> Callable[[Any], Any]:
-        return _resolve(self.scorer)(arrays, config, backend)
+    def build_scorer(self, arrays: dict[str, Any], config: Any, backend: str = "numpy",
+                     product_threads: int = 1) -> Callable[[Any], Any]:
+        return _resolve(self.scorer)(arrays, config, backend, product_threads)
 
     def fit_function(self) -> Callable[..., Any]:
         return _resolve(self.fit)

@@ -53,7 +53,8 @@ NOTES = {
     (None, "--params_file"): "model.pdiparams written by export_model.py",
     (None, "--use_gpu"): "run the predictor and the kNN on the GPU (needs the CUDA build of Paddle)",
     (None, "--enable_mkldnn"): "oneDNN kernels on the CPU",
-    (None, "--cpu_threads"): "CPU threads of the predictor",
+    (None, "--cpu_threads"): "CPU threads of the predictor, and (infer.py) of the memory-bank search's large "
+                             "products (up to the machine's cores)",
     (None, "--precision"): "only fp32 is accepted (the memory-bank distances need it); fp16 / int8 are "
                            "refused in one line",
     (None, "--use_tensorrt"): "TensorRT subgraphs in fp32; needs --use_gpu True",

@@ -76,8 +76,9 @@ def load_version(export_dir: str, settings: ServiceSettings) -> LoadedVersion:
     version serves, so neither the first requests nor the memory curve of a running service pay it.
     """
     signature = files_signature(export_dir)
+    # shared_cores: the service decodes uploads and takes requests while it scores (one scoring thread).
     inferencer = Inferencer(export_dir, options=RuntimeOptions(backend=settings.backend,
-                                                               cpu_threads=settings.cpu_threads))
+                                                               cpu_threads=settings.cpu_threads), shared_cores=True)
     crop = np.atleast_1d(inferencer.data.crop_size)
     for size in range(1, settings.max_batch + 1):
         inferencer.predict_preprocessed(np.zeros((size, 3, int(crop[0]), int(crop[-1])), np.float32))

@@ -34,10 +34,11 @@ class PatchCoreScorer:
     """Scores a batch of patch embeddings [B, C, h, w] against the memory bank."""
 
     def __init__(self, bank: np.ndarray, image_size: int, num_neighbors: int = 9,
-                 image_score: str = "reweighted", sigma: float = 4.0, backend: str = "numpy"):
+                 image_score: str = "reweighted", sigma: float = 4.0, backend: str = "numpy", product_threads: int = 1):
         if image_score not in ("reweighted", "max"):
             raise ValueError(f"image_score must be 'reweighted' or 'max', not {image_score!r}")
-        self.bank = MemoryBank(bank, backend=backend)
+        self.bank = MemoryBank(bank, backend=backend, product_threads=product_threads)
+        self.workers = self.bank.workers   # the bank's tile threads also share the blur
         self.image_size = image_size
         self.num_neighbors = num_neighbors
         self.image_score = image_score
@@ -60,12 +61,13 @@ class PatchCoreScorer:
                 patch = patches[b * height * width + worst]
                 image_scores[b] = reweight(patch, int(nearest[b, worst]), self.bank, self.num_neighbors)
         patch_scores = patch_scores.reshape(batch, height, width)
-        maps = upsample_and_smooth(patch_scores, self.image_size, self.sigma)
+        maps = upsample_and_smooth(patch_scores, self.image_size, self.sigma, self.workers)
         return Scores(image_scores, maps, patch_scores)
 
 
-def build_scorer(arrays: dict[str, np.ndarray], config: Config, backend: str = "numpy") -> PatchCoreScorer:
+def build_scorer(arrays: dict[str, np.ndarray], config: Config, backend: str = "numpy",
+                 product_threads: int = 1) -> PatchCoreScorer:
     """The scorer a PatchCore model file describes (registered in models.registry)."""
     m = config.model
     return PatchCoreScorer(arrays["memory_bank"], config.data.crop_size, m.num_neighbors, m.image_score, m.sigma,
-                           backend)
+                           backend, product_threads)

@@ -8,6 +8,7 @@ import pytest
 
 from deploy.cli import add_batch_size_arg, add_decision_args, scoring_run, script_parser
 from deploy.inference import ScoringRun, run_inference
+from models.scoring import ScoringOptions
 
 
 def _args(*options: str):
@@ -20,10 +21,10 @@ def _args(*options: str):
 
 def test_the_options_become_one_scoring_run():
     run = scoring_run(_args("--batch_size", "4", "--image_threshold", "2.5", "--pixel_threshold", "1.5",
-                            "--no_pictures", "--save_maps", "--save_path", "out"), "paddle", timer="t")
+                            "--no_pictures", "--save_maps", "--save_path", "out"), ScoringOptions("paddle", 2), timer="t")
     assert run == ScoringRun(save_path="out", batch_size=4, image_threshold=2.5, pixel_threshold=1.5, figures=False,
-                             save_maps=True, backend="paddle", timer="t")
-    assert scoring_run(_args(), "numpy") == ScoringRun(save_path="output/infer")   # the defaults agree
+                             save_maps=True, scoring=ScoringOptions("paddle", 2), timer="t")
+    assert scoring_run(_args(), ScoringOptions()) == ScoringRun(save_path="output/infer")   # the defaults agree
 
 
 def test_run_inference_takes_the_run_whole():
