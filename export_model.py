@@ -5,7 +5,7 @@ channel selection, dynamic batch size), with --format onnx also SAVE_DIR/model.o
 scoring in one graph), and
 SAVE_DIR/stats.npz (PatchCore's memory bank or PaDiM's Gaussians, settings, thresholds, the hashes
 of the program files), which infer.py reads. Before anything is written, every program runs in every
-installed engine (Paddle Inference, OpenVINO, ONNX Runtime) and must match the dynamic graph to 1e-4.
+installed runtime (Paddle Inference, OpenVINO, ONNX Runtime) and must match the dynamic graph to 1e-4.
 
 Example: python export_model.py --model_path output/bottle.pdparams --save_dir output/bottle_infer
 """
@@ -36,7 +36,7 @@ def parse_args() -> argparse.Namespace:
                         help="pdmodel (classic program, the default) or json (Paddle 3 PIR program)")
     parser.add_argument("--format", default="paddle", choices=("paddle", "onnx", "onnx_full"),
                         help="paddle: the Paddle program only; onnx: also model.onnx (paddle2onnx), for "
-                             "ONNX Runtime and other ONNX engines; onnx_full: also model_full.onnx, extractor "
+                             "ONNX Runtime and other ONNX runtimes; onnx_full: also model_full.onnx, extractor "
                              "and scoring in one graph (image -> score, normalised score, map, mask)")
     parser.add_argument("--check_image", default=None,
                         help="a real image, or a folder of them (e.g. train/good or test), the export is also "
@@ -53,10 +53,10 @@ def main() -> int:
     from engine.export import export
 
     result = export(args.model_path, args.save_dir, args.pretrained, args.format, args.check_image)
-    print(f"{'verified engine':<16} {'max rel. diff':>13} {'same verdicts':>13} {'nearest to thr.':>15}  "
+    print(f"{'verified runtime':<16} {'max rel. diff':>13} {'same verdicts':>13} {'nearest to thr.':>15}  "
           f"file (against the dynamic graph)")
     for check in result.checks:
-        print(f"{check.engine:<16} {check.max_rel_diff:>13.2e} {check.decisions:>13d} {check.threshold_distance:>15.4g}  "
+        print(f"{check.runtime:<16} {check.max_rel_diff:>13.2e} {check.decisions:>13d} {check.threshold_distance:>15.4g}  "
               f"{os.path.basename(check.source)}")
     for path in result.written:
         print(f"wrote {path}")

@@ -1,5 +1,5 @@
 """Score images with the exported model through an inference engine: Paddle Inference (CPU or
-GPU), OpenVINO or ONNX Runtime (--backend; auto picks the fastest installed, and the first line
+GPU), OpenVINO or ONNX Runtime (--runtime; auto picks the fastest installed, and the first line
 printed names the one that runs).
 
 Example: python infer.py --model_file output/bottle_infer/model.pdmodel
@@ -33,21 +33,21 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     from deploy.benchmark import make_timer, report_benchmark
-    from deploy.inference import collect_images, run_inference
-    from deploy.predictor import load_exported_model, scoring_options
-    from deploy.runtimes import ExportFiles, RuntimeOptions, open_runtime
+    from deploy.batch_scoring import collect_images, run_inference
+    from deploy.exported_model import load_exported_model, scoring_options
+    from models.runtimes import ExportFiles, RuntimeOptions, open_runtime
 
     files = ExportFiles.of_program(args.model_file, args.params_file, args.stats)
     model = load_exported_model(args.stats, args.params_file, args.model_file, files.onnx)
-    options = RuntimeOptions(args.backend, args.use_gpu, args.cpu_threads, args.enable_mkldnn, args.precision,
+    options = RuntimeOptions(args.runtime, args.use_gpu, args.cpu_threads, args.enable_mkldnn, args.precision,
                              args.use_tensorrt)
     scoring = scoring_options(options)
     runtimes = []   # the one run_inference opens, for the benchmark block
 
     def open_embedder():
         runtimes.append(open_runtime(files, options))
-        # Which engine runs is the machine's choice under --backend auto: said before the first row.
-        print(f"runtime: {runtimes[-1].description()} (--backend {args.backend})", flush=True)
+        # Which engine runs is the machine's choice under --runtime auto: said before the first row.
+        print(f"runtime: {runtimes[-1].description()} (--runtime {args.runtime})", flush=True)
         return runtimes[-1]
 
     images = collect_images(args.input_file)
@@ -60,7 +60,7 @@ def main() -> int:
     if args.enable_benchmark:
         report_benchmark(timer, args.save_path, model_name=model_name, batch_size=args.batch_size,
                          precision=args.precision, device="gpu" if args.use_gpu else "cpu",
-                         cpu_threads=args.cpu_threads, backend=runtimes[0].name,
+                         cpu_threads=args.cpu_threads, runtime=runtimes[0].name,
                          enable_mkldnn=getattr(runtimes[0], "enable_mkldnn", False))
     # Some images could not be scored: their rows say why, and the exit code tells scripts.
     return 2 if failed else 0

@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     # Paddle loads here, after parsing: -h and usage errors answer at once.
-    from deploy.inference import ScoringOptions, collect_images, run_inference
+    from deploy.batch_scoring import ScoringOptions, collect_images, run_inference
     from engine.pipeline import dynamic_embedder, load_model
 
     # One BLAS thread for the scorer (ScoringOptions' default): the network is Paddle's dynamic graph.

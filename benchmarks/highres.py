@@ -15,7 +15,7 @@ time is the steadier of the two). Methods:
 - grouped: the grouped search falling back to the tiled product (the scorer's default now), on one
   thread as predict.py and training run it (beside Paddle's dynamic graph);
 - threads: the same with the tiles shared by --threads threads, as the deploy runtimes run it
-  (infer.py, the Inferencer, serve.py: deploy.predictor.scoring_options). This process runs the
+  (infer.py, the Inferencer, serve.py: deploy.exported_model.scoring_options). This process runs the
   network in Paddle's dynamic graph first, as predict.py does;
 - faiss-flat, faiss-hnsw (--faiss, needs `pip install faiss-cpu`, not a project requirement):
   faiss's exact flat L2 index and its approximate HNSW graph (32 links, efSearch 64) on --threads
@@ -131,7 +131,7 @@ def spread(paths: list[str], count: int) -> list[str]:
 
 def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
     from datasets.preprocess import load_image, preprocess_image
-    from deploy.inference import collect_images
+    from deploy.batch_scoring import collect_images
     from models.feature_extractor import build_extractor, extract
     from models.model_file import AnomalyModel
     from models.patchcore.scorer import PatchCoreScorer
@@ -170,7 +170,7 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
             scores[name] = []
             for embedding in embeddings:
                 start, cpu_start = time.perf_counter(), time.process_time()
-                with one_blas_thread():   # as deploy.inference.score_batch runs every scorer
+                with one_blas_thread():   # as deploy.batch_scoring.score_batch runs every scorer
                     scores[name].append(scorer(embedding))
                 times[name].append(1000 * (time.perf_counter() - start))
                 cpu_times[name].append(1000 * (time.process_time() - cpu_start))

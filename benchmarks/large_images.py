@@ -3,7 +3,7 @@
     python benchmarks/large_images.py --data_path ROOT --category large_2048 --size 2048 \\
         --pretrained mnv2.pdparams --bank_size 1639 --batch_size 1 --save_path output/bench_large
 
-Prints the fit-memory estimate of models/fit_memory.py for these settings (what train.py checks
+Prints the fit-memory estimate of models/memory_estimate.py for these settings (what train.py checks
 before decoding the first image) next to a plain Python + Paddle process's RSS, then runs
 train.py (fit + --eval) and predict.py on the test images in child processes and reports each
 one's peak RSS (the children's ru_maxrss), time and the metrics, as a table and CSV. Generate
@@ -53,7 +53,7 @@ def main() -> int:
     parser.add_argument("--save_path", default="output/bench_large")
     args = parser.parse_args()
     from datasets.preprocess import list_images
-    from models.fit_memory import fit_memory_estimate
+    from models.memory_estimate import fit_memory_estimate
     from utils.config import Config, DataConfig, ModelConfig
 
     category = os.path.join(args.data_path, args.category)

@@ -1,4 +1,4 @@
-"""Runtimes benchmark: every inference engine on one exported model, against the dynamic graph.
+"""Runtimes benchmark: every inference runtime on one exported model, against the dynamic graph.
 
   python train.py --data_path ../shared/data/mvtec --category bottle --arch mobilenet_v2 \
       --pretrained /tmp/mnv2.pdparams --k 10 --save_path /tmp/bottle_mnv2
@@ -6,13 +6,13 @@
   python benchmarks/runtimes.py --model_path /tmp/bottle_mnv2/bottle.pdparams --export_dir /tmp/bottle_mnv2/infer \
       --data_path ../shared/data/mvtec --category bottle --pretrained /tmp/mnv2.pdparams [--end_to_end] [--fit]
 
-Per engine (paddle with and without oneDNN, openvino on the .pdmodel and on the ONNX file,
+Per runtime (paddle with and without oneDNN, openvino on the .pdmodel and on the ONNX file,
 onnxruntime) and batch size: network ms/img on the test images (after one warm-up batch), and the
 max relative difference of image scores and anomaly maps to the dynamic graph (predict.py's path);
 with a model_full.onnx (--format onnx_full) also that model in ONNX Runtime (network + scoring ms/img).
---end_to_end also times infer.py itself (--backend auto against --backend paddle --enable_mkldnn
+--end_to_end also times infer.py itself (--runtime auto against --runtime paddle --enable_mkldnn
 True, alternating, each run its own process). --fit times the fit's feature extraction: dynamic
-graph against the engine (engine.fast_extraction), alternating. Prints tables, saves them as CSV.
+graph against the runtime (engine.runtime_extraction), alternating. Prints tables, saves them as CSV.
 """
 from __future__ import annotations
 
@@ -62,21 +62,21 @@ def print_and_save(rows: list[dict], path: str) -> None:
     print(f"saved {path}\n")
 
 
-def engines(export_dir: str, threads: int) -> list[tuple[str, object]]:
-    """(label, runtime) for every engine and file of the export."""
-    from deploy.runtimes import ExportFiles, RuntimeOptions, installed_engines, open_runtime
+def runtimes(export_dir: str, threads: int) -> list[tuple[str, object]]:
+    """(label, runtime) for every runtime and file of the export."""
+    from models.runtimes import ExportFiles, RuntimeOptions, installed_runtimes, open_runtime
 
     files = ExportFiles.in_folder(export_dir)
     variants = []
-    if "paddle" in installed_engines():
+    if "paddle" in installed_runtimes():
         variants += [("paddle", files, dict(enable_mkldnn=False)), ("paddle+onednn", files, dict(enable_mkldnn=True))]
-    if "openvino" in installed_engines():
+    if "openvino" in installed_runtimes():
         variants.append(("openvino/pdmodel", files, {}))
         if files.onnx:
             variants.append(("openvino/onnx", dataclasses.replace(files, program=files.onnx), {}))
-    if "onnxruntime" in installed_engines() and files.onnx:
+    if "onnxruntime" in installed_runtimes() and files.onnx:
         variants.append(("onnxruntime", files, {}))
-    return [(label, open_runtime(f, RuntimeOptions(backend=label.split("/")[0].split("+")[0], cpu_threads=threads,
+    return [(label, open_runtime(f, RuntimeOptions(runtime=label.split("/")[0].split("+")[0], cpu_threads=threads,
                                                    **extra)))
             for label, f, extra in variants]
 
@@ -112,14 +112,14 @@ def network_and_accuracy(args: argparse.Namespace) -> list[dict]:
     rows = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         reference, dynamic_ms = scores_of(lambda x: extract(extractor, x), batch)
-        rows.append({"engine": "dynamic graph", "batch": batch, "network_ms_img": dynamic_ms,
+        rows.append({"runtime": "dynamic graph", "batch": batch, "network_ms_img": dynamic_ms,
                      "score_rel_diff": 0.0, "map_rel_diff": 0.0})
-        for label, runtime in engines(args.export_dir, args.threads):
+        for label, runtime in runtimes(args.export_dir, args.threads):
             scores, ms = scores_of(runtime, batch)
             score_diff = np.abs(scores.image_scores - reference.image_scores) / np.abs(reference.image_scores)
             map_diff = max(float(np.abs(a - b).max() / np.abs(b).max())
                            for a, b in zip(scores.anomaly_maps, reference.anomaly_maps))
-            rows.append({"engine": label, "batch": batch, "network_ms_img": ms,
+            rows.append({"runtime": label, "batch": batch, "network_ms_img": ms,
                          "score_rel_diff": float(score_diff.max()), "map_rel_diff": map_diff})
         full = os.path.join(args.export_dir, "model_full.onnx")
         if os.path.isfile(full):
@@ -145,7 +145,7 @@ def full_model_row(path: str, images, reference, batch: int, threads: int) -> di
         scores.append(score)
         maps.append(anomaly_map)
     scores, maps = np.concatenate(scores), np.concatenate(maps)
-    return {"engine": "onnx_full (ort)", "batch": batch, "network_ms_img": 1000 * seconds / len(images),
+    return {"runtime": "onnx_full (ort)", "batch": batch, "network_ms_img": 1000 * seconds / len(images),
             "score_rel_diff": float((np.abs(scores - reference.image_scores) / np.abs(reference.image_scores)).max()),
             "map_rel_diff": max(float(np.abs(a - b).max() / np.abs(b).max())
                                 for a, b in zip(maps, reference.anomaly_maps))}
@@ -155,7 +155,7 @@ def end_to_end(args: argparse.Namespace) -> list[dict]:
     """infer.py --enable_benchmark, auto against paddle + oneDNN, alternating runs."""
     folder = args.export_dir
     test_dir = os.path.join(args.data_path, args.category, "test")
-    settings = {"auto": ["--backend", "auto"], "paddle+onednn": ["--backend", "paddle", "--enable_mkldnn", "True"]}
+    settings = {"auto": ["--runtime", "auto"], "paddle+onednn": ["--runtime", "paddle", "--enable_mkldnn", "True"]}
     rows = []
     for repeat in range(args.repeats):
         for label, extra in settings.items():
@@ -169,7 +169,7 @@ def end_to_end(args: argparse.Namespace) -> list[dict]:
                     numbers = json.load(f)
                 with open(os.path.join(out, "results.csv")) as f:
                     decisions = [r["decision"] for r in csv.DictReader(f)]
-            rows.append({"run": repeat, "infer.py": label, "backend": numbers["backend"],
+            rows.append({"run": repeat, "infer.py": label, "runtime": numbers["runtime"],
                          "total_ms_img": numbers["total_time(ms/img)"],
                          "inference_ms_img": numbers["inference_time(ms/img)"],
                          "anomalous": decisions.count("anomalous")})
@@ -181,7 +181,7 @@ def fit_extraction(args: argparse.Namespace) -> list[dict]:
     import numpy as np
 
     from datasets.mvtec import MVTecDataset
-    from engine.fast_extraction import dynamic_graph, training_embedder
+    from engine.runtime_extraction import dynamic_graph, training_embedder
     from engine.pipeline import iterate_batches, rebuild_extractor
     from models.model_file import AnomalyModel
 
@@ -191,7 +191,7 @@ def fit_extraction(args: argparse.Namespace) -> list[dict]:
     batches = [images for images, _, _ in iterate_batches(train_set, 8, "", False)]
     rows, features = [], {}
     for repeat in range(args.repeats):
-        for label in ("dynamic graph", "engine"):
+        for label in ("dynamic graph", "runtime"):
             embed = (dynamic_graph(extractor) if label == "dynamic graph"
                      else training_embedder(extractor, model.config.data.crop_hw))
             start = time.perf_counter()
@@ -200,8 +200,8 @@ def fit_extraction(args: argparse.Namespace) -> list[dict]:
             rows.append({"run": repeat, "extraction": label, "seconds": seconds,
                          "ms_img": 1000 * seconds / len(train_set)})
     ref = features["dynamic graph"]
-    print(f"fit features, {len(train_set)} training images: engine against dynamic graph max rel. diff "
-          f"{float(np.abs(features['engine'] - ref).max() / np.abs(ref).max()):.2e}")
+    print(f"fit features, {len(train_set)} training images: runtime against dynamic graph max rel. diff "
+          f"{float(np.abs(features['runtime'] - ref).max() / np.abs(ref).max()):.2e}")
     return rows
 
 

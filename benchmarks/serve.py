@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from utils.runtime import configure_environment  # noqa: E402
 configure_environment()   # the BLAS / OpenMP threading environment, before NumPy and Paddle load
 
-from deploy.inference import collect_images  # noqa: E402
+from deploy.batch_scoring import collect_images  # noqa: E402
 from utils.table import format_table, write_csv  # noqa: E402
 
 COLUMNS = ("what", "clients", "requests", "img_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "max_score_diff")

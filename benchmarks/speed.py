@@ -100,8 +100,8 @@ def _latency_child(args: argparse.Namespace) -> dict:
     import numpy as np
     import paddle
 
-    from deploy.inference import score_images
-    from deploy.predictor import FeaturePredictor
+    from deploy.batch_scoring import score_images
+    from deploy.exported_model import FeaturePredictor
     from engine.pipeline import dynamic_embedder
     from models.model_file import AnomalyModel
     from utils.runtime import peak_memory_mb

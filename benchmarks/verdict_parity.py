@@ -1,10 +1,10 @@
 """Every image's verdict through every deployment path: predict.py (dynamic graph), infer.py with
-each installed engine (paddle, openvino, onnxruntime), deploy.Inferencer, and the service.
+each installed runtime (paddle, openvino, onnxruntime), deploy.Inferencer, and the service.
 
   python benchmarks/verdict_parity.py --model_path output/bottle.pdparams \
       --images ../shared/data/mvtec/bottle/test --save_path /tmp/parity
 
-Exports the model (--format onnx, --check_image IMAGES: the export refuses itself if an engine flips
+Exports the model (--format onnx, --check_image IMAGES: the export refuses itself if a runtime flips
 a verdict), runs each path on every image below IMAGES, and prints one row per path: images, verdicts
 that differ from predict.py's, anomalous count, and the nearest score to the image threshold; the
 model's decision margin (distance from the threshold to the nearest calibration score) is printed
@@ -29,7 +29,7 @@ configure_environment()   # the BLAS / OpenMP threading environment, before NumP
 
 from utils.table import format_table, write_csv  # noqa: E402
 
-ENGINES = ("paddle", "openvino", "onnxruntime")
+RUNTIMES = ("paddle", "openvino", "onnxruntime")
 COLUMNS = ("path", "images", "differ_from_predict", "anomalous", "nearest_to_threshold")
 
 
@@ -86,7 +86,7 @@ def service_verdicts(export_dir: str, paths: list[str]) -> dict[str, tuple[str, 
 def main() -> int:
     args = parse_args()
     from deploy import Inferencer
-    from deploy.inference import collect_images
+    from deploy.batch_scoring import collect_images
     from models.model_file import AnomalyModel
 
     model = AnomalyModel.load(args.model_path)
@@ -101,16 +101,16 @@ def main() -> int:
     script("predict.py", args.images, "--model_path", args.model_path, "--save_path",
            os.path.join(args.save_path, "predict"), "--no_pictures")
     every = {"predict.py": results(os.path.join(args.save_path, "predict"))}
-    for engine in ENGINES:
-        if importlib.util.find_spec(engine) is None:
+    for runtime in RUNTIMES:
+        if importlib.util.find_spec(runtime) is None:
             continue
-        folder = os.path.join(args.save_path, f"infer_{engine}")
+        folder = os.path.join(args.save_path, f"infer_{runtime}")
         script("infer.py", "--model_file", os.path.join(export_dir, "model.pdmodel"), "--params_file",
                os.path.join(export_dir, "model.pdiparams"), "--stats", os.path.join(export_dir, "stats.npz"),
-               "--input_file", args.images, "--backend", engine, "--save_path", folder, "--no_pictures")
-        every[f"infer.py {engine}"] = results(folder)
+               "--input_file", args.images, "--runtime", runtime, "--save_path", folder, "--no_pictures")
+        every[f"infer.py {runtime}"] = results(folder)
     inferencer = Inferencer(export_dir)
-    every[f"Inferencer ({inferencer.options.backend})"] = {
+    every[f"Inferencer ({inferencer.options.runtime})"] = {
         os.path.abspath(p): (r.decision, r.image_score) for p, r in zip(paths, map(inferencer.predict, paths))}
     every["service"] = service_verdicts(export_dir, paths)
     reference = every["predict.py"]

@@ -56,11 +56,11 @@ class StageTimer:
 
 
 def benchmark_numbers(timer: StageTimer, model_name: str, batch_size: int, precision: str, device: str,
-                      cpu_threads: int, enable_mkldnn: bool, backend: str = "paddle") -> dict[str, Any]:
+                      cpu_threads: int, enable_mkldnn: bool, runtime: str = "paddle") -> dict[str, Any]:
     """What a benchmark run measured, keyed as in the printed block."""
     times = timer.per_image_ms()
     return {"model_name": model_name, "batch_size": batch_size, "precision": precision, "device": device,
-            "backend": backend, "cpu_threads": cpu_threads, "enable_mkldnn": enable_mkldnn, "images_timed": timer.images,
+            "runtime": runtime, "cpu_threads": cpu_threads, "enable_mkldnn": enable_mkldnn, "images_timed": timer.images,
             "preprocess_time(ms/img)": times["preprocess"], "inference_time(ms/img)": times["inference"],
             "postprocess_time(ms/img)": times["postprocess"], "total_time(ms/img)": times["end_to_end"],
             "cpu_peak_memory(MB)": peak_memory_mb()}

@@ -5,7 +5,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from deploy.inference import ScoringRun
+    from deploy.batch_scoring import ScoringRun
     from models.scoring import ScoringOptions
 
 from utils.config import DEFAULT_CPU_THREADS, finite_float, non_negative_int, positive_int, str2bool
@@ -27,7 +27,7 @@ def add_decision_args(parser: argparse.ArgumentParser) -> None:
 def scoring_run(args: argparse.Namespace, scoring: "ScoringOptions", timer: Any = None) -> "ScoringRun":
     """The scoring run's settings from add_decision_args' and add_batch_size_arg's options (and
     --save_path); `scoring` how the scorer runs, `timer` infer.py's benchmark timer."""
-    from deploy.inference import ScoringRun   # NumPy, Pillow, matplotlib: after parsing
+    from deploy.batch_scoring import ScoringRun   # NumPy, Pillow, matplotlib: after parsing
 
     return ScoringRun(save_path=args.save_path, batch_size=args.batch_size, image_threshold=args.image_threshold,
                       pixel_threshold=args.pixel_threshold, figures=not args.no_pictures, save_maps=args.save_maps,
@@ -43,7 +43,7 @@ def add_predictor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model_file", required=True)
     parser.add_argument("--params_file", required=True)
     parser.add_argument("--stats", required=True, help="stats.npz written by export_model.py")
-    parser.add_argument("--backend", default="auto", choices=("auto", "paddle", "openvino", "onnxruntime"),
+    parser.add_argument("--runtime", default="auto", choices=("auto", "paddle", "openvino", "onnxruntime"),
                         help="inference engine; auto: Paddle Inference on a GPU or when --enable_mkldnn is "
                              "given, else the fastest installed (OpenVINO, then Paddle Inference with oneDNN)")
     parser.add_argument("--use_gpu", type=str2bool, default=False)

@@ -1,6 +1,6 @@
 """The in-process scoring API: an export folder -> Inferencer -> one Prediction per image.
 
-infer.py, predict.py (through deploy.inference.run_inference) and the service all score with the
+infer.py, predict.py (through deploy.batch_scoring.run_inference) and the service all score with the
 same pieces: `score_batch` (embeddings -> the model's scorer), `non_finite_error` and `decision_row`,
 so the three give the same numbers by construction.
 
@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from datasets.preprocess import load_image, preprocess_image, to_rgb8
-from deploy.inference import decision_row, non_finite_error, score_batch
-from deploy.predictor import load_exported_model, scoring_options
-from deploy.runtimes import ExportFiles, RuntimeOptions, open_runtime
+from deploy.batch_scoring import decision_row, non_finite_error, score_batch
+from deploy.exported_model import load_exported_model, scoring_options
+from models.runtimes import ExportFiles, RuntimeOptions, open_runtime
 from models.thresholds import Thresholds
 from utils.config import DEFAULT_CPU_THREADS
 from utils.errors import UserError
@@ -66,11 +66,11 @@ def decode(image: ImageInput, name: str = "image") -> Image.Image:
 class Inferencer:
     """The model of one export folder (what export_model.py wrote), ready to score images.
 
-    The stats file is checked against the program and parameters (deploy.predictor.load_exported_model);
-    the extractor runs on `options.backend` (deploy.runtimes). Thresholds default to the calibrated ones.
+    The stats file is checked against the program and parameters (deploy.exported_model.load_exported_model);
+    the extractor runs on `options.runtime` (models.runtimes). Thresholds default to the calibrated ones.
     """
 
-    def __init__(self, export_dir: str | os.PathLike, backend: str = "auto", *, cpu_threads: int = DEFAULT_CPU_THREADS,
+    def __init__(self, export_dir: str | os.PathLike, runtime: str = "auto", *, cpu_threads: int = DEFAULT_CPU_THREADS,
                  use_gpu: bool = False, options: RuntimeOptions | None = None,
                  image_threshold: float | None = None, pixel_threshold: float | None = None,
                  shared_cores: bool = False):
@@ -78,9 +78,9 @@ class Inferencer:
         self.files = ExportFiles.in_folder(self.export_dir)
         self.model = load_exported_model(self.files.stats, self.files.params, self.files.program)
         self.thresholds = Thresholds.from_calibration(self.model.calibration, image_threshold, pixel_threshold)
-        self.options = options or RuntimeOptions(backend=backend, use_gpu=use_gpu, cpu_threads=cpu_threads)
+        self.options = options or RuntimeOptions(runtime=runtime, use_gpu=use_gpu, cpu_threads=cpu_threads)
         self.runtime = open_runtime(self.files, self.options)
-        # shared_cores: see deploy.predictor.scoring_options (the service sets it)
+        # shared_cores: see deploy.exported_model.scoring_options (the service sets it)
         self.scorer = scoring_options(self.options, shared_cores).scorer(self.model)
 
     @property

@@ -156,7 +156,7 @@ def run_settings(args: argparse.Namespace, **chosen: object) -> RunSettings:
     category of its own)."""
     common = dict(data_path=args.data_path, save_path=args.save_path, category=args.category,
                   batch_size=args.batch_size, with_pro=args.eval_PRO, progress=not args.no_progress,
-                  backend=select_device(args.device), pretrained=args.pretrained)
+                  array_lib=select_device(args.device), pretrained=args.pretrained)
     return RunSettings(**{**common, **chosen})
 
 

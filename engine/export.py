@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import paddle
 
-from deploy.runtimes import ONNX_FILE, STATS_FILE, ExportFiles
+from models.runtimes import ONNX_FILE, STATS_FILE, ExportFiles
 from engine.export_check import RuntimeCheck, verify_export, verify_full_model
 from engine.onnx_conversion import convert_to_onnx
 from engine.onnx_full import full_model
@@ -31,7 +31,7 @@ class ExportResult(NamedTuple):
 
 def export(model_path: str, save_dir: str, pretrained: str | None = None, export_format: str = "paddle",
            check_image: str | None = None) -> ExportResult:
-    """Write the export into save_dir, verified in every installed engine (see engine.export_check)."""
+    """Write the export into save_dir, verified in every installed runtime (see engine.export_check)."""
     model = AnomalyModel.load(model_path)
     extractor = rebuild_extractor(model, pretrained)
     height, width = model.config.data.crop_hw

@@ -1,10 +1,10 @@
-"""Export verifies itself: every written program, in every installed engine that reads it, against
+"""Export verifies itself: every written program, in every installed runtime that reads it, against
 the dynamic graph, on a seeded input (and real images if given: one image or a folder); beyond 1e-4
 relative it is refused. The self-contained ONNX model (--format onnx_full) is checked on its scores
 and maps instead.
 
 Scores that agree to 1e-4 can still fall on both sides of the threshold, so the check also compares
-decisions: every check input is scored through each engine and through the dynamic graph and the
+decisions: every check input is scored through each runtime and through the dynamic graph and the
 verdicts (models.thresholds, the model's own thresholds) must be the same for every input; one
 flipped verdict refuses the export. Give the images the line cares about (e.g. the calibration
 images train/good, or test images) with --check_image FOLDER.
@@ -19,7 +19,7 @@ import numpy as np
 
 from datasets.image_files import images_below
 from datasets.preprocess import load_image, preprocess_image
-from deploy.runtimes import ExportFiles, RuntimeOptions, installed_engines, open_runtime
+from models.runtimes import ExportFiles, RuntimeOptions, installed_runtimes, open_runtime
 from models.feature_extractor import PatchFeatureExtractor, extract
 from models.model_file import AnomalyModel
 from models.thresholds import Thresholds
@@ -34,7 +34,7 @@ CHECK_BATCH = 8
 
 
 class RuntimeCheck(NamedTuple):
-    engine: str
+    runtime: str
     source: str
     max_rel_diff: float
     decisions: int = 0                  # check inputs whose verdict matched the dynamic graph's
@@ -66,12 +66,12 @@ def decision_flips(thresholds: Thresholds, expected: np.ndarray, actual: np.ndar
     return np.flatnonzero(thresholds.flags(expected) != thresholds.flags(actual))
 
 
-def refuse_flips(engine: str, source: str, flips: np.ndarray, expected: np.ndarray, actual: np.ndarray,
+def refuse_flips(runtime: str, source: str, flips: np.ndarray, expected: np.ndarray, actual: np.ndarray,
                  thresholds: Thresholds) -> None:
     """UserError naming the first flipped verdict, if any."""
     if len(flips):
         first = int(flips[0])
-        raise UserError(f"export refused: {engine} running {os.path.basename(source)} flips the verdict of "
+        raise UserError(f"export refused: {runtime} running {os.path.basename(source)} flips the verdict of "
                         f"{len(flips)} of {len(expected)} check inputs (input {first}: score {actual[first]:.6g} "
                         f"against {expected[first]:.6g} on the dynamic graph, threshold {thresholds.image:.6g}); "
                         f"nothing was written")
@@ -85,22 +85,22 @@ def relative_difference(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def runtime_variants(files: ExportFiles) -> list[tuple[str, ExportFiles]]:
-    """(engine, files) for every engine installed and every file it reads among the written ones."""
+    """(runtime, files) for every runtime installed and every file it reads among the written ones."""
     variants = []
-    for engine in installed_engines():
-        if engine == "paddle":
-            variants.append((engine, files))
-        if engine == "openvino" and files.program.endswith(".pdmodel"):
-            variants.append((engine, files))
-        if engine in ("openvino", "onnxruntime") and files.onnx:
+    for runtime in installed_runtimes():
+        if runtime == "paddle":
+            variants.append((runtime, files))
+        if runtime == "openvino" and files.program.endswith(".pdmodel"):
+            variants.append((runtime, files))
+        if runtime in ("openvino", "onnxruntime") and files.onnx:
             # program pointed at the ONNX file: OpenVINO then reads that one, not the .pdmodel.
-            variants.append((engine, dataclasses.replace(files, program=files.onnx)))
+            variants.append((runtime, dataclasses.replace(files, program=files.onnx)))
     return variants
 
 
 def verify_export(model: AnomalyModel, extractor: PatchFeatureExtractor, files: ExportFiles,
                   image: str | None = None, cpu_threads: int = DEFAULT_CPU_THREADS) -> list[RuntimeCheck]:
-    """One RuntimeCheck per engine and file; UserError naming the first beyond EXPORT_TOLERANCE or
+    """One RuntimeCheck per runtime and file; UserError naming the first beyond EXPORT_TOLERANCE or
     the first flipped verdict."""
     inputs = check_inputs(model.config.data, image)
     expected = in_batches(lambda batch: extract(extractor, batch), inputs)
@@ -108,17 +108,17 @@ def verify_export(model: AnomalyModel, extractor: PatchFeatureExtractor, files: 
     thresholds = Thresholds.from_calibration(model.calibration) if model.calibration else None
     expected_scores = in_batches(lambda embedding: scorer(embedding).image_scores, expected)
     checks = []
-    for engine, variant in runtime_variants(files):
-        runtime = open_runtime(variant, RuntimeOptions(backend=engine, cpu_threads=cpu_threads))
+    for runtime, variant in runtime_variants(files):
+        runtime = open_runtime(variant, RuntimeOptions(runtime=runtime, cpu_threads=cpu_threads))
         actual = in_batches(runtime, inputs)
-        check = RuntimeCheck(engine, runtime.source, relative_difference(expected, actual))
+        check = RuntimeCheck(runtime, runtime.source, relative_difference(expected, actual))
         if not check.max_rel_diff <= EXPORT_TOLERANCE:
-            raise UserError(f"export refused: {engine} running {check.source.rsplit('/', 1)[-1]} differs from the "
+            raise UserError(f"export refused: {runtime} running {check.source.rsplit('/', 1)[-1]} differs from the "
                             f"dynamic graph by {check.max_rel_diff:.2e} (relative, limit {EXPORT_TOLERANCE:.0e}); "
                             f"nothing was written")
         if thresholds is not None:
             scores = in_batches(lambda embedding: scorer(embedding).image_scores, actual)
-            refuse_flips(engine, check.source, decision_flips(thresholds, expected_scores, scores), expected_scores,
+            refuse_flips(runtime, check.source, decision_flips(thresholds, expected_scores, scores), expected_scores,
                          scores, thresholds)
             check = check._replace(decisions=len(inputs),
                                    threshold_distance=float(np.min(np.abs(scores - thresholds.image))))
@@ -126,9 +126,9 @@ def verify_export(model: AnomalyModel, extractor: PatchFeatureExtractor, files: 
     return checks
 
 
-def _run_full_model(engine: str, path: str, images: np.ndarray, cpu_threads: int) -> dict[str, np.ndarray]:
+def _run_full_model(runtime: str, path: str, images: np.ndarray, cpu_threads: int) -> dict[str, np.ndarray]:
     """The self-contained model's outputs by name, in ONNX Runtime or OpenVINO (f32, as the runtimes)."""
-    if engine == "onnxruntime":
+    if runtime == "onnxruntime":
         import onnxruntime
 
         settings = onnxruntime.SessionOptions()
@@ -153,21 +153,21 @@ def verify_full_model(model: AnomalyModel, extractor: PatchFeatureExtractor, pat
     expected = model.scorer()(extract(extractor, inputs))
     thresholds = Thresholds.from_calibration(model.calibration)
     checks = []
-    for engine in (e for e in installed_engines() if e in ("onnxruntime", "openvino")):
+    for runtime in (e for e in installed_runtimes() if e in ("onnxruntime", "openvino")):
         try:
-            outputs = _run_full_model(engine, path, inputs, cpu_threads)
-        except Exception as err:   # the engines raise their own C++ errors
-            raise UserError(f"export refused: {engine} cannot run {os.path.basename(path)}: "
+            outputs = _run_full_model(runtime, path, inputs, cpu_threads)
+        except Exception as err:   # the runtimes raise their own C++ errors
+            raise UserError(f"export refused: {runtime} cannot run {os.path.basename(path)}: "
                             f"{last_line(err)}; nothing was written") from None
         scores = relative_difference(expected.image_scores, outputs["image_score"])
         maps = max(relative_difference(e, a) for e, a in zip(expected.anomaly_maps, outputs["anomaly_map"]))
         if not (scores <= FULL_SCORE_TOLERANCE and maps <= EXPORT_TOLERANCE):
-            raise UserError(f"export refused: {engine} running {os.path.basename(path)} differs from the dynamic "
+            raise UserError(f"export refused: {runtime} running {os.path.basename(path)} differs from the dynamic "
                             f"graph by {scores:.2e} in image scores, {maps:.2e} in maps (relative, limits "
                             f"{FULL_SCORE_TOLERANCE:.0e}, {EXPORT_TOLERANCE:.0e}); nothing was written")
         actual = np.asarray(outputs["image_score"]).reshape(-1)
-        refuse_flips(engine, path, decision_flips(thresholds, expected.image_scores, actual), expected.image_scores,
+        refuse_flips(runtime, path, decision_flips(thresholds, expected.image_scores, actual), expected.image_scores,
                      actual, thresholds)
-        checks.append(RuntimeCheck(engine, path, max(scores, maps), len(actual),
+        checks.append(RuntimeCheck(runtime, path, max(scores, maps), len(actual),
                                    float(np.min(np.abs(actual - thresholds.image)))))
     return checks

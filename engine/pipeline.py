@@ -12,10 +12,10 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.distributed import make_shard
-from engine.fast_extraction import dynamic_graph, training_embedder
+from engine.runtime_extraction import dynamic_graph, training_embedder
 from engine.settings import RunSettings
 from models.feature_extractor import PatchFeatureExtractor, build_extractor, extract
-from models.fit_memory import check_fit_memory
+from models.memory_estimate import check_fit_memory
 from models.model_file import AnomalyModel, EmbeddingStream, model_path
 from models.registry import METHODS
 from models.sharding import Shard, shard_bounds
@@ -72,7 +72,7 @@ def extract_batches(extractor: PatchFeatureExtractor, crop_hw: tuple[int, int], 
                     desc: str, progress: bool) -> Iterator[np.ndarray]:
     """Embeddings of `images`, batch by batch, in order: the extraction step of a fit or an update.
 
-    Both go through the same engine (engine.fast_extraction), so an update's new features are the
+    Both go through the same engine (engine.runtime_extraction), so an update's new features are the
     features a fit on all images would have had.
     """
     embed = training_embedder(extractor, crop_hw)
@@ -91,7 +91,7 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
         run: RunSettings | None = None, shard: Shard | None = None) -> Fitted:
     """Fit the configured method on the training images; embeddings are streamed batch by batch.
 
-    `run`: batch size, progress bars and backend (see utils.runtime.select_device: "paddle" runs the
+    `run`: batch size, progress bars and array_lib (see utils.runtime.select_device: "paddle" runs the
     method's array work on the device); default RunSettings'.
     `shard`: this process's part of a distributed fit (default: from the launcher's environment).
 
@@ -108,7 +108,7 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
     embeddings = extract_batches(extractor, config.data.crop_hw, images, run.batch_size, f"{category}: features",
                                  progress)
     fit_method = METHODS[config.model.method].fit_function()
-    result = fit_method(EmbeddingStream(embeddings, len(images)), config.model, progress, run.backend, shard)
+    result = fit_method(EmbeddingStream(embeddings, len(images)), config.model, progress, run.array_lib, shard)
     arrays, grid, stats = result.arrays, result.feature_grid, result.fit_stats
     stats["fit_seconds"] = time.perf_counter() - start
     peaks = shard.all_gather(np.array([peak_memory_mb()]))[:, 0]
@@ -121,7 +121,7 @@ def fit(extractor: PatchFeatureExtractor, train_set: Any, config: Config, catego
 def score_batches(model: AnomalyModel, extractor: PatchFeatureExtractor, dataset: Any,
                   run: RunSettings) -> tuple[Scores, np.ndarray, np.ndarray]:
     """Score a whole dataset: (Scores, masks [N,H,W], labels [N])."""
-    scorer = model.scorer(run.backend)
+    scorer = model.scorer(run.array_lib)
     parts, masks, labels = [], [], []
     for images, batch_masks, batch_labels in iterate_batches(dataset, run.batch_size, f"{model.category}: scoring",
                                                              run.progress):

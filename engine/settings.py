@@ -31,7 +31,7 @@ class RunSettings:
     with_pro: bool = False          # also the PRO score (slower)
     figures: bool = False           # a figure per test image (eval.py --save_pic; train.py never)
     progress: bool = True
-    backend: str = "numpy"          # utils.runtime.select_device: "numpy" or "paddle" (the device)
+    array_lib: str = "numpy"          # utils.runtime.select_device: "numpy" or "paddle" (the device)
     # Backbone weights instead of the model's own (eval / update); None: the model's.
     pretrained: str | None = None
     model_dir: str | None = None    # eval.py: folder of the models (default: save_path)

@@ -72,10 +72,10 @@ def train_category(config: Config, run: RunSettings, category: str) -> dict[str,
                 shard_images(images.fitted, shard), run.batch_size, f"{category}: training images", quiet.progress))
         if rule == OWN_IMAGE_OUT:
             own_image_out = METHODS[model.method].own_image_out_function()
-            scores = own_image_out(model, embeddings, entry_images, shard.first_image, run.backend, quiet.progress,
+            scores = own_image_out(model, embeddings, entry_images, shard.first_image, run.array_lib, quiet.progress,
                                    shard.gather_rows if shard.world_size > 1 else None)
         else:
-            scorer = model.scorer(run.backend)
+            scorer = model.scorer(run.array_lib)
             scores = Scores.concatenate([scorer(e) for e in embeddings])
         return gathered_good_scores(scores.check_finite(), shard)
 

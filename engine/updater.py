@@ -20,7 +20,7 @@ from engine.pipeline import extract_batches, rebuild_extractor, score_batches
 from engine.settings import FIXED_OPTIONS, RunSettings
 from engine.trainer import report
 from models.feature_extractor import PatchFeatureExtractor
-from models.fit_memory import check_fit_memory
+from models.memory_estimate import check_fit_memory
 from models.model_file import AnomalyModel, EmbeddingStream, model_path
 from models.registry import METHOD_ALIASES, METHODS
 from utils.config import AutoSize

@@ -20,10 +20,10 @@ than its rounding bound (product_rounding_bound). Every tile also notes whether 
 came within twice that bound of a query's minimum; those few queries are searched again with
 their candidates' distances in float64, so the entry returned is the nearest one in exact
 arithmetic (the lowest index among exactly equal distances), whatever the tiling or grouping.
-That holds for k = 1 on the NumPy backend (the scorer's search); Paddle's product and k > 1 (eq.
+That holds for k = 1 on the NumPy array library (the scorer's search); Paddle's product and k > 1 (eq.
 7's neighbourhood of one entry) keep the plain float32 order, with their distances recomputed.
 
-Two backends compute the product: NumPy's BLAS (the CPU default: on the 2-core test machine it
+Two array libraries compute the product: NumPy's BLAS (the CPU default: on the 2-core test machine it
 measured 17 ms for 784 x 16386 x 129, against 95 ms for Paddle's eager CPU matmul) and Paddle
 (for GPUs, where the product runs on the device).
 """
@@ -37,7 +37,7 @@ import numpy as np
 from utils.workers import Workers
 
 DEFAULT_CHUNK_BYTES = 64 * 2**20
-BACKENDS = ("numpy", "paddle")
+ARRAY_LIBS = ("numpy", "paddle")
 # Banks smaller than this are searched with the full product: it is already cheap.
 GROUPED_MIN_ENTRIES = 4096
 # A chunk of queries falls back to the full product when the groups it would still have to visit
@@ -174,28 +174,28 @@ class _Groups:
 class MemoryBank:
     """A fixed set of feature vectors, kept ready for nearest-neighbour queries."""
 
-    def __init__(self, features: np.ndarray, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, backend: str = "numpy",
+    def __init__(self, features: np.ndarray, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, array_lib: str = "numpy",
                  grouped: bool | None = None, tiled: bool = True, product_threads: int = 1):
         if features.ndim != 2 or len(features) == 0:
             raise ValueError(f"memory bank must be a non-empty [M, C] array, got shape {features.shape}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if array_lib not in ARRAY_LIBS:
+            raise ValueError(f"array_lib must be one of {ARRAY_LIBS}, not {array_lib!r}")
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         # Ranking by ||b||^2 - 2ab gives the same order as ||a - b||^2 (||a||^2 is constant per
         # query), and with the bank stored as [-2b, ||b||^2] against queries [a, 1] it is a single
         # matrix product: no extra passes over the large distance matrix.
         self.sq_norms = np.einsum("mc,mc->m", self.features, self.features)
         if grouped is None:
-            grouped = backend == "numpy" and len(self.features) >= GROUPED_MIN_ENTRIES
+            grouped = array_lib == "numpy" and len(self.features) >= GROUPED_MIN_ENTRIES
         self.groups = _Groups(self.features, self.sq_norms, int(np.sqrt(len(self.features)))) if grouped else None
         # Bank columns in group order when grouped: positions map back through groups.order.
         stored = self.features if self.groups is None else self.features[self.groups.order]
         stored_sq = self.sq_norms if self.groups is None else self.sq_norms[self.groups.order]
         augmented_t = np.ascontiguousarray(np.hstack([-2.0 * stored, stored_sq[:, None]]).T.astype(np.float32))
-        self.backend = backend
+        self.array_lib = array_lib
         # tiled=False: one product per chunk of queries then its argmin, as before the tiles (benchmarks).
-        self.tiled = tiled and backend == "numpy"
-        if backend == "paddle":
+        self.tiled = tiled and array_lib == "numpy"
+        if array_lib == "paddle":
             import paddle
 
             self._bank_t = paddle.to_tensor(augmented_t)
@@ -211,7 +211,7 @@ class MemoryBank:
         # thread). Not BLAS's own threads: those meet at a barrier in every product and spin while
         # they wait, so on a busy machine one descheduled worker stalls every tile (bottle 448,
         # load 2: 66 -> 180 ms per image's scoring in infer.py; docs/results.md, High resolution). The process that scores chooses the count
-        # (deploy.predictor.scoring_options): 1 beside Paddle's dynamic graph, the CPU threads in
+        # (deploy.exported_model.scoring_options): 1 beside Paddle's dynamic graph, the CPU threads in
         # the deploy runtimes, whose network does not run while the scorer does.
         if product_threads < 1:
             raise ValueError(f"product_threads must be at least 1, not {product_threads}")
@@ -231,7 +231,7 @@ class MemoryBank:
         return self.features.shape[1]
 
     def _full_product(self, augmented_queries: np.ndarray, k: int) -> np.ndarray:
-        if self.backend == "paddle":
+        if self.array_lib == "paddle":
             import paddle
 
             partial = paddle.matmul(paddle.to_tensor(augmented_queries), self._bank_t)
@@ -326,7 +326,7 @@ class MemoryBank:
         if k > 1 or not self.tiled and self.groups is None:
             # One thread here too: eq. 7 asks k neighbours of a single entry per image, a product
             # far too small to pay for waking BLAS workers (35 ms against 1 ms on a loaded machine).
-            with one_blas_thread() if self.backend == "numpy" else contextlib.nullcontext():
+            with one_blas_thread() if self.array_lib == "numpy" else contextlib.nullcontext():
                 positions = self._full_product(augmented_queries, k)
             self.chunk_counts["full"] += k == 1
         else:
@@ -359,7 +359,7 @@ class MemoryBank:
                                + [self._nearest_indices(augmented_queries[start:start + rows], k)
                                   for start in range(0, len(queries), rows)]).astype(np.int64)
         # The expanded form loses precision for near neighbours; the chosen distances are recomputed
-        # directly, which also makes them independent of chunking and backend.
+        # directly, which also makes them independent of chunking and array_lib.
         exact = np.sqrt(exact_sq_distances(np.repeat(queries, k, axis=0), self.features[index.reshape(-1)]))
         exact = exact.reshape(len(queries), k).astype(np.float32)
         if k > 1:

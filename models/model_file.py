@@ -99,12 +99,12 @@ class AnomalyModel:
         """The method's display name (PatchCore, PaDiM)."""
         return METHODS[self.method].title
 
-    def scorer(self, backend: str = "numpy", product_threads: int = 1) -> Scorer:
-        """The method's scorer; backend "paddle" runs PatchCore's kNN as Paddle ops on the current device.
+    def scorer(self, array_lib: str = "numpy", product_threads: int = 1) -> Scorer:
+        """The method's scorer; array_lib "paddle" runs PatchCore's kNN as Paddle ops on the current device.
 
         product_threads: threads sharing the memory bank's full-product tiles (models.scoring.ScoringOptions):
         1 (the default) in a process that runs Paddle's dynamic graph."""
-        return METHODS[self.method].build_scorer(self.arrays, self.config, backend, product_threads)
+        return METHODS[self.method].build_scorer(self.arrays, self.config, array_lib, product_threads)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "category": self.category, "config": self.config.to_dict(),

@@ -74,10 +74,10 @@ class MethodSpec:
     # ModelConfig keyword arguments that differ from PatchCore's, per arch where they depend on it.
     defaults: Callable[[str], dict[str, Any]]
     arrays: tuple[str, ...]                       # the arrays its model file holds
-    # "module:function(arrays, config, backend, product_threads) -> scorer"; backend "numpy" or "paddle"
+    # "module:function(arrays, config, array_lib, product_threads) -> scorer"; array_lib "numpy" or "paddle"
     # (current device); product_threads: threads for its large products (models.scoring.ScoringOptions)
     scorer: str
-    # "module:function(EmbeddingStream, model_config, progress, backend) -> FitResult"
+    # "module:function(EmbeddingStream, model_config, progress, array_lib) -> FitResult"
     fit: str
     size_column: str                              # fit_stats entry shown beside the fit time
     k_help: str = ""
@@ -93,20 +93,20 @@ class MethodSpec:
     # position; the image score is the maximum of the smoothed map).
     patch_distance: str = "nearest_neighbour"
     # "module:function(positions, channels, n_images, batch_size, model_config) -> bytes": the fit's
-    # own arrays (models.fit_memory)
+    # own arrays (models.memory_estimate)
     fit_bytes: str = ""
     # "module:function(arrays, EmbeddingStream, model_config, progress) -> (arrays, stats)": adds
     # good images to a fitted model (train.py --update)
     update: str = ""
     # Arrays kept, float64, only for updates (never exported): name -> ndim
     update_arrays: tuple[tuple[str, int], ...] = ()
-    # "module:function(model, embeddings, entry_images, first_image, backend, progress, gather) -> Scores":
+    # "module:function(model, embeddings, entry_images, first_image, array_lib, progress, gather) -> Scores":
     # the training images' leave-own-image-out scores (the default threshold rule's input)
     own_image_out: str = ""
 
-    def build_scorer(self, arrays: dict[str, Any], config: Any, backend: str = "numpy",
+    def build_scorer(self, arrays: dict[str, Any], config: Any, array_lib: str = "numpy",
                      product_threads: int = 1) -> Callable[[Any], Any]:
-        return _resolve(self.scorer)(arrays, config, backend, product_threads)
+        return _resolve(self.scorer)(arrays, config, array_lib, product_threads)
 
     def fit_function(self) -> Callable[..., Any]:
         return _resolve(self.fit)

@@ -37,9 +37,9 @@ class ScoringOptions:
     thread, models.knn.MemoryBank). Processes that run Paddle's dynamic graph (predict.py,
     training, evaluation) keep 1: more threads beside Paddle's made scoring 4-5x slower on 2 cores.
     The deploy runtimes (network in Paddle Inference, OpenVINO or ONNX Runtime, never running
-    while the scorer does) take their CPU threads: deploy.predictor.scoring_options.
+    while the scorer does) take their CPU threads: deploy.exported_model.scoring_options.
     """
-    backend: str = "numpy"   # "numpy": the host's BLAS; "paddle": Paddle ops on the current device
+    array_lib: str = "numpy"   # "numpy": the host's BLAS; "paddle": Paddle ops on the current device
     product_threads: int = 1
 
     def __post_init__(self):
@@ -48,7 +48,7 @@ class ScoringOptions:
 
     def scorer(self, model: Any) -> Callable[[np.ndarray], "Scores"]:
         """`model`'s scorer (an AnomalyModel) run this way."""
-        return model.scorer(self.backend, self.product_threads)
+        return model.scorer(self.array_lib, self.product_threads)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What a model's settings imply, from numbers alone: its feature grid, its embedding width, the
 shapes of its arrays and the memory one batch takes from pixels to embedding.
 
-No Paddle and no fit code: the fit's memory estimate (models.fit_memory) and every loader of a
+No Paddle and no fit code: the fit's memory estimate (models.memory_estimate) and every loader of a
 model or stats file (models.model_file, deployment included) share these, so a file's arrays are
 checked against its own settings, and its geometry against the memory there is, before any
 network, index or image buffer is built.

@@ -4,7 +4,7 @@ normalisation users see.
 Deployment code: it reads the thresholds that calibration (models.calibration, training side)
 stored in the model file, and never imports how they were computed.
 
-The verdict rule is written here once and used by predict.py / infer.py (deploy.inference), the
+The verdict rule is written here once and used by predict.py / infer.py (deploy.batch_scoring), the
 Inferencer and the service, the evaluation's rates and the figures:
   * an image is anomalous (NG) when its image score reaches the image threshold (score >= threshold);
   * its defect region (the pixels whose map value reaches the pixel threshold) is shown, counted

@@ -112,7 +112,7 @@ def check_infer_matches_predict(export_dir, model_file, train_table, data_root, 
 TRAINING_MODULES = {"models.patchcore.fit", "models.patchcore.sampling",
                     "models.patchcore.coreset", "models.padim.fit", "models.calibration",
                     "models.feature_extractor", "models.backbones", "datasets.mvtec", "datasets.synthetic",
-                    "utils.metrics", "models.fit_memory"}
+                    "utils.metrics", "models.memory_estimate"}
 
 
 def training_modules_in(loaded: set[str]) -> set[str]:
@@ -132,7 +132,7 @@ def check_infer_loads_no_training_code(export_dir, image, save_path, scorer_modu
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     loaded = set(done.stdout.strip().splitlines()[-1].split())
-    assert scorer_module in loaded and "deploy.predictor" in loaded
+    assert scorer_module in loaded and "deploy.exported_model" in loaded
     assert not training_modules_in(loaded)
 
 

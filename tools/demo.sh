@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline end-to-end demo: generate a small MVTec-layout data set with synthetic defects, train and
 # evaluate PatchCore, export the static graph, score the test images through the exported model
-# (--backend auto: the fastest engine installed, named on infer.py's first line) and one image with the
+# (--runtime auto: the fastest runtime installed, named on infer.py's first line) and one image with the
 # dynamic graph. Heat maps land in output/demo/.
 #   bash tools/demo.sh                      # random-init ResNet18 (no download needed)
 #   PATCHCORE_WEIGHTS=mnv2.pdparams PATCHCORE_ARCH=mobilenet_v2 bash tools/demo.sh
@@ -22,7 +22,7 @@ $PY train.py --data_path "$DATA" --category all --arch "$ARCH" --pretrained "$WE
 echo "== 3/5 exporting synthetic_bottle for deployment"
 $PY export_model.py --model_path "$OUT/synthetic_bottle.pdparams" --save_dir "$OUT/synthetic_bottle_infer" \
     --pretrained "$WEIGHTS"
-echo "== 4/5 the exported model on the test images (--backend auto: the engine is named below)"
+echo "== 4/5 the exported model on the test images (--runtime auto: the runtime is named below)"
 $PY infer.py --model_file "$OUT/synthetic_bottle_infer/model.pdmodel" \
     --params_file "$OUT/synthetic_bottle_infer/model.pdiparams" --stats "$OUT/synthetic_bottle_infer/stats.npz" \
     --input_file "$DATA/synthetic_bottle/test" --save_path "$OUT/infer" --enable_benchmark True | grep -Ev "^(decision|normal|anomalous|error) "

@@ -52,7 +52,7 @@ DEVICES = ("auto", "cpu", "gpu")
 
 def select_device(device: str) -> str:
     """Put Paddle on `device` (auto = a GPU when this build and machine have one) and return the
-    array backend that goes with it: "numpy" on the CPU (BLAS beats Paddle's eager CPU kernels
+    array library that goes with it: "numpy" on the CPU (BLAS beats Paddle's eager CPU kernels
     there), "paddle" on a GPU (projection, coreset and kNN as tensor ops on the device)."""
     import paddle
 

@@ -19,7 +19,7 @@ from deploy.service.errors import ERROR_RESPONSES, ServiceError
 from deploy.service.feedback import FeedbackStore
 from deploy.service.metrics import ServiceMetrics
 from deploy.service.pictures import overlay_png, picture_layers
-from deploy.service.registry import ModelEntry, Registry
+from deploy.service.served_models import ModelEntry, ServedModels
 from deploy.service.settings import ServiceSettings
 from deploy.service.station import Station
 from deploy.service.station_api import station_routes
@@ -41,7 +41,7 @@ def _user_error_status(err: UserError) -> int:
 class Service:
     """What the routes share: settings, models, metrics, the decoding pool, update jobs."""
 
-    def __init__(self, settings: ServiceSettings, registry: Registry):
+    def __init__(self, settings: ServiceSettings, registry: ServedModels):
         self.settings, self.registry = settings, registry
         self.decoders = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.metrics = ServiceMetrics(lambda: {n: e.batcher.depth for n, e in registry.entries.items()})
@@ -86,7 +86,7 @@ class Service:
         return answer
 
 
-def create_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
+def create_app(settings: ServiceSettings, registry: ServedModels) -> FastAPI:
     service = Service(settings, registry)
     # No /docs or /redoc: they load Swagger UI from a CDN, and the line is offline. /openapi.json stays.
     app = FastAPI(title="PatchCore-Paddle service", docs_url=None, redoc_url=None, responses=ERROR_RESPONSES)

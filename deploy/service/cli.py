@@ -32,7 +32,7 @@ def add_service_args(parser: argparse.ArgumentParser) -> None:
                         help="how long a batch waits for more images")
     parser.add_argument("--max_queue", type=positive_int, default=d.max_queue, help="queued images per model before 503")
     parser.add_argument("--decode_threads", type=positive_int, default=d.decode_threads)
-    parser.add_argument("--backend", default=d.backend, help="extractor runtime (deploy.runtimes)")
+    parser.add_argument("--runtime", default=d.runtime, help="extractor runtime (models.runtimes)")
     parser.add_argument("--cpu_threads", type=positive_int, default=d.cpu_threads)
     parser.add_argument("--reload_interval", type=interval_s, default=d.reload_interval_s,
                         help="seconds between checks for a replaced export")
@@ -49,7 +49,7 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
                            max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
                            max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                            decode_threads=args.decode_threads, feedback_dir=args.feedback_dir,
-                           backend=args.backend, cpu_threads=args.cpu_threads,
+                           runtime=args.runtime, cpu_threads=args.cpu_threads,
                            reload_interval_s=args.reload_interval, upload_timeout_s=args.upload_timeout,
                            allowed_hosts=tuple(n.strip() for n in args.allowed_hosts.split(",") if n.strip()),
                            station=station_settings_from_args(args))

@@ -64,13 +64,13 @@ def serve(settings: ServiceSettings, models_dir: str | None, model_pairs: list[s
     import uvicorn
 
     from deploy.service.app import create_app
-    from deploy.service.registry import Registry, parse_model_args
+    from deploy.service.served_models import ServedModels, parse_model_args
 
     for stop in STOP_SIGNALS:          # from here on, while the models load too, a stop is exit 0
         signal.signal(stop, _stop_quietly)
     if settings.feedback_dir:
         os.makedirs(settings.feedback_dir, exist_ok=True)
-    registry = Registry(parse_model_args(models_dir, model_pairs), settings)
+    registry = ServedModels(parse_model_args(models_dir, model_pairs), settings)
     app = create_app(settings, registry)
     for name, entry in registry.entries.items():
         print(f"model '{name}': version {entry.current.version} from {entry.export_dir}", flush=True)

@@ -21,7 +21,7 @@ class ServiceSettings:
     max_queue: int = 64
     decode_threads: int = 2
     feedback_dir: str | None = None
-    backend: str = "auto"
+    runtime: str = "auto"
     cpu_threads: int = DEFAULT_CPU_THREADS
     reload_interval_s: float = 1.0
     upload_timeout_s: float = 30.0

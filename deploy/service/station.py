@@ -15,7 +15,7 @@ from starlette.requests import Request
 from deploy.service.drift import DriftAlarms
 from deploy.service.inspection_log import InspectionLog
 from deploy.service.log_store import InspectionRow
-from deploy.service.registry import ModelEntry, Registry
+from deploy.service.served_models import ModelEntry, ServedModels
 from deploy.service.station_settings import StationSettings
 from deploy.service.uploads import SIGNATURES
 from utils.errors import UserError
@@ -37,7 +37,7 @@ def image_extension(data: bytes) -> str:
 
 
 class Station:
-    def __init__(self, settings: StationSettings, registry: Registry, metrics: CollectorRegistry):
+    def __init__(self, settings: StationSettings, registry: ServedModels, metrics: CollectorRegistry):
         self.settings, self.registry = settings, registry
         for name, folder in settings.watch:
             if registry.get(name) is None:

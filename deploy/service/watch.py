@@ -26,7 +26,7 @@ from typing import Any
 from datasets.preprocess import IMAGE_EXTENSIONS
 from deploy.service.batching import QueueFull
 from deploy.service.log_store import LogStore, open_store
-from deploy.service.registry import ModelEntry
+from deploy.service.served_models import ModelEntry
 from utils.errors import UserError
 
 FOLDERS = {"normal": "OK", "anomalous": "NG", "error": "error"}

@@ -23,7 +23,7 @@ FLOAT32, FLOAT64 = 4, 8
 
 
 def estimate_fit_bytes(positions: int, channels: int, n_images: int, batch_size: int, cfg: ModelConfig) -> int:
-    """The fit's own arrays (models.fit_memory): the float64 running sums and a batch of them, and
+    """The fit's own arrays (models.memory_estimate): the float64 running sums and a batch of them, and
     the float32 inverse covariances; the number of images does not count."""
     return positions * channels * (channels * (FLOAT64 + FLOAT32) + 2 * batch_size * FLOAT64)
 
@@ -116,11 +116,11 @@ class GaussianAccumulator:
 
 
 def fit_gaussians(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True,
-                  backend: str = "numpy", shard: Shard | None = None) -> FitResult:
+                  array_lib: str = "numpy", shard: Shard | None = None) -> FitResult:
     """Mean and inverse covariance per position from a stream of training embeddings (registered in
     models.registry); the extraction loop feeding the stream shows its own progress bar.
 
-    The sums stay float64 NumPy on the host whatever the `backend` (the network still runs on the
+    The sums stay float64 NumPy on the host whatever the `array_lib` (the network still runs on the
     device): their cost is small beside the extraction and float64 keeps the covariance exact.
     With a `shard` (multi-process fit) each rank sums its own images and the sums are all-reduced.
     """

@@ -39,11 +39,11 @@ def own_image_out_scores(in_sample: Scores, n_images: int, image_size: int | tup
 
 
 def leave_own_image_out(model: AnomalyModel, embeddings: Iterable[np.ndarray], entry_images: np.ndarray | None = None,
-                        first_image: int = 0, backend: str = "numpy", progress: bool = False,
+                        first_image: int = 0, array_lib: str = "numpy", progress: bool = False,
                         gather=None) -> Scores:
     """The method's leave-own-image-out scores (registered in models.registry): the training
     embeddings scored in-sample, then corrected (see the module doc)."""
-    scorer = model.scorer(backend)
+    scorer = model.scorer(array_lib)
     in_sample = Scores.concatenate([scorer(embedding) for embedding in embeddings])
     return own_image_out_scores(in_sample, int(model.fit_stats["train_images"]), model.config.data.crop_size,
                                 model.config.model.sigma)

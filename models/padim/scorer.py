@@ -46,9 +46,9 @@ class PadimScorer:
         return Scores(image_scores, maps, patch_scores.astype(np.float32, copy=False))
 
 
-def build_scorer(arrays: dict[str, np.ndarray], config: Config, backend: str = "numpy",
+def build_scorer(arrays: dict[str, np.ndarray], config: Config, array_lib: str = "numpy",
                  product_threads: int = 1) -> PadimScorer:
     """The scorer a PaDiM model file describes (registered in models.registry)."""
-    # Mahalanobis distances run on the host whatever the backend (one small product per position:
+    # Mahalanobis distances run on the host whatever the array_lib (one small product per position:
     # too small for more BLAS threads to pay).
     return PadimScorer(arrays["mean"], arrays["inv_covariance"], config.data.crop_size, config.model.sigma)

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from models.model_file import EmbeddingStream, FitResult
-from models.patchcore.coreset import BACKENDS, coreset_size, projection_matrix, select_coreset
+from models.patchcore.coreset import ARRAY_LIBS, coreset_size, projection_matrix, select_coreset
 from models.patchcore.coreset.projection import ProjectedRows
 from models.sharding import Shard
 from utils.config import ModelConfig
@@ -36,7 +36,7 @@ def bank_entries(n_patches: int, cfg: ModelConfig) -> int:
 
 
 def estimate_fit_bytes(positions: int, channels: int, n_images: int, batch_size: int, cfg: ModelConfig) -> int:
-    """The fit's own arrays (models.fit_memory): the features, the projection and the selector state."""
+    """The fit's own arrays (models.memory_estimate): the features, the projection and the selector state."""
     n_patches = n_images * positions
     return fit_bytes(n_patches, channels, cfg.projection_dim, projected=bank_entries(n_patches, cfg) < n_patches)
 
@@ -62,10 +62,10 @@ def check_bank_size(n_keep: int, n_patches: int, cfg: ModelConfig) -> None:
 
 
 def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = True,
-                    backend: str = "numpy", shard: Shard | None = None) -> FitResult:
+                    array_lib: str = "numpy", shard: Shard | None = None) -> FitResult:
     """Memory bank from a stream of training embeddings [B, C, h, w] (registered in models.registry).
 
-    backend "numpy": projection and selection on the CPU. "paddle": both as Paddle tensor ops on the
+    array_lib "numpy": projection and selection on the CPU. "paddle": both as Paddle tensor ops on the
     current device (a GPU after paddle.set_device("gpu")); the full features stay in host memory.
 
     `shard` (a multi-process fit, see models.sharding): the stream holds this rank's images only;
@@ -73,8 +73,8 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     are gathered, so every rank ends with the bank of a single-process fit. select_coreset decides
     how each case is selected.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if array_lib not in ARRAY_LIBS:
+        raise ValueError(f"array_lib must be one of {ARRAY_LIBS}, not {array_lib!r}")
     start = time.perf_counter()
     batches = iter(stream.batches)
     first = next(batches)
@@ -88,7 +88,7 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     reduce = n_keep < rows.total
     check_memory(stream.n_images, (height, width), channels, fit_bytes(n_patches, channels, cfg.projection_dim, reduce))
     features = np.empty((n_patches, channels), dtype=np.float32)
-    projected = ProjectedRows(n_patches, channels, cfg.projection_dim, cfg.seed, backend) if reduce else None
+    projected = ProjectedRows(n_patches, channels, cfg.projection_dim, cfg.seed, array_lib) if reduce else None
     row = 0
     for batch in itertools.chain([first], batches):
         for image in batch:
@@ -103,7 +103,7 @@ def fit_memory_bank(stream: EmbeddingStream, cfg: ModelConfig, progress: bool = 
     mine, selection_stats = slice(None), {}
     projected_any = projected is not None
     if projected_any:
-        selected = np.sort(select_coreset(projected.points, n_keep, seed=cfg.seed, backend=backend, shard=rows,
+        selected = np.sort(select_coreset(projected.points, n_keep, seed=cfg.seed, array_lib=array_lib, shard=rows,
                                           progress=progress and shard.is_main, stats=selection_stats))
         mine = selected[(selected >= rows.first) & (selected < rows.first + n_patches)] - rows.first
     projected = None

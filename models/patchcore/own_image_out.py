@@ -113,7 +113,7 @@ def own_image_out_scores(scorer: PatchCoreScorer, entry_images: np.ndarray, feat
 
 
 def leave_own_image_out(model: AnomalyModel, embeddings: Iterable[np.ndarray], entry_images: np.ndarray | None,
-                        first_image: int = 0, backend: str = "numpy", progress: bool = False,
+                        first_image: int = 0, array_lib: str = "numpy", progress: bool = False,
                         gather=None) -> Scores:
     """The method's leave-own-image-out scores (registered in models.registry): `embeddings` are
     this worker's training images from `first_image` on; `gather` (a distributed fit: every
@@ -122,5 +122,5 @@ def leave_own_image_out(model: AnomalyModel, embeddings: Iterable[np.ndarray], e
         raise ValueError("leave-own-image-out scores need the training image of every bank entry")
     mine = np.concatenate([batch.transpose(0, 2, 3, 1) for batch in embeddings]).astype(np.float32, copy=False)
     features = mine if gather is None else gather(mine)
-    return own_image_out_scores(model.scorer(backend), entry_images, features,
+    return own_image_out_scores(model.scorer(array_lib), entry_images, features,
                                 range(first_image, first_image + len(mine)), progress)

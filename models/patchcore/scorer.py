@@ -34,10 +34,10 @@ class PatchCoreScorer:
     """Scores a batch of patch embeddings [B, C, h, w] against the memory bank."""
 
     def __init__(self, bank: np.ndarray, image_size: int, num_neighbors: int = 9,
-                 image_score: str = "reweighted", sigma: float = 4.0, backend: str = "numpy", product_threads: int = 1):
+                 image_score: str = "reweighted", sigma: float = 4.0, array_lib: str = "numpy", product_threads: int = 1):
         if image_score not in ("reweighted", "max"):
             raise ValueError(f"image_score must be 'reweighted' or 'max', not {image_score!r}")
-        self.bank = MemoryBank(bank, backend=backend, product_threads=product_threads)
+        self.bank = MemoryBank(bank, array_lib=array_lib, product_threads=product_threads)
         self.workers = self.bank.workers   # the bank's tile threads also share the blur
         self.image_size = image_size
         self.num_neighbors = num_neighbors
@@ -65,9 +65,9 @@ class PatchCoreScorer:
         return Scores(image_scores, maps, patch_scores)
 
 
-def build_scorer(arrays: dict[str, np.ndarray], config: Config, backend: str = "numpy",
+def build_scorer(arrays: dict[str, np.ndarray], config: Config, array_lib: str = "numpy",
                  product_threads: int = 1) -> PatchCoreScorer:
     """The scorer a PatchCore model file describes (registered in models.registry)."""
     m = config.model
     return PatchCoreScorer(arrays["memory_bank"], config.data.crop_size, m.num_neighbors, m.image_score, m.sigma,
-                           backend, product_threads)
+                           array_lib, product_threads)

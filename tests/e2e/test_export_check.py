@@ -1,12 +1,12 @@
-"""The export check refuses a planted wrong conversion in every installed engine and leaves nothing
-behind (a whole export through all engines in a child process: end-to-end, not a unit)."""
+"""The export check refuses a planted wrong conversion in every installed runtime and leaves nothing
+behind (a whole export through all runtimes in a child process: end-to-end, not a unit)."""
 import importlib.util
 import re
 
 import numpy as np
 import pytest
 
-from deploy.runtimes import installed_engines
+from models.runtimes import installed_runtimes
 from models.feature_extractor import build_extractor
 from models.model_file import AnomalyModel
 from utils.config import Config, DataConfig, ModelConfig
@@ -47,7 +47,7 @@ def slightly_wrong(program, params):
 
 model, right_dir, planted_dir = sys.argv[1:]
 result = export_module.export(model, right_dir, export_format="onnx")
-print("RIGHT", *sorted(c.engine + "=" + format(c.max_rel_diff, ".2e") for c in result.checks))
+print("RIGHT", *sorted(c.runtime + "=" + format(c.max_rel_diff, ".2e") for c in result.checks))
 export_module.convert_to_onnx = slightly_wrong
 try:
     export_module.export(model, planted_dir, export_format="onnx")
@@ -58,16 +58,16 @@ except UserError as err:
 
 def test_export_refuses_a_planted_wrong_conversion_and_leaves_nothing(model_file, tmp_path):
     if importlib.util.find_spec("onnxruntime") is None and importlib.util.find_spec("openvino") is None:
-        pytest.skip("no ONNX engine installed")
+        pytest.skip("no ONNX runtime installed")
     from helpers import run_script
 
     done = run_script("-c", PLANTED_EXPORT, str(model_file), str(tmp_path / "right"), str(tmp_path / "planted"))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     right = next(line for line in lines if line.startswith("RIGHT")).split()[1:]
-    # unfold with non-dividing lengths, converted right in every engine, .pdmodel and ONNX file alike.
-    assert sorted({check.split("=")[0] for check in right}) == sorted(installed_engines())
-    assert len(right) == len(installed_engines()) + ("openvino" in installed_engines())
+    # unfold with non-dividing lengths, converted right in every runtime, .pdmodel and ONNX file alike.
+    assert sorted({check.split("=")[0] for check in right}) == sorted(installed_runtimes())
+    assert len(right) == len(installed_runtimes()) + ("openvino" in installed_runtimes())
     assert all(float(check.split("=")[1]) <= 1e-5 for check in right)
     refused = next(line for line in lines if line.startswith("REFUSED"))
     assert re.search(r"export refused: \w+ running model.onnx differs .* by 1.0\de-03", refused), refused

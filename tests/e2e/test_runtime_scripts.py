@@ -1,5 +1,5 @@
-"""Every inference engine against predict.py, avgpool, unfold and PaDiM: export --format onnx_full
-verifies itself, infer.py --backend X scores as the dynamic graph does (1e-5 scores, 1e-4 maps), and
+"""Every inference runtime against predict.py, avgpool, unfold and PaDiM: export --format onnx_full
+verifies itself, infer.py --runtime X scores as the dynamic graph does (1e-5 scores, 1e-4 maps), and
 model_full.onnx scores with ONNX Runtime and NumPy alone (the docs example)."""
 import csv
 import importlib.util
@@ -13,7 +13,7 @@ from tools.compare_outputs import load_outputs, relative_differences
 
 AGGREGATIONS = {"avgpool": (), "unfold": ("--aggregation", "unfold", "--pretrain_embed_dim", "40",
                                           "--target_embed_dim", "24"), "padim": ("--method", "padim", "--k", "40")}
-ENGINE_PACKAGES = {"paddle": "paddle", "openvino": "openvino", "onnxruntime": "onnxruntime"}
+RUNTIME_PACKAGES = {"paddle": "paddle", "openvino": "openvino", "onnxruntime": "onnxruntime"}
 
 
 @pytest.fixture(scope="module", params=sorted(AGGREGATIONS))
@@ -30,10 +30,10 @@ def exported(request, synthetic_root, tmp_path_factory):
     done = run_script("export_model.py", "--model_path", str(out / "part.pdparams"), "--save_dir", str(out / "infer"),
                       "--format", "onnx_full", "--check_image", str(test_dir))
     assert done.returncode == 0, done.stderr
-    # The check table names every installed engine and file, each within the limit, each with the
+    # The check table names every installed runtime and file, each within the limit, each with the
     # verdicts of the 2 seeded inputs and the 7 test images equal to the dynamic graph's.
     checks = [line.split() for line in done.stdout.splitlines()[1:] if not line.startswith("wrote ")]
-    installed = {e for e, p in ENGINE_PACKAGES.items() if importlib.util.find_spec(p)}
+    installed = {e for e, p in RUNTIME_PACKAGES.items() if importlib.util.find_spec(p)}
     assert {c[0] for c in checks} == installed and all(float(c[1]) <= 1e-4 for c in checks)
     assert all(int(c[2]) == 2 + 7 for c in checks)
     assert sum(c[-1] == "model_full.onnx" for c in checks) == len(installed & {"openvino", "onnxruntime"})
@@ -43,23 +43,23 @@ def exported(request, synthetic_root, tmp_path_factory):
     return out / "infer", load_outputs(str(out / "predict" / "anomaly_maps.npz")), test_dir
 
 
-# One infer.py run per engine and model (each costs seconds): batch 3 over 7 images checks batching
+# One infer.py run per runtime and model (each costs seconds): batch 3 over 7 images checks batching
 # and a short last batch; auto is what a user gets without flags.
-@pytest.mark.parametrize("backend, batch_size", [("auto", 1), ("paddle", 3), ("openvino", 3), ("onnxruntime", 3)])
-def test_every_backend_scores_as_predict(exported, backend, batch_size, tmp_path):
-    if backend in ENGINE_PACKAGES and importlib.util.find_spec(ENGINE_PACKAGES[backend]) is None:
-        pytest.skip(f"{backend} is not installed")
+@pytest.mark.parametrize("runtime, batch_size", [("auto", 1), ("paddle", 3), ("openvino", 3), ("onnxruntime", 3)])
+def test_every_backend_scores_as_predict(exported, runtime, batch_size, tmp_path):
+    if runtime in RUNTIME_PACKAGES and importlib.util.find_spec(RUNTIME_PACKAGES[runtime]) is None:
+        pytest.skip(f"{runtime} is not installed")
     folder, dynamic, test_dir = exported
-    done = run_script(*infer_args(folder, input_file=test_dir, backend=backend, batch_size=batch_size,
+    done = run_script(*infer_args(folder, input_file=test_dir, runtime=runtime, batch_size=batch_size,
                                   save_path=tmp_path / "out", cpu_threads=1, enable_benchmark=True),
                       "--save_maps", "--no_pictures")
     assert done.returncode == 0, done.stderr
-    want = {"auto": "openvino" if importlib.util.find_spec("openvino") else "paddle"}.get(backend, backend)
-    assert f"backend: {want}\n" in done.stdout
-    # The first line names the engine that ran, whatever --backend asked for.
+    want = {"auto": "openvino" if importlib.util.find_spec("openvino") else "paddle"}.get(runtime, runtime)
+    assert f"runtime: {want}\n" in done.stdout
+    # The first line names the runtime that ran, whatever --runtime asked for.
     titles = {"paddle": "Paddle Inference", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
     first = done.stdout.splitlines()[0]
-    assert first.startswith(f"runtime: {titles[want]} on ") and first.endswith(f"(--backend {backend})"), first
+    assert first.startswith(f"runtime: {titles[want]} on ") and first.endswith(f"(--runtime {runtime})"), first
     diffs = relative_differences(dynamic, load_outputs(str(tmp_path / "out" / "anomaly_maps.npz")))
     assert diffs["image_score_max_rel_diff"] <= 1e-5 and diffs["anomaly_map_max_rel_diff"] <= 1e-4, diffs
     # the same verdict for every image as predict.py
@@ -78,7 +78,7 @@ def test_onnx_file_is_bound_to_its_stats(exported, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
     (copy / "model.onnx").write_bytes((copy / "model.onnx").read_bytes() + b"\0")
-    done = run_script(*infer_args(copy, input_file=test_dir, backend="onnxruntime", save_path=tmp_path / "x"))
+    done = run_script(*infer_args(copy, input_file=test_dir, runtime="onnxruntime", save_path=tmp_path / "x"))
     assert done.returncode != 0
     assert done.stderr.strip().count("\n") == 0 and "was not exported with" in done.stderr, done.stderr
 
@@ -94,7 +94,7 @@ def test_full_model_scores_with_onnxruntime_and_numpy_alone(exported, tmp_path):
     example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     # After the example: which modules it loaded (run outside the repo, so the project is not importable).
     check = ("\nimport sys as _s\nprint('LOADED', sorted({m.split('.')[0] for m in _s.modules} & "
-             "{'paddle', 'utils', 'datasets', 'models', 'engine', 'deploy', 'tools'}))\n")
+             "{'paddle', 'utils', 'datasets', 'models', 'runtime', 'deploy', 'tools'}))\n")
     image = sorted((test_dir / "scratch").iterdir())[0]
     import subprocess
 

@@ -113,7 +113,7 @@ def predict(url: str, data: bytes, **params) -> httpx.Response:
 def test_inferencer_gives_infer_py_numbers_for_paths_bytes_and_arrays(served_models, images, infer_results):
     from deploy import Inferencer
 
-    inferencer = Inferencer(served_models / "part", backend="paddle")
+    inferencer = Inferencer(served_models / "part", runtime="paddle")
     for key in ("good", "defect"):
         want = infer_results[key]
         path = images[key]
@@ -349,14 +349,14 @@ def make_client(served_models, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from deploy.service.app import create_app
-    from deploy.service.registry import Registry
+    from deploy.service.served_models import ServedModels
     from deploy.service.settings import ServiceSettings
 
     registries = []
 
     def build(**settings):
         feedback = tmp_path_factory.mktemp("fb")
-        registry = Registry({"part": str(served_models / "part")},
+        registry = ServedModels({"part": str(served_models / "part")},
                             ServiceSettings(feedback_dir=str(feedback), reload_interval_s=60, **settings))
         registries.append(registry)
         return TestClient(create_app(registry.settings, registry), base_url="http://127.0.0.1:8000",
@@ -505,7 +505,7 @@ def test_operator_page_in_chromium(served_models, images, infer_results, tmp_pat
 
 
 def test_model_arguments_name_export_folders(served_models, tmp_path):
-    from deploy.service.registry import parse_model_args
+    from deploy.service.served_models import parse_model_args
     from utils.errors import UserError
 
     part = str(served_models / "part")

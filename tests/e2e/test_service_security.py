@@ -44,7 +44,7 @@ def make_service(served_models, tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from deploy.service.app import create_app
-    from deploy.service.registry import Registry
+    from deploy.service.served_models import ServedModels
     from deploy.service.settings import ServiceSettings
 
     registries = []
@@ -53,7 +53,7 @@ def make_service(served_models, tmp_path_factory):
         folder = tmp_path_factory.mktemp("security")
         models = folder / "models"
         shutil.copytree(served_models, models, ignore=shutil.ignore_patterns(".*"))
-        registry = Registry({"part": str(models / "part")}, ServiceSettings(
+        registry = ServedModels({"part": str(models / "part")}, ServiceSettings(
             feedback_dir=str(folder / "feedback"), reload_interval_s=60, max_batch=2, **settings))
         registries.append(registry)
         app = create_app(registry.settings, registry)

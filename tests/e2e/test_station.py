@@ -39,7 +39,7 @@ def test_drift_alarm_rises_on_a_brightness_ramp_and_stays_quiet_on_a_stable_stre
     from deploy.service.drift import DriftAlarms
     from deploy.service.station_settings import StationSettings
 
-    inferencer = Inferencer(served_models / "part", backend="paddle")
+    inferencer = Inferencer(served_models / "part", runtime="paddle")
 
     def scores(images: list[np.ndarray]) -> list[float]:
         out = []

@@ -6,7 +6,7 @@ import models.patchcore.fit as patchcore_fit
 import argparse
 
 from engine.cli import add_data_args, add_model_args, config_from_args
-from models.fit_memory import method_bytes
+from models.memory_estimate import method_bytes
 from models.model_file import EmbeddingStream
 from models.registry import check_config
 from utils.config import Config, DataConfig, ModelConfig

@@ -52,7 +52,7 @@ def test_reading_ahead_keeps_order_and_reports_a_bad_image_in_its_batch(tmp_path
     import numpy as np
     from PIL import Image
 
-    from deploy.inference import preprocessed_batches
+    from deploy.batch_scoring import preprocessed_batches
     from utils.config import DataConfig
 
     paths = []

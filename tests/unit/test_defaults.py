@@ -45,7 +45,7 @@ def test_scripts_take_the_one_thread_default(script) -> None:
 
 
 def test_engine_options_take_the_one_thread_default() -> None:
-    from deploy.runtimes import RuntimeOptions
+    from models.runtimes import RuntimeOptions
 
     assert RuntimeOptions().cpu_threads == DEFAULT_CPU_THREADS
 

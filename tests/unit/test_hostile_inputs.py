@@ -165,7 +165,7 @@ def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path):
 def test_names_that_are_not_utf8_are_written_backslash_escaped(tmp_path):
     """b'bad\\xff\\xfename.png' (a GBK share's name) in results.csv/json and a scores table: valid
     UTF-8 files spelling the raw bytes as \\xff escapes, from which the exact name can be read back."""
-    from deploy.inference import ResultWriter
+    from deploy.batch_scoring import ResultWriter
     from utils.config import DataConfig
     from utils.io import readable_text
     from utils.table import write_csv
@@ -216,7 +216,7 @@ def test_a_launched_workers_one_line_error_removes_its_lock_file(tmp_path):
 def test_a_full_disk_names_the_file_and_an_unreadable_folder_warns(tmp_path, monkeypatch, capsys):
     import csv
 
-    from deploy.inference import ResultWriter, collect_images
+    from deploy.batch_scoring import ResultWriter, collect_images
     from utils.config import DataConfig
     from utils.errors import describe_os_error
 

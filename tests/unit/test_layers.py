@@ -2,7 +2,7 @@
 
     utils                       -> nothing of the project
     datasets, models            -> utils (and themselves)
-    engine                      -> utils, datasets, models, and of deploy only deploy.runtimes (the
+    engine                      -> utils, datasets, models, and of deploy only models.runtimes (the
                                    export check and the fit extraction run the deployment engines)
     deploy                      -> utils, datasets.preprocess, the scoring side of models; never engine,
                                    fit code, calibration or metrics
@@ -35,7 +35,7 @@ ALLOWED = {
     "serve.py": {"utils", "deploy"},
 }
 # The one part of deploy/ engine/ may use: the extractor runtimes (they load no training code).
-ENGINE_MAY_USE_FROM_DEPLOY = "deploy.runtimes"
+ENGINE_MAY_USE_FROM_DEPLOY = "models.runtimes"
 # Modules deploy/ must never import, even though their packages are allowed: the one list of
 # training-side modules, which tests/e2e also checks infer.py's loaded modules against.
 DEPLOY_FORBIDDEN = tuple(sorted(TRAINING_MODULES))
@@ -86,8 +86,8 @@ def test_the_rule_check_catches_violations():
     assert violations("deploy", "from models.patchcore import fit\n")
     assert violations("deploy", "from utils.metrics import compute_metrics\n")
     assert violations("infer.py", "from engine.cli import run_cli\n")
-    assert violations("engine", "from deploy.inference import run_inference\n")
-    assert not violations("engine", "from deploy.runtimes import open_runtime\n")
+    assert violations("engine", "from deploy.batch_scoring import run_inference\n")
+    assert not violations("engine", "from models.runtimes import open_runtime\n")
     assert not violations("deploy", "from models.thresholds import Thresholds\nimport numpy\n")
 
 

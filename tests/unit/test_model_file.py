@@ -145,7 +145,7 @@ def test_stale_temporaries_of_killed_runs_are_removed_live_ones_kept(tmp_path):
 
 
 def test_stats_binding_covers_program_params_and_arrays(tmp_path):
-    from deploy.predictor import load_exported_model
+    from deploy.exported_model import load_exported_model
 
     model = AnomalyModel.from_dict(_valid_dict())
     program, params = tmp_path / "model.pdmodel", tmp_path / "model.pdiparams"

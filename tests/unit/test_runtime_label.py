@@ -6,9 +6,9 @@ import re
 import pytest
 
 from helpers import ROOT
-from deploy.runtimes.onnxruntime_engine import ONNXRuntime
-from deploy.runtimes.openvino_engine import OpenVINORuntime
-from deploy.runtimes.paddle_inference import PaddleInferenceRuntime
+from models.runtimes.onnx_runtime import ONNXRuntime
+from models.runtimes.openvino_runtime import OpenVINORuntime
+from models.runtimes.paddle_inference import PaddleInferenceRuntime
 
 RUNTIMES = (PaddleInferenceRuntime, OpenVINORuntime, ONNXRuntime)
 TITLES = {runtime.title for runtime in RUNTIMES}
@@ -42,12 +42,12 @@ def infer_steps(script: str) -> list[tuple[str, str]]:
 
 
 def test_the_demo_names_no_engine_it_does_not_choose():
-    # The demo runs infer.py with --backend auto: which engine runs depends on what is installed
+    # The demo runs infer.py with --runtime auto: which engine runs depends on what is installed
     # (OpenVINO on most CPUs), so its label names none; infer.py's own first line does, and stays.
     steps = infer_steps((ROOT / "tools" / "demo.sh").read_text())
     assert steps
     for label, command in steps:
-        chosen = re.search(r"--backend\s+(\w+)", command)
+        chosen = re.search(r"--runtime\s+(\w+)", command)
         if not chosen or chosen.group(1) == "auto":
             assert not [title for title in TITLES if title in label], label
         assert "tail" not in command and "head" not in command, command   # keeps infer.py's runtime line

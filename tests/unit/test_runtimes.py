@@ -1,10 +1,10 @@
-"""Runtime choice and the engines' errors (the export check against a planted wrong conversion: tests/e2e)."""
+"""Runtime choice and the runtimes' errors (the export check against a planted wrong conversion: tests/e2e)."""
 import importlib.util
 
 import numpy as np
 import pytest
 
-from deploy.runtimes import ExportFiles, RuntimeOptions, installed_engines, open_runtime, resolve_backend
+from models.runtimes import ExportFiles, RuntimeOptions, installed_runtimes, open_runtime, resolve_runtime
 from engine.export_check import relative_difference
 from utils.errors import UserError
 
@@ -16,42 +16,42 @@ def _files(tmp_path, program="model.pdmodel", onnx=None):
 
 def test_auto_picks_paddle_on_gpu_or_when_a_paddle_setting_is_given(tmp_path):
     files = _files(tmp_path, onnx="model.onnx")
-    assert resolve_backend(files, RuntimeOptions(use_gpu=True)) == "paddle"
-    assert resolve_backend(files, RuntimeOptions(enable_mkldnn=False)) == "paddle"
-    assert resolve_backend(files, RuntimeOptions(backend="onnxruntime", enable_mkldnn=True)) == "onnxruntime"
-    first = installed_engines()[0]
-    assert resolve_backend(files, RuntimeOptions()) == first
+    assert resolve_runtime(files, RuntimeOptions(use_gpu=True)) == "paddle"
+    assert resolve_runtime(files, RuntimeOptions(enable_mkldnn=False)) == "paddle"
+    assert resolve_runtime(files, RuntimeOptions(runtime="onnxruntime", enable_mkldnn=True)) == "onnxruntime"
+    first = installed_runtimes()[0]
+    assert resolve_runtime(files, RuntimeOptions()) == first
 
 
 def test_auto_passes_over_engines_that_cannot_read_the_export(tmp_path, monkeypatch):
-    import deploy.runtimes as runtimes
+    import models.runtimes as runtimes
 
-    monkeypatch.setattr(runtimes, "installed_engines", lambda: ("openvino", "onnxruntime"))
-    with pytest.raises(UserError, match="no installed inference engine reads"):
-        resolve_backend(_files(tmp_path, "model.json"), RuntimeOptions())
-    assert resolve_backend(_files(tmp_path, "model.json", "model.onnx"), RuntimeOptions()) == "openvino"
+    monkeypatch.setattr(runtimes, "installed_runtimes", lambda: ("openvino", "onnxruntime"))
+    with pytest.raises(UserError, match="no installed inference runtime reads"):
+        resolve_runtime(_files(tmp_path, "model.json"), RuntimeOptions())
+    assert resolve_runtime(_files(tmp_path, "model.json", "model.onnx"), RuntimeOptions()) == "openvino"
 
 
 @pytest.mark.parametrize("options, fragment", [
-    (RuntimeOptions(backend="tensorrt"), "unknown backend 'tensorrt'"),
-    (RuntimeOptions(backend="onnxruntime"), "needs the model.onnx"),
-    (RuntimeOptions(backend="openvino", use_gpu=True), "--use_gpu runs on Paddle Inference only"),
-    (RuntimeOptions(backend="openvino", precision="fp16"), "--precision fp16 is not supported"),
+    (RuntimeOptions(runtime="tensorrt"), "unknown runtime 'tensorrt'"),
+    (RuntimeOptions(runtime="onnxruntime"), "needs the model.onnx"),
+    (RuntimeOptions(runtime="openvino", use_gpu=True), "--use_gpu runs on Paddle Inference only"),
+    (RuntimeOptions(runtime="openvino", precision="fp16"), "--precision fp16 is not supported"),
 ])
 def test_bad_choices_are_one_line_errors(tmp_path, options, fragment):
-    if options.backend in ("onnxruntime", "openvino") and importlib.util.find_spec(options.backend) is None:
-        pytest.skip(f"{options.backend} is not installed")
+    if options.runtime in ("onnxruntime", "openvino") and importlib.util.find_spec(options.runtime) is None:
+        pytest.skip(f"{options.runtime} is not installed")
     with pytest.raises(UserError, match=fragment.replace("(", r"\(")):
         open_runtime(_files(tmp_path, "model.json"), options)
 
 
-@pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
-def test_a_file_the_engine_cannot_read_is_one_line(tmp_path, engine):
-    if importlib.util.find_spec(engine) is None:
-        pytest.skip(f"{engine} is not installed")
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_a_file_the_engine_cannot_read_is_one_line(tmp_path, runtime):
+    if importlib.util.find_spec(runtime) is None:
+        pytest.skip(f"{runtime} is not installed")
     (tmp_path / "model.onnx").write_bytes(b"not a model")
     with pytest.raises(UserError, match="cannot run") as err:
-        open_runtime(_files(tmp_path, "model.json", "model.onnx"), RuntimeOptions(backend=engine))
+        open_runtime(_files(tmp_path, "model.json", "model.onnx"), RuntimeOptions(runtime=runtime))
     assert "\n" not in str(err.value)
 
 

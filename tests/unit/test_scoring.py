@@ -14,13 +14,13 @@ def brute_force(queries, bank):
     return d
 
 
-@pytest.mark.parametrize("backend", ["numpy", "paddle"])
+@pytest.mark.parametrize("array_lib", ["numpy", "paddle"])
 @pytest.mark.parametrize("chunk_bytes", [64, 4096, 2**28])
-def test_search_matches_brute_force_in_any_chunking(chunk_bytes, backend):
+def test_search_matches_brute_force_in_any_chunking(chunk_bytes, array_lib):
     rng = np.random.default_rng(0)
     bank = rng.standard_normal((300, 16)).astype(np.float32)
     queries = rng.standard_normal((50, 16)).astype(np.float32)
-    dists, index = MemoryBank(bank, max_chunk_bytes=chunk_bytes, backend=backend).search(queries, k=3)
+    dists, index = MemoryBank(bank, max_chunk_bytes=chunk_bytes, array_lib=array_lib).search(queries, k=3)
     full = brute_force(queries, bank)
     np.testing.assert_array_equal(index, np.argsort(full, axis=1)[:, :3])
     np.testing.assert_allclose(dists, np.sort(full, axis=1)[:, :3], rtol=1e-6)

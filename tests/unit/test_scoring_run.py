@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from deploy.cli import add_batch_size_arg, add_decision_args, scoring_run, script_parser
-from deploy.inference import ScoringRun, run_inference
+from deploy.batch_scoring import ScoringRun, run_inference
 from models.scoring import ScoringOptions
 
 

@@ -3,10 +3,10 @@ threads, Paddle's dynamic graph (predict.py, training) one; the answers do not d
 import numpy as np
 import pytest
 
-import deploy.predictor as predictor
+import deploy.exported_model as predictor
 import models.knn as knn
-from deploy.predictor import scoring_options
-from deploy.runtimes import RuntimeOptions
+from deploy.exported_model import scoring_options
+from models.runtimes import RuntimeOptions
 from models.knn import MemoryBank
 from models.scoring import ScoringOptions
 
@@ -19,13 +19,13 @@ def four_cores(monkeypatch):
 @pytest.mark.parametrize("cpu_threads,expected", [(1, 1), (2, 2), (4, 4), (16, 4)])
 def test_deploy_runtimes_share_the_tiles_over_their_cpu_threads(four_cores, cpu_threads, expected):
     for engine in ("paddle", "openvino", "onnxruntime", "auto"):
-        options = scoring_options(RuntimeOptions(backend=engine, cpu_threads=cpu_threads))
+        options = scoring_options(RuntimeOptions(runtime=engine, cpu_threads=cpu_threads))
         assert options == ScoringOptions("numpy", product_threads=expected)
 
 
 def test_the_service_scores_on_one_thread(four_cores):
     # It decodes uploads and takes concurrent requests while it scores: the cores are busy already.
-    options = scoring_options(RuntimeOptions(backend="openvino", cpu_threads=4), shared_cores=True)
+    options = scoring_options(RuntimeOptions(runtime="openvino", cpu_threads=4), shared_cores=True)
     assert options == ScoringOptions("numpy", product_threads=1)
 
 

@@ -1,7 +1,7 @@
 """The one verdict rule (models.thresholds): decide, region_shown, and every user of them agreeing."""
 import numpy as np
 
-from deploy.inference import decision_row
+from deploy.batch_scoring import decision_row
 from engine.evaluation import decision_rates
 from models.thresholds import Thresholds
 

@@ -32,26 +32,26 @@ from models.sharding import RowShard
 if TYPE_CHECKING:
     import paddle
 
-BACKENDS = ("numpy", "paddle")
+ARRAY_LIBS = ("numpy", "paddle")
 
-__all__ = ["BACKENDS", "coreset_size", "greedy_coreset", "greedy_coreset_continued", "greedy_coreset_paddle",
+__all__ = ["ARRAY_LIBS", "coreset_size", "greedy_coreset", "greedy_coreset_continued", "greedy_coreset_paddle",
            "greedy_coreset_reference", "greedy_coreset_sharded", "projection_matrix", "random_projection",
            "select_coreset", "squared_norms"]
 
 
-def select_coreset(points: "np.ndarray | paddle.Tensor", n_select: int, *, seed: int = 0, backend: str = "numpy",
+def select_coreset(points: "np.ndarray | paddle.Tensor", n_select: int, *, seed: int = 0, array_lib: str = "numpy",
                    shard: RowShard | None = None, centres: np.ndarray | None = None,
                    progress: bool = False, stats: dict | None = None) -> np.ndarray:
     """Indices of `n_select` points in order of choice, by the rule.
 
-    backend "numpy" runs the batched selector on the host; "paddle" the device one (points may be a
+    array_lib "numpy" runs the batched selector on the host; "paddle" the device one (points may be a
     tensor there). `shard`: `points` are this process's rows of a selection split between processes
-    (on the host whatever the backend); the indices are then global, the same on every process.
+    (on the host whatever the array_lib); the indices are then global, the same on every process.
     `centres`: points chosen before (an update), so the first pick is the point farthest from them.
     `stats` (a dict) receives what the selection reports of itself (the split one: its collectives).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if array_lib not in ARRAY_LIBS:
+        raise ValueError(f"array_lib must be one of {ARRAY_LIBS}, not {array_lib!r}")
     split = shard is not None and shard.world_size > 1
     if centres is not None:
         if split:
@@ -60,7 +60,7 @@ def select_coreset(points: "np.ndarray | paddle.Tensor", n_select: int, *, seed:
     if split:
         return greedy_coreset_sharded(_host(points), shard.first, shard.total, n_select, shard.all_gather,
                                       seed=seed, progress=progress, stats=stats)
-    if backend == "paddle":
+    if array_lib == "paddle":
         return greedy_coreset_paddle(points, n_select, seed, progress=progress)
     return greedy_coreset(_host(points), n_select, seed, progress=progress)
 

@@ -25,12 +25,12 @@ def coreset_size(n_points: int, percentage: float) -> int:
 
 class ProjectedRows:
     """The projection of feature rows [n_rows, dim], filled a block of rows at a time, kept on the
-    host (backend "numpy") or on the current Paddle device ("paddle")."""
+    host (array_lib "numpy") or on the current Paddle device ("paddle")."""
 
-    def __init__(self, n_rows: int, channels: int, dim: int, seed: int, backend: str = "numpy"):
+    def __init__(self, n_rows: int, channels: int, dim: int, seed: int, array_lib: str = "numpy"):
         matrix = projection_matrix(channels, dim, seed)
-        self.backend = backend
-        if backend == "paddle":
+        self.array_lib = array_lib
+        if array_lib == "paddle":
             import paddle
 
             self.matrix = paddle.to_tensor(matrix)
@@ -42,7 +42,7 @@ class ProjectedRows:
     def fill(self, rows: slice, features: np.ndarray) -> None:
         """Project `features` into `rows`; one product per block, so a row's projection never
         depends on how the blocks were batched."""
-        if self.backend == "paddle":
+        if self.array_lib == "paddle":
             import paddle
 
             self.points[rows] = paddle.matmul(paddle.to_tensor(features), self.matrix)

@@ -1,8 +1,8 @@
 """The fit's memory estimated from the settings alone, and refused before the first batch."""
 import pytest
 
-from models import fit_memory
-from models.fit_memory import batch_bytes, check_fit_memory, feature_grid, method_bytes
+from models import memory_estimate
+from models.memory_estimate import batch_bytes, check_fit_memory, feature_grid, method_bytes
 from models.registry import METHODS
 from utils.config import Config, DataConfig, ModelConfig
 from utils.errors import UserError
@@ -28,7 +28,7 @@ def test_estimate_follows_the_geometry():
 
 
 def test_refused_in_one_line_with_the_numbers(monkeypatch):
-    monkeypatch.setattr(fit_memory, "available_memory_bytes", lambda: 24 * 2**30)
+    monkeypatch.setattr(memory_estimate, "available_memory_bytes", lambda: 24 * 2**30)
     check_fit_memory(_config(224, arch="wide_resnet50_2"), 209, 8)          # bottle-sized: fits
     check_fit_memory(_config(224, "padim", arch="wide_resnet50_2"), 209, 8)
     with pytest.raises(UserError) as err:
@@ -36,5 +36,5 @@ def test_refused_in_one_line_with_the_numbers(monkeypatch):
     message = str(err.value)
     assert "\n" not in message and "8 10000x10000 images" in message and "1250x1250 patches" in message
     assert "24.0 GB of memory is available" in message and "--batch_size" in message
-    monkeypatch.setattr(fit_memory, "available_memory_bytes", lambda: None)    # unknown: not refused
+    monkeypatch.setattr(memory_estimate, "available_memory_bytes", lambda: None)    # unknown: not refused
     check_fit_memory(_config(10000), 8, 8)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploy.runtimes.base import ExtractorRuntime, RuntimeOptions, check_fp32, engine_error
+from models.runtimes.base import ExtractorRuntime, RuntimeOptions, check_fp32, runtime_error
 from utils.errors import UserError
 
 
@@ -15,7 +15,7 @@ class ONNXRuntime(ExtractorRuntime):
         import onnxruntime
 
         if not files.onnx:
-            raise UserError(f"--backend onnxruntime needs the model.onnx beside {files.program}: "
+            raise UserError(f"--runtime onnxruntime needs the model.onnx beside {files.program}: "
                             f"export with export_model.py --format onnx")
         check_fp32(options)
         self.source = files.onnx
@@ -26,11 +26,11 @@ class ONNXRuntime(ExtractorRuntime):
         try:
             self.session = onnxruntime.InferenceSession(self.source, settings, providers=["CPUExecutionProvider"])
         except Exception as err:
-            raise UserError(engine_error("ONNX Runtime", self.source, err)) from None
+            raise UserError(runtime_error("ONNX Runtime", self.source, err)) from None
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         try:
             return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]
         except Exception as err:
-            raise UserError(engine_error("ONNX Runtime", self.source, err)) from None
+            raise UserError(runtime_error("ONNX Runtime", self.source, err)) from None

@@ -13,8 +13,8 @@ from utils.errors import UserError
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How to run the extractor; fields a backend has no use for are ignored by it."""
-    backend: str = "auto"
+    """How to run the extractor; fields a runtime has no use for are ignored by it."""
+    runtime: str = "auto"
     use_gpu: bool = False
     cpu_threads: int = DEFAULT_CPU_THREADS
     enable_mkldnn: bool | None = None   # Paddle Inference only; None: on for a .pdmodel on the CPU
@@ -25,12 +25,12 @@ class RuntimeOptions:
 
 class ExtractorRuntime(ABC):
     """images [B,3,H,W] float32 -> patch embeddings [B,C,h,w] float32."""
-    name: str = ""     # its --backend value
-    title: str = ""    # the engine's own name, as the docs and the output spell it
+    name: str = ""     # its --runtime value
+    title: str = ""    # the runtime's own name, as the docs and the output spell it
     source: str = ""   # the file it runs
 
     def description(self) -> str:
-        """The engine and the file it runs, for the one line infer.py prints before scoring."""
+        """The runtime and the file it runs, for the one line infer.py prints before scoring."""
         return f"{self.title} on {os.path.basename(self.source)}"
 
     @abstractmethod
@@ -38,10 +38,10 @@ class ExtractorRuntime(ABC):
         ...
 
 
-def engine_error(engine: str, path: str, err: Exception) -> str:
-    """One line for an engine that cannot load or run a file: its own last line, shortened."""
+def runtime_error(runtime: str, path: str, err: Exception) -> str:
+    """One line for a runtime that cannot load or run a file: its own last line, shortened."""
     lines = str(err).strip().splitlines() or [type(err).__name__]
-    return f"{engine} cannot run '{path}': {lines[-1][:200]}"
+    return f"{runtime} cannot run '{path}': {lines[-1][:200]}"
 
 
 def check_fp32(options: RuntimeOptions) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploy.runtimes.base import ExtractorRuntime, RuntimeOptions
+from models.runtimes.base import ExtractorRuntime, RuntimeOptions
 
 
 def mkldnn_default(program: str, options: RuntimeOptions) -> bool:
@@ -16,12 +16,12 @@ def mkldnn_default(program: str, options: RuntimeOptions) -> bool:
 
 
 class PaddleInferenceRuntime(ExtractorRuntime):
-    """The program through paddle.inference (see deploy.predictor.FeaturePredictor)."""
+    """The program through paddle.inference (see deploy.exported_model.FeaturePredictor)."""
     name = "paddle"
     title = "Paddle Inference"
 
     def __init__(self, files, options: RuntimeOptions):
-        from deploy.predictor import FeaturePredictor
+        from deploy.exported_model import FeaturePredictor
 
         self.enable_mkldnn = mkldnn_default(files.program, options)
         self.use_gpu = options.use_gpu

@@ -6,7 +6,7 @@ import os
 import numpy as np
 from paddle import inference
 
-from deploy.runtimes.base import RuntimeOptions
+from models.runtimes.base import RuntimeOptions
 from models.model_file import AnomalyModel, arrays_sha256
 from models.scoring import ScoringOptions
 from utils.config import DEFAULT_CPU_THREADS
@@ -27,10 +27,10 @@ def scoring_options(runtime: RuntimeOptions, shared_cores: bool = False) -> Scor
     0.77-0.87x the throughput with two; docs/results.md, High resolution). Processes that run
     Paddle's dynamic graph keep ScoringOptions' one thread too.
     """
-    backend = select_device("gpu" if runtime.use_gpu else "cpu")
-    if backend != "numpy" or shared_cores:
-        return ScoringOptions(backend)
-    return ScoringOptions(backend, product_threads=max(1, min(runtime.cpu_threads, os.cpu_count() or 1)))
+    array_lib = select_device("gpu" if runtime.use_gpu else "cpu")
+    if array_lib != "numpy" or shared_cores:
+        return ScoringOptions(array_lib)
+    return ScoringOptions(array_lib, product_threads=max(1, min(runtime.cpu_threads, os.cpu_count() or 1)))
 
 
 def load_exported_model(stats_path: str, params_path: str, program_path: str | None = None,

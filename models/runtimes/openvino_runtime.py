@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from deploy.runtimes.base import ExtractorRuntime, RuntimeOptions, check_fp32, engine_error
+from models.runtimes.base import ExtractorRuntime, RuntimeOptions, check_fp32, runtime_error
 from utils.errors import UserError
 
 
@@ -35,13 +35,13 @@ class OpenVINORuntime(ExtractorRuntime):
             core = openvino.Core()
             self.model = core.compile_model(core.read_model(self.source), "CPU", config)
         except Exception as err:   # OpenVINO raises plain RuntimeErrors with C++ text
-            raise UserError(engine_error("OpenVINO", self.source, err)) from None
+            raise UserError(runtime_error("OpenVINO", self.source, err)) from None
         self.request = self.model.create_infer_request()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         try:
             outputs = self.request.infer([np.ascontiguousarray(images, dtype=np.float32)])
         except Exception as err:
-            raise UserError(engine_error("OpenVINO", self.source, err)) from None
+            raise UserError(runtime_error("OpenVINO", self.source, err)) from None
         # The request reuses its output buffer for the next call.
         return np.array(outputs[self.model.output(0)], dtype=np.float32, copy=True)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import engine.fast_extraction as fast
+import engine.runtime_extraction as fast
 from models.feature_extractor import build_extractor, extract
 from utils.config import ModelConfig
 
@@ -72,4 +72,4 @@ def test_an_engine_failing_without_a_message_falls_back(extractor, monkeypatch, 
 def test_the_variable_keeps_the_dynamic_graph(extractor, monkeypatch):
     monkeypatch.setenv(fast.RUNTIME_VARIABLE, "dynamic")
     embed = fast.training_embedder(extractor, (64, 64))
-    assert not isinstance(embed, fast.EngineEmbedder)
+    assert not isinstance(embed, fast.RuntimeEmbedder)

@@ -21,7 +21,7 @@ def test_paddle_fit_builds_the_numpy_bank():
     rng = np.random.default_rng(6)
     embeddings = [rng.standard_normal((2, 24, 6, 6)).astype(np.float32) for _ in range(3)]
     cfg = ModelConfig(arch="resnet18", k=10.0, projection_dim=16, seed=1)
-    banks = [fit_memory_bank(EmbeddingStream(iter(embeddings), 6), cfg, progress=False, backend=b).arrays["memory_bank"]
+    banks = [fit_memory_bank(EmbeddingStream(iter(embeddings), 6), cfg, progress=False, array_lib=b).arrays["memory_bank"]
              for b in ("numpy", "paddle")]
     np.testing.assert_array_equal(banks[0], banks[1])
 
@@ -31,7 +31,7 @@ def test_paddle_scorer_matches_numpy_scores():
     bank = rng.standard_normal((5000, 32)).astype(np.float32)
     embedding = rng.standard_normal((2, 32, 8, 8)).astype(np.float32)
     numpy_scores = PatchCoreScorer(bank, 32)(embedding)
-    paddle_scores = PatchCoreScorer(bank, 32, backend="paddle")(embedding)
+    paddle_scores = PatchCoreScorer(bank, 32, array_lib="paddle")(embedding)
     np.testing.assert_allclose(paddle_scores.patch_scores, numpy_scores.patch_scores, rtol=1e-4)
     np.testing.assert_allclose(paddle_scores.image_scores, numpy_scores.image_scores, rtol=1e-4)
 

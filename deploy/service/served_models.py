@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from deploy.inferencer import Inferencer
-from deploy.runtimes import STATS_FILE, ExportFiles, RuntimeOptions
+from models.runtimes import STATS_FILE, ExportFiles, RuntimeOptions
 from deploy.service.batching import MicroBatcher
 from deploy.service.settings import ServiceSettings
 from utils.config import DataConfig
@@ -77,7 +77,7 @@ def load_version(export_dir: str, settings: ServiceSettings) -> LoadedVersion:
     """
     signature = files_signature(export_dir)
     # shared_cores: the service decodes uploads and takes requests while it scores (one scoring thread).
-    inferencer = Inferencer(export_dir, options=RuntimeOptions(backend=settings.backend,
+    inferencer = Inferencer(export_dir, options=RuntimeOptions(runtime=settings.runtime,
                                                                cpu_threads=settings.cpu_threads), shared_cores=True)
     crop = np.atleast_1d(inferencer.data.crop_size)
     for size in range(1, settings.max_batch + 1):
@@ -145,7 +145,7 @@ def find_exports(models_dir: str) -> dict[str, str]:
     return found
 
 
-class Registry:
+class ServedModels:
     def __init__(self, exports: dict[str, str], settings: ServiceSettings):
         self.settings = settings
         for folder in {os.path.dirname(os.path.abspath(f)) for f in exports.values()}:
