@@ -1,4 +1,4 @@
-"""Score images with the exported model through an inference engine: Paddle Inference (CPU or
+"""Score images with the exported model through an inference runtime: Paddle Inference (CPU or
 GPU), OpenVINO or ONNX Runtime (--runtime; auto picks the fastest installed, and the first line
 printed names the one that runs).
 
@@ -46,7 +46,7 @@ def main() -> int:
 
     def open_embedder():
         runtimes.append(open_runtime(files, options))
-        # Which engine runs is the machine's choice under --runtime auto: said before the first row.
+        # Which runtime runs is the machine's choice under --runtime auto: said before the first row.
         print(f"runtime: {runtimes[-1].description()} (--runtime {args.runtime})", flush=True)
         return runtimes[-1]
 

@@ -177,7 +177,7 @@ def end_to_end(args: argparse.Namespace) -> list[dict]:
 
 
 def fit_extraction(args: argparse.Namespace) -> list[dict]:
-    """The fit's feature extraction over the training images: dynamic graph against the engine."""
+    """The fit's feature extraction over the training images: dynamic graph against the runtime."""
     import numpy as np
 
     from datasets.mvtec import MVTecDataset

@@ -101,7 +101,7 @@ def _latency_child(args: argparse.Namespace) -> dict:
     import paddle
 
     from deploy.batch_scoring import score_images
-    from deploy.exported_model import FeaturePredictor
+    from models.runtimes.paddle_inference import FeaturePredictor
     from engine.pipeline import dynamic_embedder
     from models.model_file import AnomalyModel
     from utils.runtime import peak_memory_mb

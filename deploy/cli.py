@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from deploy.batch_scoring import ScoringRun
     from models.scoring import ScoringOptions
 
+from models.runtimes import RUNTIME_CHOICES
 from utils.config import DEFAULT_CPU_THREADS, finite_float, non_negative_int, positive_int, str2bool
 from utils.errors import run_cli, script_parser
 
@@ -39,13 +40,15 @@ def add_batch_size_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_predictor_args(parser: argparse.ArgumentParser) -> None:
-    """The exported model, the inference engine and its settings; names follow the TIPC conventions."""
+    """The exported model, the inference runtime and its settings; names follow the TIPC conventions."""
     parser.add_argument("--model_file", required=True)
     parser.add_argument("--params_file", required=True)
     parser.add_argument("--stats", required=True, help="stats.npz written by export_model.py")
-    parser.add_argument("--runtime", default="auto", choices=("auto", "paddle", "openvino", "onnxruntime"),
-                        help="inference engine; auto: Paddle Inference on a GPU or when --enable_mkldnn is "
-                             "given, else the fastest installed (OpenVINO, then Paddle Inference with oneDNN)")
+    # --backend: the option's name before the glossary (docs/guide.md), still accepted.
+    parser.add_argument("--runtime", "--backend", dest="runtime", default="auto", choices=RUNTIME_CHOICES,
+                        help="inference runtime (--backend is its old name); auto: Paddle Inference on a GPU "
+                             "or when --enable_mkldnn is given, else the fastest installed (OpenVINO, then "
+                             "Paddle Inference with oneDNN)")
     parser.add_argument("--use_gpu", type=str2bool, default=False)
     parser.add_argument("--enable_mkldnn", type=str2bool, default=None,
                         help="Paddle Inference's oneDNN on the CPU (default: on for a .pdmodel, off for .json)")

@@ -85,16 +85,16 @@ def relative_difference(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def runtime_variants(files: ExportFiles) -> list[tuple[str, ExportFiles]]:
-    """(runtime, files) for every runtime installed and every file it reads among the written ones."""
+    """(name, files) for every runtime installed and every file it reads among the written ones."""
     variants = []
-    for runtime in installed_runtimes():
-        if runtime == "paddle":
-            variants.append((runtime, files))
-        if runtime == "openvino" and files.program.endswith(".pdmodel"):
-            variants.append((runtime, files))
-        if runtime in ("openvino", "onnxruntime") and files.onnx:
+    for name in installed_runtimes():
+        if name == "paddle":
+            variants.append((name, files))
+        if name == "openvino" and files.program.endswith(".pdmodel"):
+            variants.append((name, files))
+        if name in ("openvino", "onnxruntime") and files.onnx:
             # program pointed at the ONNX file: OpenVINO then reads that one, not the .pdmodel.
-            variants.append((runtime, dataclasses.replace(files, program=files.onnx)))
+            variants.append((name, dataclasses.replace(files, program=files.onnx)))
     return variants
 
 
@@ -108,17 +108,17 @@ def verify_export(model: AnomalyModel, extractor: PatchFeatureExtractor, files: 
     thresholds = Thresholds.from_calibration(model.calibration) if model.calibration else None
     expected_scores = in_batches(lambda embedding: scorer(embedding).image_scores, expected)
     checks = []
-    for runtime, variant in runtime_variants(files):
-        runtime = open_runtime(variant, RuntimeOptions(runtime=runtime, cpu_threads=cpu_threads))
+    for name, variant in runtime_variants(files):
+        runtime = open_runtime(variant, RuntimeOptions(runtime=name, cpu_threads=cpu_threads))
         actual = in_batches(runtime, inputs)
-        check = RuntimeCheck(runtime, runtime.source, relative_difference(expected, actual))
+        check = RuntimeCheck(name, runtime.source, relative_difference(expected, actual))
         if not check.max_rel_diff <= EXPORT_TOLERANCE:
-            raise UserError(f"export refused: {runtime} running {check.source.rsplit('/', 1)[-1]} differs from the "
+            raise UserError(f"export refused: {name} running {check.source.rsplit('/', 1)[-1]} differs from the "
                             f"dynamic graph by {check.max_rel_diff:.2e} (relative, limit {EXPORT_TOLERANCE:.0e}); "
                             f"nothing was written")
         if thresholds is not None:
             scores = in_batches(lambda embedding: scorer(embedding).image_scores, actual)
-            refuse_flips(runtime, check.source, decision_flips(thresholds, expected_scores, scores), expected_scores,
+            refuse_flips(name, check.source, decision_flips(thresholds, expected_scores, scores), expected_scores,
                          scores, thresholds)
             check = check._replace(decisions=len(inputs),
                                    threshold_distance=float(np.min(np.abs(scores - thresholds.image))))

@@ -13,8 +13,8 @@ and thresholds"):
 * A labelled split (--threshold_rule test_split): the F1-optimal cut between the classes.
 
 Either way the value is then placed *between* calibration scores, never on one (`between_scores`),
-so every calibration image keeps the decision the estimate gave it and none sits at a distance an
-engine's rounding could cross (infer.py's engines differ from the dynamic graph by ~1e-6
+so every calibration image keeps the decision the estimate gave it and none sits at a distance a
+runtime's rounding could cross (infer.py's runtimes differ from the dynamic graph by ~1e-6
 relative): the leave-own-image-out estimate moves only as far as MARGIN_FRACTION of the scores'
 spread from its neighbours (a wide gap must not carry it halfway up to the outliers); the
 held-out and labelled rules go to the middle of the gap (with labels: between the classes); above
@@ -44,7 +44,7 @@ TAIL_FRACTION = 0.1
 # robust scale x ln(m / OUTLIER_P) (8 scales for m = 30).
 OUTLIER_P = 0.01
 # A threshold above every calibration score stays at least this fraction of their spread above the
-# highest (1e-3: ~100x the largest engine difference measured on exported models).
+# highest (1e-3: ~100x the largest runtime difference measured on exported models).
 MARGIN_FRACTION = 1e-3
 
 

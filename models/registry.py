@@ -1,6 +1,6 @@
 """One record per backbone arch and one per method: everything the rest of the project needs to know.
 
-The CLI (choices, defaults, help), the feature extractor, the model file, the training engine and
+The CLI (choices, defaults, help), the feature extractor, the model file, the training side (engine/) and
 the weights converter all read these records, so adding an arch or a method means adding a record
 (plus its modules) here and nowhere else.
 

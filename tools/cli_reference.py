@@ -166,7 +166,9 @@ def missing_options(text: str) -> list[str]:
     for script in SCRIPTS:
         parser = script_parser(script)
         section = text.split(f"## {script}\n", 1)[-1].split("\n## ", 1)[0] if f"## {script}\n" in text else ""
-        missing += [f"{script}: {name}" for name in option_names(parser) if f"`{name}" not in section]
+        # An alias is written after its option's first name: `--runtime, --backend ...`.
+        missing += [f"{script}: {name}" for name in option_names(parser)
+                    if f"`{name}" not in section and f", {name}" not in section]
     return missing
 
 

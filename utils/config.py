@@ -132,7 +132,7 @@ class DataConfig:
         return hw(self.crop_size)
 
 
-# Threads one inference engine (Paddle Inference, OpenVINO, ONNX Runtime) runs on the CPU: infer.py's
+# Threads one inference runtime (Paddle Inference, OpenVINO, ONNX Runtime) runs on the CPU: infer.py's
 # --cpu_threads, the Inferencer, the export check. The project's machines have 2 cores.
 DEFAULT_CPU_THREADS = 2
 

@@ -6,6 +6,7 @@ import os
 
 from deploy.service.settings import ServiceSettings
 from deploy.service.station_cli import add_station_args, station_settings_from_args
+from models.runtimes import RUNTIME_CHOICES
 from utils.config import number_type, non_negative_float, port_int, positive_int
 
 # Below these the service cannot work: a 0 MB limit answers 413 to every upload, a 0 s interval
@@ -32,7 +33,8 @@ def add_service_args(parser: argparse.ArgumentParser) -> None:
                         help="how long a batch waits for more images")
     parser.add_argument("--max_queue", type=positive_int, default=d.max_queue, help="queued images per model before 503")
     parser.add_argument("--decode_threads", type=positive_int, default=d.decode_threads)
-    parser.add_argument("--runtime", default=d.runtime, help="extractor runtime (models.runtimes)")
+    parser.add_argument("--runtime", "--backend", dest="runtime", default=d.runtime, choices=RUNTIME_CHOICES,
+                        help="inference runtime of the extractor (--backend is its old name)")
     parser.add_argument("--cpu_threads", type=positive_int, default=d.cpu_threads)
     parser.add_argument("--reload_interval", type=interval_s, default=d.reload_interval_s,
                         help="seconds between checks for a replaced export")

@@ -72,27 +72,27 @@ def resolve_runtime(files: ExportFiles, options: RuntimeOptions) -> str:
     if options.use_gpu or options.enable_mkldnn is not None:
         # A Paddle Inference setting asked for (as TIPC's grid does) means Paddle Inference.
         return "paddle"
-    for runtime in installed_runtimes():
-        if runtime == "openvino" and (files.program.endswith(".pdmodel") or files.onnx):
-            return runtime
-        if runtime == "paddle" or (runtime == "onnxruntime" and files.onnx):
-            return runtime
+    for name in installed_runtimes():
+        if name == "openvino" and (files.program.endswith(".pdmodel") or files.onnx):
+            return name
+        if name == "paddle" or (name == "onnxruntime" and files.onnx):
+            return name
     raise UserError(f"no installed inference runtime reads {files.program}: pip install paddlepaddle, or export "
                     f"with --format onnx for OpenVINO / ONNX Runtime")
 
 
 def open_runtime(files: ExportFiles, options: RuntimeOptions) -> ExtractorRuntime:
     """The runtime `options.runtime` names; "auto": the fastest one installed for the device."""
-    runtime = resolve_runtime(files, options)
-    if runtime != "paddle" and options.use_gpu:
-        raise UserError(f"--use_gpu runs on Paddle Inference only: use --runtime paddle or auto, not {runtime}")
-    if importlib.util.find_spec(_RUNTIME_PACKAGES[runtime]) is None:
-        raise UserError(f"--runtime {runtime}: the package '{_RUNTIME_PACKAGES[runtime]}' is not installed "
-                        f"(pip install {_RUNTIME_PACKAGES[runtime]})")
-    if runtime == "paddle":
-        from models.runtimes.paddle_inference import PaddleInferenceRuntime as runtime
-    elif runtime == "openvino":
-        from models.runtimes.openvino_runtime import OpenVINORuntime as runtime
+    name = resolve_runtime(files, options)
+    if name != "paddle" and options.use_gpu:
+        raise UserError(f"--use_gpu runs on Paddle Inference only: use --runtime paddle or auto, not {name}")
+    if importlib.util.find_spec(_RUNTIME_PACKAGES[name]) is None:
+        raise UserError(f"--runtime {name}: the package '{_RUNTIME_PACKAGES[name]}' is not installed "
+                        f"(pip install {_RUNTIME_PACKAGES[name]})")
+    if name == "paddle":
+        from models.runtimes.paddle_inference import PaddleInferenceRuntime as runtime_class
+    elif name == "openvino":
+        from models.runtimes.openvino_runtime import OpenVINORuntime as runtime_class
     else:
-        from models.runtimes.onnx_runtime import ONNXRuntime as runtime
-    return runtime(files, options)
+        from models.runtimes.onnx_runtime import ONNXRuntime as runtime_class
+    return runtime_class(files, options)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.config import DEFAULT_CPU_THREADS
-from utils.errors import UserError
+from utils.errors import UserError, last_line
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,7 @@ class ExtractorRuntime(ABC):
 
 def runtime_error(runtime: str, path: str, err: Exception) -> str:
     """One line for a runtime that cannot load or run a file: its own last line, shortened."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    return f"{runtime} cannot run '{path}': {lines[-1][:200]}"
+    return f"{runtime} cannot run '{path}': {last_line(err, 200)}"
 
 
 def check_fp32(options: RuntimeOptions) -> None:

@@ -1,4 +1,4 @@
-"""Defaults have one home each: the engines' CPU threads in utils.config, Paddle's log level in utils.runtime."""
+"""Defaults have one home each: the runtimes' CPU threads in utils.config, Paddle's log level in utils.runtime."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""The export's self-check compares decisions: an engine within the score tolerance that flips one
+"""The export's self-check compares decisions: a runtime within the score tolerance that flips one
 verdict is refused."""
 import numpy as np
 import pytest

@@ -52,7 +52,7 @@ skipped = []
 for module in modules:
     try:
         importlib.import_module(module)
-    except ModuleNotFoundError as err:          # an optional engine this machine lacks
+    except ModuleNotFoundError as err:          # an optional runtime this machine lacks
         if err.name.split(".")[0] in project:
             raise
         skipped.append(module)
@@ -83,7 +83,7 @@ def import_effects(modules: list[str], root=ROOT) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow   # imports Paddle and every engine: 8 s
+@pytest.mark.slow   # imports Paddle and every runtime: 8 s
 def test_importing_the_library_changes_no_process_wide_state():
     effects = import_effects(library_modules())
     assert effects["imported"] == len(library_modules()) - len(effects["skipped"]) > 80

@@ -2,12 +2,12 @@
 
     utils                       -> nothing of the project
     datasets, models            -> utils (and themselves)
-    engine                      -> utils, datasets, models, and of deploy only models.runtimes (the
-                                   export check and the fit extraction run the deployment engines)
+    engine                      -> utils, datasets, models (models.runtimes too: the export check and
+                                   the fit extraction run the inference runtimes); never deploy
     deploy                      -> utils, datasets.preprocess, the scoring side of models; never engine,
                                    fit code, calibration or metrics
     train/eval/export_model.py  -> engine (and predict.py deploy too), utils.runtime's process setup
-    infer.py, serve.py          -> deploy only, utils.runtime's process setup
+    infer.py, serve.py          -> deploy, models.runtimes (the runtime options), utils.runtime's setup
 
 infer.py's modules at run time are checked end to end in tests/e2e (helpers.modules_infer_loads).
 """
@@ -31,11 +31,9 @@ ALLOWED = {
     "eval.py": {"utils", "engine"},
     "export_model.py": {"utils", "engine"},
     "predict.py": {"utils", "engine", "deploy"},
-    "infer.py": {"utils", "deploy"},
-    "serve.py": {"utils", "deploy"},
+    "infer.py": {"utils", "deploy", "models.runtimes"},
+    "serve.py": {"utils", "deploy", "models.runtimes"},
 }
-# The one part of deploy/ engine/ may use: the extractor runtimes (they load no training code).
-ENGINE_MAY_USE_FROM_DEPLOY = "models.runtimes"
 # Modules deploy/ must never import, even though their packages are allowed: the one list of
 # training-side modules, which tests/e2e also checks infer.py's loaded modules against.
 DEPLOY_FORBIDDEN = tuple(sorted(TRAINING_MODULES))
@@ -59,9 +57,7 @@ def project_imports(source: str) -> set[str]:
 def violations(layer: str, source: str) -> list[str]:
     bad = []
     for module in sorted(project_imports(source)):
-        if layer == "engine" and module.split(".")[:2] == ENGINE_MAY_USE_FROM_DEPLOY.split("."):
-            continue
-        if module.split(".")[0] not in ALLOWED[layer]:
+        if not any(module == allowed or module.startswith(allowed + ".") for allowed in ALLOWED[layer]):
             bad.append(f"{module} (layer {layer} may import only {sorted(ALLOWED[layer])})")
         elif layer == "deploy" and module.startswith(DEPLOY_FORBIDDEN):
             bad.append(f"{module} (training-side code in deploy)")
@@ -86,7 +82,9 @@ def test_the_rule_check_catches_violations():
     assert violations("deploy", "from models.patchcore import fit\n")
     assert violations("deploy", "from utils.metrics import compute_metrics\n")
     assert violations("infer.py", "from engine.cli import run_cli\n")
+    assert violations("infer.py", "from models.model_file import AnomalyModel\n")
     assert violations("engine", "from deploy.batch_scoring import run_inference\n")
+    assert violations("engine", "from deploy.exported_model import load_exported_model\n")
     assert not violations("engine", "from models.runtimes import open_runtime\n")
     assert not violations("deploy", "from models.thresholds import Thresholds\nimport numpy\n")
 

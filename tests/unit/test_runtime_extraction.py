@@ -1,4 +1,4 @@
-"""Fit extraction through an engine: same features as the dynamic graph, else the dynamic graph."""
+"""Fit extraction through a runtime: same features as the dynamic graph, else the dynamic graph."""
 import numpy as np
 import pytest
 
@@ -26,8 +26,8 @@ def test_engine_features_match_the_dynamic_graph(extractor, monkeypatch, capsys)
         expected = extract(extractor, batch)
         got = embed(batch)
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
-    assert embed.embed.name in ("openvino", "paddle")          # an engine did the work, not the fallback
-    # Same extractor and engine, same features: the same seed gives the same memory bank.
+    assert embed.embed.name in ("openvino", "paddle")          # a runtime did the work, not the fallback
+    # Same extractor and runtime, same features: the same seed gives the same memory bank.
     again = fast.training_embedder(extractor, (64, 64))
     for batch in _batches():
         np.testing.assert_array_equal(again(batch), embed(batch))
@@ -54,7 +54,7 @@ def test_a_mismatching_engine_falls_back_to_the_dynamic_graph(extractor, monkeyp
 
 
 def test_an_engine_failing_without_a_message_falls_back(extractor, monkeypatch, capsys):
-    # An engine error with an empty message (last_line used to index an empty list here, so the fit
+    # A runtime error with an empty message (last_line used to index an empty list here, so the fit
     # crashed instead of falling back): the warning names the error's type.
     monkeypatch.delenv(fast.RUNTIME_VARIABLE, raising=False)
 

@@ -1,4 +1,4 @@
-"""The engine that runs is named as it is, not as it usually is: infer.py's first line, the demo."""
+"""The runtime that runs is named as it is, not as it usually is: infer.py's first line, the demo."""
 from __future__ import annotations
 
 import re
@@ -16,7 +16,7 @@ TITLES = {runtime.title for runtime in RUNTIMES}
 
 @pytest.mark.parametrize("runtime_class", RUNTIMES, ids=lambda c: c.name)
 def test_every_runtime_describes_its_engine_and_file(runtime_class):
-    runtime = runtime_class.__new__(runtime_class)   # the description needs no engine loaded
+    runtime = runtime_class.__new__(runtime_class)   # the description needs no runtime loaded
     runtime.source, runtime.use_gpu, runtime.enable_mkldnn = "/x/export/model.pdmodel", False, True
     assert runtime.title and runtime.description().startswith(f"{runtime.title} on model.pdmodel")
     assert len(TITLES) == len(RUNTIMES)
@@ -42,7 +42,7 @@ def infer_steps(script: str) -> list[tuple[str, str]]:
 
 
 def test_the_demo_names_no_engine_it_does_not_choose():
-    # The demo runs infer.py with --runtime auto: which engine runs depends on what is installed
+    # The demo runs infer.py with --runtime auto: which runtime runs depends on what is installed
     # (OpenVINO on most CPUs), so its label names none; infer.py's own first line does, and stays.
     steps = infer_steps((ROOT / "tools" / "demo.sh").read_text())
     assert steps

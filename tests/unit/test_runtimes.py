@@ -23,7 +23,7 @@ def test_auto_picks_paddle_on_gpu_or_when_a_paddle_setting_is_given(tmp_path):
     assert resolve_runtime(files, RuntimeOptions()) == first
 
 
-def test_auto_passes_over_engines_that_cannot_read_the_export(tmp_path, monkeypatch):
+def test_auto_passes_over_runtimes_that_cannot_read_the_export(tmp_path, monkeypatch):
     import models.runtimes as runtimes
 
     monkeypatch.setattr(runtimes, "installed_runtimes", lambda: ("openvino", "onnxruntime"))
@@ -46,7 +46,7 @@ def test_bad_choices_are_one_line_errors(tmp_path, options, fragment):
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
-def test_a_file_the_engine_cannot_read_is_one_line(tmp_path, runtime):
+def test_a_file_the_runtime_cannot_read_is_one_line(tmp_path, runtime):
     if importlib.util.find_spec(runtime) is None:
         pytest.skip(f"{runtime} is not installed")
     (tmp_path / "model.onnx").write_bytes(b"not a model")
@@ -60,3 +60,17 @@ def test_relative_difference_refuses_other_shapes_and_non_finite_outputs():
     assert relative_difference(ref, ref + np.float32(0.5) * np.eye(2, 3, dtype=np.float32)) == 0.5
     assert relative_difference(ref, np.ones((2, 4), np.float32)) == float("inf")
     assert relative_difference(ref, np.full((2, 3), np.nan, np.float32)) == float("inf")
+
+
+@pytest.mark.parametrize("flag", ["--runtime", "--backend"])
+def test_runtime_option_keeps_its_old_name(flag, monkeypatch):
+    # --backend was the option's name before the glossary: command lines written for it still run.
+    import argparse
+
+    from deploy.cli import add_predictor_args
+
+    parser = argparse.ArgumentParser()
+    add_predictor_args(parser)
+    args = parser.parse_args(["--model_file", "m.pdmodel", "--params_file", "m.pdiparams", "--stats", "s.npz",
+                              flag, "openvino"])
+    assert args.runtime == "openvino"

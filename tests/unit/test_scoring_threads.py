@@ -1,9 +1,9 @@
-"""How many threads share the memory bank's tiles, per runtime: the deploy engines take their CPU
+"""How many threads share the memory bank's tiles, per runtime: the deploy runtimes take their CPU
 threads, Paddle's dynamic graph (predict.py, training) one; the answers do not depend on it."""
 import numpy as np
 import pytest
 
-import deploy.exported_model as predictor
+import deploy.exported_model as exported_model
 import models.knn as knn
 from deploy.exported_model import scoring_options
 from models.runtimes import RuntimeOptions
@@ -13,13 +13,13 @@ from models.scoring import ScoringOptions
 
 @pytest.fixture
 def four_cores(monkeypatch):
-    monkeypatch.setattr(predictor.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(exported_model.os, "cpu_count", lambda: 4)
 
 
 @pytest.mark.parametrize("cpu_threads,expected", [(1, 1), (2, 2), (4, 4), (16, 4)])
 def test_deploy_runtimes_share_the_tiles_over_their_cpu_threads(four_cores, cpu_threads, expected):
-    for engine in ("paddle", "openvino", "onnxruntime", "auto"):
-        options = scoring_options(RuntimeOptions(runtime=engine, cpu_threads=cpu_threads))
+    for runtime in ("paddle", "openvino", "onnxruntime", "auto"):
+        options = scoring_options(RuntimeOptions(runtime=runtime, cpu_threads=cpu_threads))
         assert options == ScoringOptions("numpy", product_threads=expected)
 
 
@@ -32,7 +32,7 @@ def test_the_service_scores_on_one_thread(four_cores):
 def test_the_service_asks_for_shared_cores(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    from deploy.service import registry
+    from deploy.service import served_models
     from deploy.service.settings import ServiceSettings
 
     asked = {}
@@ -48,14 +48,14 @@ def test_the_service_asks_for_shared_cores(monkeypatch, tmp_path):
         def predict_preprocessed(self, images):
             return []
 
-    monkeypatch.setattr(registry, "Inferencer", Recorder)
-    monkeypatch.setattr(registry, "files_signature", lambda export_dir: ())
-    registry.load_version(str(tmp_path), ServiceSettings(max_batch=1))
+    monkeypatch.setattr(served_models, "Inferencer", Recorder)
+    monkeypatch.setattr(served_models, "files_signature", lambda export_dir: ())
+    served_models.load_version(str(tmp_path), ServiceSettings(max_batch=1))
     assert asked["shared_cores"] is True
 
 
 def test_on_a_gpu_the_bank_is_searched_there_on_one_host_thread(monkeypatch):
-    monkeypatch.setattr(predictor, "select_device", lambda device: "paddle" if device == "gpu" else "numpy")
+    monkeypatch.setattr(exported_model, "select_device", lambda device: "paddle" if device == "gpu" else "numpy")
     assert scoring_options(RuntimeOptions(use_gpu=True, cpu_threads=2)) == ScoringOptions("paddle", 1)
 
 
