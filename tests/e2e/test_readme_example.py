@@ -26,6 +26,7 @@ def test_readme_python_example_runs(tmp_path) -> None:
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env,
                           timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "New Executor" not in done.stderr      # prepare_process() first: Paddle's own log lines stay quiet
     # After train()'s table: one line per test image, "score normalised decision path".
     rows = re.findall(r"^ *(\d+\.\d+) (\d\.\d+) (normal|anomalous) +(\S+)$", done.stdout, flags=re.M)
     scores = {path: float(score) for score, _, _, path in rows}
