@@ -9,12 +9,12 @@ from typing import NamedTuple
 
 import paddle
 
-from models.runtimes import ONNX_FILE, STATS_FILE, ExportFiles
 from engine.export_check import RuntimeCheck, verify_export, verify_full_model
 from engine.onnx_conversion import convert_to_onnx
 from engine.onnx_full import full_model
 from engine.pipeline import rebuild_extractor
 from models.model_file import AnomalyModel
+from models.runtimes import ONNX_FILE, STATS_FILE, ExportFiles
 from utils.io import file_sha256, output_lock, remove_stale_temporaries, temp_prefix
 
 # paddle: model.pdmodel (or .json) + model.pdiparams + stats.npz, as always. onnx: model.onnx too

@@ -19,9 +19,9 @@ import numpy as np
 
 from datasets.image_files import images_below
 from datasets.preprocess import load_image, preprocess_image
-from models.runtimes import ExportFiles, RuntimeOptions, installed_runtimes, open_runtime
 from models.feature_extractor import PatchFeatureExtractor, extract
 from models.model_file import AnomalyModel
+from models.runtimes import ExportFiles, RuntimeOptions, installed_runtimes, open_runtime
 from models.thresholds import Thresholds
 from utils.config import DEFAULT_CPU_THREADS, DataConfig
 from utils.errors import UserError, last_line

@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 import paddle
 
-from models.runtimes import ExportFiles, RuntimeOptions, open_runtime
 from models.feature_extractor import PatchFeatureExtractor, extract
+from models.runtimes import ExportFiles, RuntimeOptions, open_runtime
 from utils.errors import last_line
 
 # Features the fit gets from a runtime agree with the dynamic graph's to this (relative to the

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 
 from deploy.service.errors import ServiceError
 from deploy.service.feedback import LABELS, FeedbackImage, FeedbackStore
-from deploy.service.served_models import ModelEntry
 from deploy.service.security import authorize_change, has_token
+from deploy.service.served_models import ModelEntry
 from deploy.service.updates import rollback
 from deploy.service.uploads import read_image_upload
 

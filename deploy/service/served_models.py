@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from deploy.inferencer import Inferencer
-from models.runtimes import STATS_FILE, ExportFiles, RuntimeOptions
 from deploy.service.batching import MicroBatcher
 from deploy.service.settings import ServiceSettings
+from models.runtimes import STATS_FILE, ExportFiles, RuntimeOptions
 from utils.config import DataConfig
 from utils.errors import UserError
 from utils.io import file_sha256, is_safe_name, remove_stale_temporaries

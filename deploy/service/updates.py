@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from deploy.inferencer import Prediction
-from models.runtimes import STATS_FILE
 from deploy.service.batching import QueueFull
 from deploy.service.errors import ServiceError
 from deploy.service.feedback import FeedbackStore
 from deploy.service.guard import Scorer, check_defect_images, check_good_images, refusal_line
-from deploy.service.served_models import LoadedVersion, ModelEntry, load_version
 from deploy.service.security import without_paths
+from deploy.service.served_models import LoadedVersion, ModelEntry, load_version
 from deploy.service.swap import exchange
+from models.runtimes import STATS_FILE
 from utils.errors import UserError
 from utils.io import remove_stale_temporaries, temp_prefix
 

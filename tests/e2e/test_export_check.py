@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from models.runtimes import installed_runtimes
 from models.feature_extractor import build_extractor
 from models.model_file import AnomalyModel
+from models.runtimes import installed_runtimes
 from utils.config import Config, DataConfig, ModelConfig
 
 

@@ -4,8 +4,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from models.runtimes import ExportFiles, RuntimeOptions, installed_runtimes, open_runtime, resolve_runtime
 from engine.export_check import relative_difference
+from models.runtimes import ExportFiles, RuntimeOptions, installed_runtimes, open_runtime, resolve_runtime
 from utils.errors import UserError
 
 

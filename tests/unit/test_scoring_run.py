@@ -6,8 +6,8 @@ import inspect
 
 import pytest
 
-from deploy.cli import add_batch_size_arg, add_decision_args, scoring_run, script_parser
 from deploy.batch_scoring import ScoringRun, run_inference
+from deploy.cli import add_batch_size_arg, add_decision_args, scoring_run, script_parser
 from models.scoring import ScoringOptions
 
 

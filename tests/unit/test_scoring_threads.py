@@ -6,8 +6,8 @@ import pytest
 import deploy.exported_model as exported_model
 import models.knn as knn
 from deploy.exported_model import scoring_options
-from models.runtimes import RuntimeOptions
 from models.knn import MemoryBank
+from models.runtimes import RuntimeOptions
 from models.scoring import ScoringOptions
 
 
