@@ -1,7 +1,7 @@
 """Scoring new images and reporting decisions: shared by predict.py (dynamic graph) and infer.py.
 
 Both scripts differ only in how a batch of images becomes patch embeddings (the dynamic-graph
-extractor or the Paddle Inference predictor); everything after that is `run_inference`, which
+extractor or an inference runtime); everything after that is `run_inference`, which
 streams: each image's row, figure and map are written as soon as its batch is scored, so memory
 does not grow with the number of images (see ResultWriter for the file names while a run is going).
 """
