@@ -154,7 +154,7 @@ def _child(args: argparse.Namespace, model_path: str) -> list[dict]:
                       "faiss-hnsw": FaissBank(bank, "hnsw", args.threads)})
     scorers = {}
     for name, memory in banks.items():
-        threads = args.threads if name.startswith(("threads", "faiss")) else 1   # the blur's threads
+        threads = args.threads if name.startswith(("threads", "faiss")) else 1
         scorers[name] = PatchCoreScorer(bank[:1], data.crop_size, m.num_neighbors, m.image_score, m.sigma,
                                         product_threads=threads)
         scorers[name].bank = memory

@@ -17,7 +17,7 @@ def scoring_options(runtime: RuntimeOptions, shared_cores: bool = False) -> Scor
 
     On a GPU the memory-bank search runs there too (Paddle kNN), not in NumPy on the host. On the
     CPU the network runs in a static-graph runtime (Paddle Inference, OpenVINO, ONNX Runtime) and
-    not at the same time as the scorer, so the bank's tile products and the blur are shared by as
+    not at the same time as the scorer, so the bank's tile products are shared by as
     many threads as the network's (at most the machine's cores). shared_cores: the process does
     other work while it scores (the service decodes the next uploads and takes concurrent
     requests), which already keeps the cores busy: one thread (serve.py at 4 clients, 448 px:

@@ -9,8 +9,8 @@ project's scorers take:
   entries, a table computed here with models.knn exactly as models.patchcore.scorer.reweight does);
 - PaDiM: Mahalanobis distance per position, image score the maximum of the smoothed map;
 - bilinear upsampling then the sigma-4 Gaussian blur (scipy's reflect border, truncate 4) as two
-  fixed matrices per axis, A_H @ grid @ A_W^T, taken from models.scoring.upsample_and_smooth itself
-  (both steps are linear and separable, each axis' weights sum to 1), so the border rule is the same;
+  fixed matrices per axis, A_H @ grid @ A_W^T: the very matrices models.scoring.upsample_and_smooth
+  multiplies by (map_operators), so the border rule is the same;
 - normalisation and mask with the model's calibrated thresholds (models.thresholds).
 """
 from __future__ import annotations
@@ -22,19 +22,11 @@ from onnx import TensorProto, helper, numpy_helper
 from models.knn import MemoryBank
 from models.model_file import AnomalyModel
 from models.registry import METHODS
-from models.scoring import upsample_and_smooth
+from models.scoring import map_operators
 from models.thresholds import Thresholds
 from utils.config import hw
 
 OUTPUTS = ("image_score", "normalized_score", "anomaly_map", "mask")
-
-
-def axis_operators(grid: tuple[int, int], size: tuple[int, int], sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """A_H [H, h], A_W [W, w] with upsample_and_smooth(P) = A_H @ P @ A_W^T for every grid P [h, w]."""
-    h, w = grid
-    rows = upsample_and_smooth(np.repeat(np.eye(h, dtype=np.float32)[:, :, None], w, axis=2), size, sigma)
-    cols = upsample_and_smooth(np.repeat(np.eye(w, dtype=np.float32)[:, None, :], h, axis=1), size, sigma)
-    return rows[:, :, 0].T.copy(), cols[:, 0, :].T.copy()
 
 
 def neighbourhood_table(bank: np.ndarray, num_neighbors: int) -> np.ndarray:
@@ -131,7 +123,7 @@ def full_model(extractor_onnx: bytes, model: AnomalyModel) -> bytes:
     patches = g.op("Transpose", flat, perm=[0, 2, 1])                                     # [N, P, C]
     patch_scores, image_score = PATCH_SCORES[spec.patch_distance](g, patches, model)
     grid = g.op("Reshape", patch_scores, g.const([0, grid_h, grid_w], np.int64))
-    rows, cols = axis_operators((grid_h, grid_w), size, model.config.model.sigma)
+    rows, cols = map_operators((grid_h, grid_w), hw(size), float(model.config.model.sigma))
     anomaly_map = g.op("MatMul", g.op("MatMul", g.const(rows), grid), g.const(cols.T.copy()), output="anomaly_map")
     if spec.image_score_from_map:
         image_score = g.reduce_max(anomaly_map, [1, 2], keepdims=0)

@@ -217,7 +217,7 @@ class MemoryBank:
         if product_threads < 1:
             raise ValueError(f"product_threads must be at least 1, not {product_threads}")
         self.product_threads = int(product_threads)
-        self.workers = Workers(self.product_threads)   # the scorer's blur shares them (models.scoring.smooth)
+        self.workers = Workers(self.product_threads)
         # Chunks answered by visiting groups / by the full product (tests and benchmarks read it).
         self.chunk_counts = {"grouped": 0, "full": 0}
         self.settled_ties = 0   # queries searched again in float64 (benchmarks read it)

@@ -38,7 +38,6 @@ class PatchCoreScorer:
         if image_score not in ("reweighted", "max"):
             raise ValueError(f"image_score must be 'reweighted' or 'max', not {image_score!r}")
         self.bank = MemoryBank(bank, array_lib=array_lib, product_threads=product_threads)
-        self.workers = self.bank.workers   # the bank's tile threads also share the blur
         self.image_size = image_size
         self.num_neighbors = num_neighbors
         self.image_score = image_score
@@ -61,7 +60,7 @@ class PatchCoreScorer:
                 patch = patches[b * height * width + worst]
                 image_scores[b] = reweight(patch, int(nearest[b, worst]), self.bank, self.num_neighbors)
         patch_scores = patch_scores.reshape(batch, height, width)
-        maps = upsample_and_smooth(patch_scores, self.image_size, self.sigma, self.workers)
+        maps = upsample_and_smooth(patch_scores, self.image_size, self.sigma)
         return Scores(image_scores, maps, patch_scores)
 
 

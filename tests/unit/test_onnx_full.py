@@ -2,18 +2,9 @@
 import numpy as np
 import pytest
 
-from engine.onnx_full import axis_operators, neighbourhood_table
+from engine.onnx_full import neighbourhood_table
 from models.knn import MemoryBank
 from models.scoring import upsample_and_smooth
-
-
-@pytest.mark.parametrize("grid, size", [((8, 8), (64, 64)), ((7, 5), (56, 40)), ((28, 28), (224, 224))])
-def test_axis_operators_are_the_upsampling_and_blur(grid, size):
-    patch_scores = np.random.default_rng(0).random((3, *grid)).astype(np.float32)
-    rows, cols = axis_operators(grid, size, 4.0)
-    assert rows.shape == (size[0], grid[0]) and cols.shape == (size[1], grid[1])
-    expected = upsample_and_smooth(patch_scores, size, 4.0)
-    np.testing.assert_allclose(rows @ patch_scores @ cols.T, expected, rtol=1e-5, atol=1e-6 * expected.max())
 
 
 def test_neighbourhood_table_is_each_entry_and_its_nearest_others():

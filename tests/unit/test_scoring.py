@@ -67,6 +67,25 @@ def test_map_is_bilinear_upsampling_then_gaussian():
                                gaussian_filter(sharp[0], sigma=4, mode="reflect", truncate=4.0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("grid, size, sigma", [((8, 8), (64, 64), 4.0), ((7, 5), (56, 40), 4.0),
+                                              ((28, 28), (224, 224), 4.0), ((56, 56), (448, 448), 4.0),
+                                              ((14, 40), (112, 320), 2.5), ((9, 6), (20, 13), 0.0), ((12, 12), (8, 8), 1.0),
+                                              ((1, 1), (4, 5), 4.0)])
+def test_map_equals_paddle_interpolation_then_scipy_blur(grid, size, sigma):
+    # The reference is the two steps as the scorers took them before the matrix form (upsampling
+    # by Paddle, then scipy's 2-D filter), on grids square or not, up- and downsampled.
+    import paddle
+    import paddle.nn.functional as F
+
+    patch_scores = np.random.default_rng(0).random((3, *grid)).astype(np.float32) * 5
+    sharp = F.interpolate(paddle.to_tensor(patch_scores[:, None]), size=size, mode="bilinear",
+                          align_corners=False).numpy()[:, 0]
+    expected = np.stack([gaussian_filter(m, sigma, mode="reflect", truncate=4.0) for m in sharp]) if sigma else sharp
+    maps = upsample_and_smooth(patch_scores, size, sigma)
+    assert maps.shape == (3, *size) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-6 * expected.max())
+
+
 def test_channel_mismatch_is_refused():
     with pytest.raises(ValueError, match="channels"):
         PatchCoreScorer(np.zeros((4, 3), np.float32), 8)(np.zeros((1, 5, 2, 2), np.float32))

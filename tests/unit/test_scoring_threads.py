@@ -119,21 +119,6 @@ def test_the_tiles_run_on_the_banks_threads(monkeypatch):
     assert seen == {threading.get_ident()}
 
 
-@pytest.mark.parametrize("count", [1, 2, 3])
-@pytest.mark.parametrize("shape", [(448, 448), (224, 300), (5, 2), (1, 1)])
-def test_the_blur_split_over_threads_is_the_same_to_the_bit(count, shape):
-    from scipy.ndimage import gaussian_filter
-
-    from models.scoring import smooth
-    from utils.workers import Workers
-
-    image = (np.random.default_rng(sum(shape)).random(shape, dtype=np.float32) * 5).astype(np.float32)
-    expected = gaussian_filter(image, sigma=4.0, mode="reflect", truncate=4.0)
-    got = smooth(image, 4.0, Workers(count))
-    assert got.dtype == expected.dtype
-    np.testing.assert_array_equal(got, expected)
-
-
 def test_a_scorer_with_threads_gives_the_one_thread_scores():
     from models.patchcore.scorer import PatchCoreScorer
 
