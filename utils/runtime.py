@@ -67,7 +67,8 @@ def quiet_paddle_logs() -> None:
 
 def prepare_process() -> None:
     """The process-wide setup of an entry script, its first statement (before NumPy and Paddle
-    load; no import does any of it): thread and memory settings, Paddle's quiet glog, and Ctrl-C as one line also during the slow imports that follow."""
+    load; no import does any of it): thread and memory settings, Paddle's quiet glog, and Ctrl-C
+    as one line also during the slow imports that follow."""
     configure_environment()
     quiet_paddle_logs()
     install_interrupt_hook()
