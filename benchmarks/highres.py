@@ -10,7 +10,9 @@ scored one at a time (as infer.py --batch_size 1) by each method, alternating me
 network is the same for all and left out), wall and process CPU time (on a shared machine the CPU
 time is the steadier of the two). Methods:
 
-- today: models/knn.py of the base commit (--base, read with `git show`), grouped + plain product;
+- today: models/knn.py of the base commit (--base, read with `git show`), grouped + plain product
+  (in this process, so with the entry scripts' memory setting and today's maps: the search alone
+  is compared; infer.py of the base tree against this one is the end-to-end comparison);
 - tiled: the full product in cache-sized tiles with the minimum fused, ties settled in float64;
 - grouped: the grouped search falling back to the tiled product (the scorer's default now), on one
   thread as predict.py and training run it (beside Paddle's dynamic graph);
