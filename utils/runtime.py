@@ -30,11 +30,12 @@ def configure_environment() -> None:
 # glibc's malloc, by default, gives blocks above 128 kB back to the OS as soon as they are freed
 # (and trims the heap above a few MB), so every NumPy temporary of an image's size (a 448 px
 # image's 3,136 x 128 patches are 1.6 MB) comes back as fresh pages and faults on each of them
-# again. Kept for reuse below 32 MB (glibc's largest mmap threshold) and trimmed only above 512 MB,
-# the kNN of one bottle 448 px image against 1,639 entries took 9.2-9.5 ms instead of 14.0-15.2
-# (2 threads, three alternated runs each: docs/results.md, High resolution).
-MALLOC_MMAP_THRESHOLD = 32 * 2**20
-MALLOC_TRIM_THRESHOLD = 512 * 2**20
+# again. Blocks up to 4 MB kept for reuse and the heap trimmed only above 64 MB, the kNN of one
+# bottle 448 px image against 1,639 entries took 10.2-10.5 ms instead of 15.1-17.7 (2 threads;
+# docs/results.md, High resolution). Larger blocks still go back at once: 32 MB / 512 MB gave the
+# same speed but kept more, and a 2048 px fit's peak came within 11 MB of its memory estimate.
+MALLOC_MMAP_THRESHOLD = 4 * 2**20
+MALLOC_TRIM_THRESHOLD = 64 * 2**20
 
 
 def reuse_freed_memory() -> bool:
