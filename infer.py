@@ -35,13 +35,13 @@ def main() -> int:
     from deploy.benchmark import make_timer, report_benchmark
     from deploy.batch_scoring import collect_images, run_inference
     from deploy.exported_model import load_exported_model, scoring_options
-    from models.runtimes import ExportFiles, RuntimeOptions, open_runtime
+    from models.runtimes import ExportFiles, RuntimeOptions, open_runtime, resolve_runtime
 
     files = ExportFiles.of_program(args.model_file, args.params_file, args.stats)
     model = load_exported_model(args.stats, args.params_file, args.model_file, files.onnx)
     options = RuntimeOptions(args.runtime, args.use_gpu, args.cpu_threads, args.enable_mkldnn, args.precision,
                              args.use_tensorrt)
-    scoring = scoring_options(options)
+    scoring = scoring_options(options, resolve_runtime(files, options))
     runtimes = []   # the one run_inference opens, for the benchmark block
 
     def open_embedder():

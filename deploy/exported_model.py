@@ -12,22 +12,27 @@ from utils.io import file_sha256
 from utils.runtime import select_device
 
 
-def scoring_options(runtime: RuntimeOptions, shared_cores: bool = False) -> ScoringOptions:
-    """How a deploy process (infer.py, the Inferencer, serve.py) scores, from its runtime's options.
+def scoring_options(options: RuntimeOptions, runtime_name: str, shared_cores: bool = False) -> ScoringOptions:
+    """How a deploy process (infer.py, the Inferencer, serve.py) scores, from its runtime's options
+    and the runtime that runs the network (models.runtimes.resolve_runtime: "auto" resolved).
 
     On a GPU the memory-bank search runs there too (Paddle kNN), not in NumPy on the host. On the
-    CPU the network runs in a static-graph runtime (Paddle Inference, OpenVINO, ONNX Runtime) and
-    not at the same time as the scorer, so the bank's tile products are shared by as
-    many threads as the network's (at most the machine's cores). shared_cores: the process does
-    other work while it scores (the service decodes the next uploads and takes concurrent
-    requests), which already keeps the cores busy: one thread (serve.py at 4 clients, 448 px:
-    0.77-0.87x the throughput with two; docs/results.md, High resolution). Processes that run
-    Paddle's dynamic graph keep ScoringOptions' one thread too.
+    CPU the network runs in a static-graph runtime and not at the same time as the scorer, so with
+    OpenVINO and ONNX Runtime the bank's tile products are shared by as many threads as the
+    network's (at most the machine's cores). Two exceptions score on one thread:
+    - Paddle Inference: its OpenMP threads stay awake between layers (KMP_BLOCKTIME) and the
+      thread decoding the next image needs the other core; with two scoring threads the scoring
+      was no faster and the reader fell behind (bottle 448, 83 images, alternated: 42.3-50.2 ms per
+      image with one thread against 45.4-52.6 with two; docs/results.md, High resolution);
+    - shared_cores: the process does other work while it scores (the service decodes the next
+      uploads and takes concurrent requests), which already keeps the cores busy (serve.py at 4
+      clients, 448 px: 0.77-0.87x the throughput with two).
+    Processes that run Paddle's dynamic graph keep ScoringOptions' one thread too.
     """
-    array_lib = select_device("gpu" if runtime.use_gpu else "cpu")
-    if array_lib != "numpy" or shared_cores:
+    array_lib = select_device("gpu" if options.use_gpu else "cpu")
+    if array_lib != "numpy" or shared_cores or runtime_name == "paddle":
         return ScoringOptions(array_lib)
-    return ScoringOptions(array_lib, product_threads=max(1, min(runtime.cpu_threads, os.cpu_count() or 1)))
+    return ScoringOptions(array_lib, product_threads=max(1, min(options.cpu_threads, os.cpu_count() or 1)))
 
 
 def load_exported_model(stats_path: str, params_path: str, program_path: str | None = None,

@@ -81,7 +81,7 @@ class Inferencer:
         self.options = options or RuntimeOptions(runtime=runtime, use_gpu=use_gpu, cpu_threads=cpu_threads)
         self.runtime = open_runtime(self.files, self.options)
         # shared_cores: see deploy.exported_model.scoring_options (the service sets it)
-        self.scorer = scoring_options(self.options, shared_cores).scorer(self.model)
+        self.scorer = scoring_options(self.options, self.runtime.name, shared_cores).scorer(self.model)
 
     @property
     def data(self):

@@ -212,8 +212,8 @@ class MemoryBank:
         # they wait, so on a busy machine one descheduled worker stalls every tile (bottle 448,
         # load 2: 66 -> 180 ms per image's scoring in infer.py; docs/results.md, High resolution).
         # The process that scores chooses the count (deploy.exported_model.scoring_options): 1 beside
-        # Paddle's dynamic graph, the CPU threads in the deploy runtimes, whose network does not run
-        # while the scorer does.
+        # Paddle's dynamic graph and Paddle Inference, the CPU threads beside OpenVINO and ONNX
+        # Runtime, whose network does not run while the scorer does.
         if product_threads < 1:
             raise ValueError(f"product_threads must be at least 1, not {product_threads}")
         self.product_threads = int(product_threads)

@@ -34,8 +34,9 @@ class ScoringOptions:
     product_threads: how many threads share the memory bank's full-product tiles (each on one BLAS
     thread, models.knn.MemoryBank). Processes that run Paddle's dynamic graph (predict.py,
     training, evaluation) keep 1: more threads beside Paddle's made scoring 4-5x slower on 2 cores.
-    The deploy runtimes (network in Paddle Inference, OpenVINO or ONNX Runtime, never running
-    while the scorer does) take their CPU threads: deploy.exported_model.scoring_options.
+    OpenVINO and ONNX Runtime (network never running while the scorer does) take their CPU
+    threads; Paddle Inference keeps 1 (its OpenMP threads and the image reader fill the cores):
+    deploy.exported_model.scoring_options.
     """
     array_lib: str = "numpy"   # "numpy": the host's BLAS; "paddle": Paddle ops on the current device
     product_threads: int = 1

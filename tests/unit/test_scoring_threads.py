@@ -1,5 +1,6 @@
-"""How many threads share the memory bank's tiles, per runtime: the deploy runtimes take their CPU
-threads, Paddle's dynamic graph (predict.py, training) one; the answers do not depend on it."""
+"""How many threads share the memory bank's tiles, per runtime: OpenVINO and ONNX Runtime take their
+CPU threads; Paddle Inference, the service and Paddle's dynamic graph (predict.py, training) one;
+the answers do not depend on it."""
 import numpy as np
 import pytest
 
@@ -17,15 +18,22 @@ def four_cores(monkeypatch):
 
 
 @pytest.mark.parametrize("cpu_threads,expected", [(1, 1), (2, 2), (4, 4), (16, 4)])
-def test_deploy_runtimes_share_the_tiles_over_their_cpu_threads(four_cores, cpu_threads, expected):
-    for runtime in ("paddle", "openvino", "onnxruntime", "auto"):
-        options = scoring_options(RuntimeOptions(runtime=runtime, cpu_threads=cpu_threads))
-        assert options == ScoringOptions("numpy", product_threads=expected)
+def test_openvino_and_onnx_runtime_share_the_tiles_over_their_cpu_threads(four_cores, cpu_threads, expected):
+    for runtime in ("openvino", "onnxruntime"):
+        for asked in (runtime, "auto"):
+            options = scoring_options(RuntimeOptions(runtime=asked, cpu_threads=cpu_threads), runtime)
+            assert options == ScoringOptions("numpy", product_threads=expected)
+
+
+@pytest.mark.parametrize("asked", ["paddle", "auto"])
+def test_beside_paddle_inference_the_scorer_keeps_one_thread(four_cores, asked):
+    # Its OpenMP threads and the decoding thread already fill the cores (docs/results.md).
+    assert scoring_options(RuntimeOptions(runtime=asked, cpu_threads=4), "paddle") == ScoringOptions("numpy", 1)
 
 
 def test_the_service_scores_on_one_thread(four_cores):
     # It decodes uploads and takes concurrent requests while it scores: the cores are busy already.
-    options = scoring_options(RuntimeOptions(runtime="openvino", cpu_threads=4), shared_cores=True)
+    options = scoring_options(RuntimeOptions(runtime="openvino", cpu_threads=4), "openvino", shared_cores=True)
     assert options == ScoringOptions("numpy", product_threads=1)
 
 
@@ -56,7 +64,7 @@ def test_the_service_asks_for_shared_cores(monkeypatch, tmp_path):
 
 def test_on_a_gpu_the_bank_is_searched_there_on_one_host_thread(monkeypatch):
     monkeypatch.setattr(exported_model, "select_device", lambda device: "paddle" if device == "gpu" else "numpy")
-    assert scoring_options(RuntimeOptions(use_gpu=True, cpu_threads=2)) == ScoringOptions("paddle", 1)
+    assert scoring_options(RuntimeOptions(use_gpu=True, cpu_threads=2), "paddle") == ScoringOptions("paddle", 1)
 
 
 def test_dynamic_graph_processes_keep_one_thread():
