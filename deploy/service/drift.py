@@ -1,7 +1,10 @@
 """The drift alarm: are the good parts' scores creeping towards the threshold, or are too many parts NG?
 
 Per model and serving version, with N = --drift_window (default 50):
-  reference  = median raw score of the version's first N scored parts (from the log, so a restart keeps it),
+  reference  = median raw score of the version's first N parts judged OK (from the log, so a restart
+               keeps it): a good-part reference, so a shift that starts with defective parts (or a
+               bad first batch) does not become the baseline; every OK score is below the
+               threshold, so the index below is always defined,
   recent     = median raw score of its last N scored parts (OK and NG: a median ignores up to half of
                them being real defects; more than that is the NG-rate alarm's job),
   drift index d = (recent - reference) / (image threshold - reference)
@@ -11,8 +14,8 @@ Per model and serving version, with N = --drift_window (default 50):
   threshold); it ends when d falls below 0.75 x the limit (a margin, so it does not flicker).
   "ng_rate" alarm while the NG share of the last N judged parts (OK + NG) >= --ng_rate_limit
   (default 0.2); it ends below 0.75 x the limit.
-Nothing is judged before N parts (state "learning"). A new version (update, rollback, reload)
-starts learning again. Both alarms are shown on the page and in /metrics (patchcore_drift_index,
+Nothing is judged before N parts (state "learning"; the score alarm waits for N OK parts). A new
+version (update, rollback, reload) starts learning again. Both alarms are shown on the page and in /metrics (patchcore_drift_index,
 patchcore_drift_alarm{kind}, patchcore_recent_ng_rate); the log's `alarms` table records when each
 started and ended.
 """
@@ -83,7 +86,7 @@ class DriftMonitor:
                 self._reset(version, threshold)
             self.verdicts.append(decision == "anomalous")
             if score is not None:
-                if len(self.reference) < self.window:
+                if decision == "normal" and len(self.reference) < self.window:
                     self.reference.append(score)
                 self.recent.append(score)
             self._judge()

@@ -285,14 +285,15 @@ class InspectionLog:
         except Exception as err:
             self._lost(0, "feedback_not_noted", f"feedback not noted in the log ({err})")
 
-    def _scores(self, model: str, version: str, count: int, order: str) -> list[float]:
+    def _scores(self, model: str, version: str, count: int, order: str, ok_only: bool = False) -> list[float]:
+        judged = "AND decision = 'normal' " if ok_only else ""
         return [r[0] for r in self._read(lambda store: store.fetch(
-            f"SELECT score FROM inspections WHERE model = ? AND version = ? AND score IS NOT NULL "
+            f"SELECT score FROM inspections WHERE model = ? AND version = ? AND score IS NOT NULL {judged}"
             f"ORDER BY id {order} LIMIT ?", (model, version, count)))]
 
     def first_scores(self, model: str, version: str, count: int) -> list[float]:
-        """The first `count` scores of one model version (the drift alarm's reference)."""
-        return self._scores(model, version, count, "ASC")
+        """The first `count` scores of one model version's parts judged OK (the drift alarm's reference)."""
+        return self._scores(model, version, count, "ASC", ok_only=True)
 
     def recent_scores(self, model: str, version: str, count: int) -> list[float]:
         """The last `count` scores of one model version, oldest first (the drift alarm after a restart)."""
