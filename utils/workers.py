@@ -1,4 +1,4 @@
-"""A few threads for array work that lets go of the GIL (BLAS products, SciPy filters)."""
+"""A few threads for array work that lets go of the GIL (the memory bank's BLAS products)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor

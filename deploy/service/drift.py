@@ -15,9 +15,9 @@ Per model and serving version, with N = --drift_window (default 50):
   "ng_rate" alarm while the NG share of the last N judged parts (OK + NG) >= --ng_rate_limit
   (default 0.2); it ends below 0.75 x the limit.
 Nothing is judged before N parts (state "learning"; the score alarm waits for N OK parts). A new
-version (update, rollback, reload) starts learning again. Both alarms are shown on the page and in /metrics (patchcore_drift_index,
-patchcore_drift_alarm{kind}, patchcore_recent_ng_rate); the log's `alarms` table records when each
-started and ended.
+version (update, rollback, reload) starts learning again. Both alarms are shown on the page and in
+/metrics (patchcore_drift_index, patchcore_drift_alarm{kind}, patchcore_recent_ng_rate); the log's
+`alarms` table records when each started and ended.
 """
 from __future__ import annotations
 
