@@ -31,7 +31,7 @@ def configure_environment() -> None:
 # (and trims the heap above a few MB), so every NumPy temporary of an image's size (a 448 px
 # image's 3,136 x 128 patches are 1.6 MB) comes back as fresh pages and faults on each of them
 # again. Blocks up to 4 MB kept for reuse and the heap trimmed only above 64 MB, the kNN of one
-# bottle 448 px image against 1,639 entries took 10.2-10.5 ms instead of 15.1-17.7 (2 threads;
+# bottle 448 px image against 1,639 entries took 10.5-11.4 ms instead of 15.1-17.7 (2 threads;
 # docs/results.md, High resolution). Larger blocks still go back at once: 32 MB / 512 MB gave the
 # same speed but kept more, and a 2048 px fit's peak came within 11 MB of its memory estimate.
 MALLOC_MMAP_THRESHOLD = 4 * 2**20
